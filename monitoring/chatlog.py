@@ -196,7 +196,9 @@ class ChatLog:
         with self.engine.begin() as conn:
             res = conn.execute(
                 update(conversations)
-                .where(conversations.c.conversation_id == conversation_id, conversations.c.deleted_at.is_(None))
+                .where(
+                    conversations.c.conversation_id == conversation_id, conversations.c.deleted_at.is_(None)
+                )
                 .values(deleted_at=now())
             )
         return bool(res.rowcount)

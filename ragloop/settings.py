@@ -54,7 +54,9 @@ class Settings(BaseSettings):
         description="RAGLOOP_CHROMA_URL: a Chroma server (http://host:port); unset means embedded Chroma.",
     )
     collection: str = Field(
-        "ragloop", validation_alias=_env("RAGLOOP_COLLECTION"), description="RAGLOOP_COLLECTION: Chroma collection."
+        "ragloop",
+        validation_alias=_env("RAGLOOP_COLLECTION"),
+        description="RAGLOOP_COLLECTION: Chroma collection.",
     )
     embedding_model: str | None = Field(
         None,
@@ -65,14 +67,18 @@ class Settings(BaseSettings):
         ),
     )
     chunk_size: int = Field(
-        700, validation_alias=_env("RAGLOOP_CHUNK_SIZE"), description="RAGLOOP_CHUNK_SIZE: characters per chunk."
+        700,
+        validation_alias=_env("RAGLOOP_CHUNK_SIZE"),
+        description="RAGLOOP_CHUNK_SIZE: characters per chunk.",
     )
     chunk_overlap: int = Field(
         100,
         validation_alias=_env("RAGLOOP_CHUNK_OVERLAP"),
         description="RAGLOOP_CHUNK_OVERLAP: characters shared by neighbouring chunks of one section.",
     )
-    top_k: int = Field(3, validation_alias=_env("RAGLOOP_TOP_K"), description="RAGLOOP_TOP_K: chunks retrieved.")
+    top_k: int = Field(
+        3, validation_alias=_env("RAGLOOP_TOP_K"), description="RAGLOOP_TOP_K: chunks retrieved."
+    )
     score_threshold: float = Field(
         0.25,
         validation_alias=_env("RAGLOOP_SCORE_THRESHOLD"),
@@ -100,12 +106,18 @@ class Settings(BaseSettings):
         validation_alias=_env("RAGLOOP_LLM_GGUF"),
         description="RAGLOOP_LLM_GGUF: a GGUF file for the local server instead of the default model.",
     )
-    llm_host: str = Field("127.0.0.1", validation_alias=_env("RAGLOOP_LLM_HOST"), description="RAGLOOP_LLM_HOST.")
+    llm_host: str = Field(
+        "127.0.0.1", validation_alias=_env("RAGLOOP_LLM_HOST"), description="RAGLOOP_LLM_HOST."
+    )
     llm_port: int = Field(
-        8081, validation_alias=_env("RAGLOOP_LLM_PORT"), description="RAGLOOP_LLM_PORT: local LLM server port."
+        8081,
+        validation_alias=_env("RAGLOOP_LLM_PORT"),
+        description="RAGLOOP_LLM_PORT: local LLM server port.",
     )
     llm_ctx: int = Field(
-        4096, validation_alias=_env("RAGLOOP_LLM_CTX"), description="RAGLOOP_LLM_CTX: local server context size."
+        4096,
+        validation_alias=_env("RAGLOOP_LLM_CTX"),
+        description="RAGLOOP_LLM_CTX: local server context size.",
     )
     llm_parallel: int = Field(
         2, validation_alias=_env("RAGLOOP_LLM_PARALLEL"), description="RAGLOOP_LLM_PARALLEL: server slots."
@@ -126,7 +138,9 @@ class Settings(BaseSettings):
     )
 
     # --- app -----------------------------------------------------------------------------------
-    host: str = Field("127.0.0.1", validation_alias=_env("RAGLOOP_HOST"), description="RAGLOOP_HOST: app host.")
+    host: str = Field(
+        "127.0.0.1", validation_alias=_env("RAGLOOP_HOST"), description="RAGLOOP_HOST: app host."
+    )
     port: int = Field(7860, validation_alias=_env("RAGLOOP_PORT"), description="RAGLOOP_PORT: app port.")
     max_message_chars: int = Field(
         4000,

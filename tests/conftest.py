@@ -69,7 +69,9 @@ def _pg_bin(name: str) -> str:
         return str(found[-1])
     exe = shutil.which(name)
     if exe is None:
-        raise RuntimeError(f"PostgreSQL's {name} is missing: run `make system-deps` (Debian package postgresql)")
+        raise RuntimeError(
+            f"PostgreSQL's {name} is missing: run `make system-deps` (Debian package postgresql)"
+        )
     return exe
 
 
@@ -88,11 +90,17 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         os.chmod(root, 0o755)
         as_user = ["runuser", "-u", "postgres", "--"]
     initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
-    subprocess.run([*as_user, initdb, "-D", str(data), "-U", "ragloop", "--auth=trust", "-E", "UTF8"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [*as_user, initdb, "-D", str(data), "-U", "ragloop", "--auth=trust", "-E", "UTF8"],
+        check=True,
+        capture_output=True,
+    )
     opts = f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off"
-    subprocess.run([*as_user, pg_ctl, "-D", str(data), "-o", opts, "-l", str(root / "pg.log"), "-w", "start"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [*as_user, pg_ctl, "-D", str(data), "-o", opts, "-l", str(root / "pg.log"), "-w", "start"],
+        check=True,
+        capture_output=True,
+    )
     try:
         yield f"postgresql+psycopg2://ragloop@127.0.0.1:{port}/postgres"
     finally:

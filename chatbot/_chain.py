@@ -1,0 +1,135 @@
+"""The RAG chain as one LangChain LCEL runnable.
+
+Input: ``{"message": str, "history": [(question, answer), ...]}``. Streaming the chain yields dict
+chunks: first the keys ``question`` (the standalone question) and ``retrieval`` (a
+:class:`Retrieval`), then ``answer`` chunks (``AIMessageChunk``; the last carries token usage).
+Because it is one runnable, LangChain tracers (LangSmith, OpenLLMetry) see one run tree per turn:
+condense -> retrieve -> answer (prompt -> ChatOpenAI).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+from langchain_core.runnables import Runnable, RunnableLambda, RunnablePassthrough
+
+from chatbot import _prompts as prompts
+
+
+class ChunkLike(Protocol):
+    """A retrieved chunk as the retrieval package returns it."""
+
+    chunk_id: str
+    text: str
+    score: float
+    source: str
+    title: str
+
+
+class SearchResultLike(Protocol):
+    """The result of one retrieval."""
+
+    query_embedding: Any
+    chunks: Sequence[ChunkLike]
+    retrieval_ms: float
+
+
+class RetrieverLike(Protocol):
+    """What the chain needs of a retriever."""
+
+    def search(self, query: str, k: int | None = None) -> SearchResultLike:
+        """Top-k chunks for ``query``."""
+        ...
+
+
+@dataclass
+class Retrieval:
+    """What the retrieve step found: all chunks with scores, and those relevant enough to use."""
+
+    query_embedding: Any
+    retrieved: list[ChunkLike]
+    relevant: list[ChunkLike]
+    retrieval_ms: float
+    error: str | None = field(default=None)
+
+
+def _condense_step(llm: BaseChatModel) -> Runnable:
+    async def condense(inputs: dict[str, Any]) -> str:
+        history = inputs.get("history") or []
+        message = inputs["message"]
+        if not history:
+            # First turn: the message is already standalone; skip an LLM round trip.
+            return str(message)
+        reply = await llm.ainvoke(
+            [
+                SystemMessage(prompts.CONDENSE_SYSTEM_PROMPT),
+                HumanMessage(prompts.condense_prompt(history, message)),
+            ],
+            max_tokens=64,
+        )
+        return prompts.clean_condensed(str(reply.content), fallback=message)
+
+    return RunnableLambda(condense, name="condense_question")
+
+
+def _retrieve_step(retriever: RetrieverLike, k: int, threshold: float) -> Runnable:
+    def retrieve(inputs: dict[str, Any]) -> Retrieval:
+        result = retriever.search(inputs["question"], k=k)
+        chunks = list(result.chunks)
+        relevant = [c for c in chunks if c.score >= threshold]
+        return Retrieval(result.query_embedding, chunks, relevant, result.retrieval_ms)
+
+    return RunnableLambda(retrieve, name="retrieve")
+
+
+def _answer_step(llm: BaseChatModel) -> Runnable:
+    answer_llm = (RunnableLambda(_answer_messages, name="build_prompt") | llm).with_config(run_name="answer")
+
+    def route(inputs: dict[str, Any]) -> Runnable | AIMessage:
+        if not inputs["retrieval"].relevant:
+            # Nothing relevant: refuse rather than let the model invent an answer.
+            return AIMessage(prompts.NO_CONTEXT_ANSWER)
+        return answer_llm
+
+    return RunnableLambda(route, name="route_answer")
+
+
+def _answer_messages(inputs: dict[str, Any]) -> list[Any]:
+    block = prompts.format_sources(inputs["retrieval"].relevant)
+    return [
+        SystemMessage(prompts.SYSTEM_PROMPT),
+        HumanMessage(prompts.user_prompt(inputs["question"], block)),
+    ]
+
+
+def build_rag_chain(llm: BaseChatModel, retriever: RetrieverLike, k: int, threshold: float) -> Runnable:
+    """Compose condense -> retrieve -> answer as one LCEL runnable named ``rag_chain``."""
+    chain = (
+        RunnablePassthrough.assign(question=_condense_step(llm))
+        | RunnablePassthrough.assign(retrieval=_retrieve_step(retriever, k, threshold))
+        | RunnablePassthrough.assign(answer=_answer_step(llm))
+    )
+    return chain.with_config(run_name="rag_chain")
+
+
+def build_chat_model(
+    base_url: str, api_key: str, model: str, temperature: float, max_tokens: int, timeout_s: float
+) -> BaseChatModel:
+    """ChatOpenAI on any OpenAI-compatible endpoint, streaming with token usage in the last chunk."""
+    from langchain_openai import ChatOpenAI
+
+    return ChatOpenAI(
+        base_url=base_url,
+        api_key=api_key,  # type: ignore[arg-type]
+        model=model,
+        temperature=temperature,
+        max_tokens=max_tokens,  # type: ignore[call-arg]
+        timeout=timeout_s,
+        max_retries=1,
+        streaming=True,
+        stream_usage=True,
+    )

@@ -1,0 +1,35 @@
+"""Build a ready chat service from settings: chat log, retriever, chat model, chain, observer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chatbot._chain import build_chat_model, build_rag_chain
+from chatbot._observer import TurnObserver
+from chatbot._service import ChatService
+from monitoring.chatlog import ChatLog
+from ragloop.settings import Settings
+
+
+def build_service(
+    settings: Settings,
+    *,
+    observer: TurnObserver | None = None,
+    retriever: Any | None = None,
+    chatlog: ChatLog | None = None,
+) -> ChatService:
+    """Assemble a :class:`ChatService`; pass ``retriever`` or ``chatlog`` to reuse existing ones."""
+    if retriever is None:
+        from retrieval import Retriever
+
+        retriever = Retriever(settings)
+    llm = build_chat_model(
+        base_url=settings.llm_base_url,
+        api_key=settings.openai_api_key,
+        model=settings.llm_model,
+        temperature=settings.temperature,
+        max_tokens=settings.max_tokens,
+        timeout_s=settings.llm_timeout_s,
+    )
+    chain = build_rag_chain(llm, retriever, k=settings.top_k, threshold=settings.score_threshold)
+    return ChatService(settings, chatlog or ChatLog(settings.chatlog_url), chain, retriever, observer)
