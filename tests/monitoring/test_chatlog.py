@@ -1,0 +1,105 @@
+"""The chat log against real SQLite (WAL) and a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sqlalchemy import text
+
+from monitoring import chatlog as cl
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def log(request: pytest.FixtureRequest, tmp_path) -> cl.ChatLog:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'chat.db'}"
+    else:
+        base = request.getfixturevalue("postgres_url")
+        # A fresh schema per test keeps PostgreSQL tests independent.
+        schema = f"t{cl.new_id()[:12]}"
+        from sqlalchemy import create_engine
+
+        eng = create_engine(base)
+        with eng.begin() as conn:
+            conn.execute(text(f"CREATE SCHEMA {schema}"))
+        eng.dispose()
+        url = f"{base}?options=-csearch_path%3D{schema}"
+    chat_log = cl.ChatLog(url)
+    yield chat_log
+    chat_log.close()
+
+
+def test_turn_round_trip_keeps_every_field(log: cl.ChatLog) -> None:
+    cid = log.create_conversation()
+    emb = np.linspace(-1, 1, 384, dtype=np.float32)
+    tid = log.start_turn(conversation_id=cid, user_message="What is a list?", query_embedding=emb)
+    assert log.get_turn(tid)["status"] == cl.STATUS_IN_PROGRESS
+    retrieved = [
+        {"chunk_id": "c1", "score": 0.71, "text": "Lists are mutable.", "source": "a.rst", "title": "Lists"}
+    ]
+    log.finish_turn(
+        tid,
+        cl.STATUS_OK,
+        answer="A mutable sequence [1].",
+        retrieved=retrieved,
+        cited=[1],
+        input_tokens=120,
+        output_tokens=9,
+        retrieval_ms=12.5,
+        ttft_ms=800.0,
+        total_ms=1100.0,
+    )
+    row = log.get_turn(tid)
+    assert row["status"] == cl.STATUS_OK
+    assert row["retrieved"] == retrieved and row["cited"] == [1]
+    assert (row["input_tokens"], row["output_tokens"]) == (120, 9)
+    np.testing.assert_array_equal(row["query_embedding"], emb)
+    assert row["completed_at"] is not None and row["completed_at"] >= row["created_at"]
+    assert log.history(cid, 5) == [("What is a list?", "A mutable sequence [1].")]
+
+
+def test_feedback_needs_a_known_turn_and_a_valid_value(log: cl.ChatLog) -> None:
+    tid = log.start_turn(conversation_id="c", user_message="q")
+    fid = log.add_feedback(tid, -1, "wrong answer", source="ui")
+    rows = log.feedback_for(tid)
+    assert [(r["feedback_id"], r["value"], r["comment"], r["source"]) for r in rows] == [
+        (fid, -1, "wrong answer", "ui")
+    ]
+    with pytest.raises(cl.UnknownTurnError):
+        log.add_feedback("nope", 1)
+    with pytest.raises(ValueError):
+        log.add_feedback(tid, 0)
+
+
+def test_conversations_can_be_deleted_and_turns_stay(log: cl.ChatLog) -> None:
+    cid = log.create_conversation()
+    tid = log.start_turn(conversation_id=cid, user_message="q")
+    assert log.conversation_exists(cid)
+    assert log.delete_conversation(cid)
+    assert not log.conversation_exists(cid)
+    assert not log.delete_conversation(cid)
+    assert log.get_turn(tid) is not None
+
+
+def test_iter_turns_filters_by_status_in_creation_order(log: cl.ChatLog) -> None:
+    ids = [log.start_turn(conversation_id="c", user_message=f"q{i}") for i in range(5)]
+    log.finish_turn(ids[1], cl.STATUS_ERROR, error="boom")
+    for i in (0, 2, 3, 4):
+        log.finish_turn(ids[i], cl.STATUS_OK, answer="a")
+    ok = [t["turn_id"] for t in log.iter_turns(statuses=[cl.STATUS_OK], batch_size=2)]
+    assert ok == [ids[0], ids[2], ids[3], ids[4]]
+    assert log.count_turns() == 5
+
+
+def test_sqlite_runs_in_wal_mode(tmp_path) -> None:
+    chat_log = cl.ChatLog(f"sqlite:///{tmp_path / 'wal.db'}")
+    with chat_log.engine.connect() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+
+
+def test_vectors_encode_as_float32_bytes() -> None:
+    v = [0.5, -1.25, 3.0]
+    blob = cl.encode_vector(v)
+    assert blob == np.array(v, dtype="<f4").tobytes() and len(blob) == 12
+    np.testing.assert_array_equal(cl.decode_vector(blob), np.array(v, dtype=np.float32))
+    assert cl.encode_vector(None) is None and cl.decode_vector(None) is None
