@@ -120,9 +120,13 @@ def build_chat_model(
     base_url: str, api_key: str, model: str, temperature: float, max_tokens: int, timeout_s: float
 ) -> BaseChatModel:
     """ChatOpenAI on any OpenAI-compatible endpoint, streaming with token usage in the last chunk."""
+    import httpx
     from langchain_openai import ChatOpenAI
 
+    # Our own client rather than langchain-openai's process-wide cached one: its pooled connections
+    # belong to the event loop that opened them, and each service owns its loop's connections.
     return ChatOpenAI(
+        http_async_client=httpx.AsyncClient(timeout=timeout_s),
         base_url=base_url,
         api_key=api_key,  # type: ignore[arg-type]
         model=model,

@@ -40,6 +40,25 @@ app.add_typer(monitoring_cli.drift_app, name="drift")
 app.add_typer(eval_cli.app, name="eval")
 
 
+@app.command("config")
+def config(
+    markdown: bool = typer.Option(False, "--markdown", help="Print a Markdown table for docs."),
+) -> None:
+    """Show every setting, the environment variable that sets it, and its current value."""
+    from ragloop.settings import Settings
+
+    settings = Settings()
+    if markdown:
+        typer.echo("| variable | meaning | default |\n|---|---|---|")
+    for name, field in Settings.model_fields.items():
+        variable, _, meaning = (field.description or name).partition(": ")
+        if markdown:
+            default = field.default if not callable(field.default_factory) else "(computed)"
+            typer.echo(f"| `{variable}` | {meaning or name} | `{default}` |")
+        else:
+            typer.echo(f"{variable:32} {getattr(settings, name)!s:50} {meaning}")
+
+
 def main() -> None:
     """Entry point of the ``ragloop`` script."""
     app()
