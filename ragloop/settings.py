@@ -164,6 +164,140 @@ class Settings(BaseSettings):
     )
 
     # --- monitoring (issue: tracing and metrics) ---------------------------------------------
+    telemetry: bool = Field(
+        True,
+        validation_alias=_env("RAGLOOP_TELEMETRY"),
+        description="RAGLOOP_TELEMETRY: trace, measure and log every turn (false: monitoring off).",
+    )
+    trace_content: bool = Field(
+        True,
+        validation_alias=_env("TRACELOOP_TRACE_CONTENT", "RAGLOOP_TRACE_CONTENT"),
+        description="TRACELOOP_TRACE_CONTENT: put prompt and completion text in spans (false: leave it out).",
+    )
+    redact: bool = Field(
+        True,
+        validation_alias=_env("RAGLOOP_REDACT"),
+        description="RAGLOOP_REDACT: mask e-mail addresses, phone numbers and API keys in traced text.",
+    )
+    otlp_endpoint: str | None = Field(
+        None,
+        validation_alias=_env("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        description=(
+            "OTEL_EXPORTER_OTLP_ENDPOINT: OTLP collector (e.g. SigNoz); unset means the local collector "
+            "when RAGLOOP_COLLECTOR is on, else no OTLP export."
+        ),
+    )
+    otlp_protocol: str = Field(
+        "grpc",
+        validation_alias=_env("OTEL_EXPORTER_OTLP_PROTOCOL"),
+        description="OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc' or 'http/protobuf'.",
+    )
+    otlp_headers: str | None = Field(
+        None,
+        validation_alias=_env("OTEL_EXPORTER_OTLP_HEADERS"),
+        description="OTEL_EXPORTER_OTLP_HEADERS: 'k=v,k2=v2', e.g. 'signoz-ingestion-key=KEY' (SigNoz).",
+    )
+    otlp_insecure: bool = Field(
+        True,
+        validation_alias=_env("OTEL_EXPORTER_OTLP_INSECURE"),
+        description="OTEL_EXPORTER_OTLP_INSECURE: plain-text gRPC (ignored for https:// endpoints).",
+    )
+    service_name: str = Field(
+        "ragloop",
+        validation_alias=_env("OTEL_SERVICE_NAME"),
+        description="OTEL_SERVICE_NAME: service name on every span, metric and log.",
+    )
+    resource_attributes: str | None = Field(
+        None,
+        validation_alias=_env("OTEL_RESOURCE_ATTRIBUTES"),
+        description="OTEL_RESOURCE_ATTRIBUTES: extra resource attributes, 'k=v,k2=v2'.",
+    )
+    environment: str = Field(
+        "dev",
+        validation_alias=_env("RAGLOOP_ENVIRONMENT"),
+        description="RAGLOOP_ENVIRONMENT: deployment.environment resource attribute.",
+    )
+    metrics_export_interval_s: float = Field(
+        15.0,
+        validation_alias=_env("RAGLOOP_METRICS_EXPORT_INTERVAL"),
+        description="RAGLOOP_METRICS_EXPORT_INTERVAL: seconds between OTLP metric pushes.",
+    )
+    prices: str = Field(
+        "*=0:0",
+        validation_alias=_env("RAGLOOP_PRICES"),
+        description=(
+            "RAGLOOP_PRICES: USD per million input:output tokens by model, "
+            "'gpt-4o-mini=0.15:0.6,*=0:0' ('*' is the default)."
+        ),
+    )
+    langsmith_api_key: str | None = Field(
+        None,
+        validation_alias=_env("LANGSMITH_API_KEY", "LANGCHAIN_API_KEY"),
+        description="LANGSMITH_API_KEY: send LangChain runs and feedback to LangSmith.",
+    )
+    langsmith_tracing: bool = Field(
+        False,
+        validation_alias=_env("LANGSMITH_TRACING", "LANGCHAIN_TRACING_V2"),
+        description="LANGSMITH_TRACING: true sends runs to LangSmith even without an API key (self-hosted).",
+    )
+    langsmith_endpoint: str = Field(
+        "https://api.smith.langchain.com",
+        validation_alias=_env("LANGSMITH_ENDPOINT", "LANGCHAIN_ENDPOINT"),
+        description="LANGSMITH_ENDPOINT: the LangSmith API.",
+    )
+    langsmith_project: str = Field(
+        "ragloop",
+        validation_alias=_env("LANGSMITH_PROJECT", "LANGCHAIN_PROJECT"),
+        description="LANGSMITH_PROJECT: project the runs go to.",
+    )
+    langsmith_retry_s: float = Field(
+        30.0,
+        validation_alias=_env("RAGLOOP_LANGSMITH_RETRY"),
+        description="RAGLOOP_LANGSMITH_RETRY: seconds between retries of queued LangSmith feedback.",
+    )
+    collector: bool = Field(
+        True,
+        validation_alias=_env("RAGLOOP_COLLECTOR"),
+        description="RAGLOOP_COLLECTOR: `ragloop run` starts a local rotel OpenTelemetry collector.",
+    )
+    collector_grpc_port: int = Field(
+        4317,
+        validation_alias=_env("RAGLOOP_COLLECTOR_GRPC_PORT"),
+        description="RAGLOOP_COLLECTOR_GRPC_PORT: OTLP/gRPC port of the local collector.",
+    )
+    collector_http_port: int = Field(
+        4318,
+        validation_alias=_env("RAGLOOP_COLLECTOR_HTTP_PORT"),
+        description="RAGLOOP_COLLECTOR_HTTP_PORT: OTLP/HTTP port of the local collector.",
+    )
+    phoenix: bool = Field(
+        True,
+        validation_alias=_env("RAGLOOP_PHOENIX"),
+        description="RAGLOOP_PHOENIX: `ragloop run` starts Arize Phoenix as the local trace viewer.",
+    )
+    phoenix_port: int = Field(
+        6006,
+        validation_alias=_env("RAGLOOP_PHOENIX_PORT"),
+        description="RAGLOOP_PHOENIX_PORT: Phoenix UI and API port.",
+    )
+    phoenix_grpc_port: int = Field(
+        4320,
+        validation_alias=_env("RAGLOOP_PHOENIX_GRPC_PORT"),
+        description="RAGLOOP_PHOENIX_GRPC_PORT: Phoenix's OTLP/gRPC receiver (fed by the collector).",
+    )
+    phoenix_bin: Path | None = Field(
+        None,
+        validation_alias=_env("RAGLOOP_PHOENIX_BIN"),
+        description="RAGLOOP_PHOENIX_BIN: `phoenix` executable; unset: .venv-tools/phoenix/bin/phoenix.",
+    )
+    traces_endpoint: str | None = Field(
+        None,
+        validation_alias=_env("RAGLOOP_TRACES_FORWARD"),
+        description=(
+            "RAGLOOP_TRACES_FORWARD: where the local collector forwards traces (an OTLP/gRPC URL, e.g. "
+            "a SigNoz collector); unset means the local Phoenix."
+        ),
+    )
 
     # --- drift ---------------------------------------------------------------------------------
 

@@ -1,0 +1,199 @@
+"""Span attribute keys, span names and metric names: one constant each, no literals at call sites.
+
+OpenTelemetry GenAI and OpenInference names are reused where they exist, so SigNoz, Phoenix and
+any other OpenTelemetry backend show them without configuration; ``ragloop.*`` names fill the gaps.
+"""
+
+from __future__ import annotations
+
+# --- resource ----------------------------------------------------------------------------------
+SERVICE_NAME = "service.name"
+"""OpenTelemetry resource: the service (``OTEL_SERVICE_NAME``)."""
+SERVICE_VERSION = "service.version"
+"""OpenTelemetry resource: the ragloop version."""
+DEPLOYMENT_ENVIRONMENT = "deployment.environment.name"
+"""OpenTelemetry resource: dev, staging, prod (``RAGLOOP_ENVIRONMENT``)."""
+DEPLOYMENT_ENVIRONMENT_LEGACY = "deployment.environment"
+"""The pre-1.27 name of the environment attribute, still what SigNoz filters on."""
+RAGLOOP_MODEL = "ragloop.model"
+"""Resource: the chat model the app is configured with."""
+RAGLOOP_PROMPT_VERSION = "ragloop.prompt.version"
+"""Resource and span: version of the prompt templates."""
+RAGLOOP_INDEX_VERSION = "ragloop.index.version"
+"""Resource and span: version of the retrieval index."""
+
+# --- span names --------------------------------------------------------------------------------
+SPAN_TURN = "chat.turn"
+"""The whole chat turn (child of the HTTP server span, parent of the LangChain spans)."""
+SPAN_CHATLOG = "chatlog.{operation}"
+"""A chat-log write; formatted with the operation (``start_turn``, ``finish_turn``)."""
+SPAN_FEEDBACK = "chat.feedback"
+"""User feedback, a child of the turn's root span in the turn's trace, linked to the turn span."""
+SPAN_SCORE = "eval.score"
+"""An evaluation score attached to a turn's trace."""
+
+# --- OpenInference ------------------------------------------------------------------------------
+OPENINFERENCE_SPAN_KIND = "openinference.span.kind"
+"""OpenInference: CHAIN, LLM, RETRIEVER, EVALUATOR ... (Phoenix's span type)."""
+INPUT_VALUE = "input.value"
+"""OpenInference: the span's input text."""
+OUTPUT_VALUE = "output.value"
+"""OpenInference: the span's output text."""
+SESSION_ID = "session.id"
+"""OpenInference: groups a conversation's traces in Phoenix (the conversation id)."""
+RETRIEVAL_DOCUMENTS = "retrieval.documents"
+"""OpenInference: prefix of the flattened retrieved documents list."""
+DOCUMENT_ID = "document.id"
+"""OpenInference: a retrieved document's id (under ``retrieval.documents.N.``)."""
+DOCUMENT_SCORE = "document.score"
+"""OpenInference: a retrieved document's score."""
+DOCUMENT_CONTENT = "document.content"
+"""OpenInference: a retrieved document's text (content tracing only)."""
+
+# --- OpenTelemetry GenAI -----------------------------------------------------------------------
+GEN_AI_SYSTEM = "gen_ai.system"
+"""GenAI: the provider family (``openai`` for any OpenAI-compatible endpoint)."""
+GEN_AI_REQUEST_MODEL = "gen_ai.request.model"
+"""GenAI: model requested."""
+GEN_AI_RESPONSE_MODEL = "gen_ai.response.model"
+"""GenAI: model that answered."""
+GEN_AI_USAGE_INPUT_TOKENS = "gen_ai.usage.input_tokens"
+"""GenAI: prompt tokens."""
+GEN_AI_USAGE_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
+"""GenAI: completion tokens."""
+GEN_AI_RESPONSE_FINISH_REASONS = "gen_ai.response.finish_reasons"
+"""GenAI: why generation stopped."""
+GEN_AI_TOKEN_TYPE = "gen_ai.token.type"
+"""GenAI metric attribute: ``input`` or ``output``."""
+GEN_AI_CONVERSATION_ID = "gen_ai.conversation.id"
+"""GenAI: the conversation id."""
+GEN_AI_SERVER_TTFT = "gen_ai.server.time_to_first_token"
+"""GenAI: seconds to the first token (span attribute here, measured by the client)."""
+
+#: Attribute keys (and prefixes) that carry prompt or completion text: dropped when content
+#: tracing is off, redacted when it is on. Prefixes end with a dot.
+CONTENT_KEYS = (
+    INPUT_VALUE,
+    OUTPUT_VALUE,
+    "gen_ai.input.messages",
+    "gen_ai.output.messages",
+    "gen_ai.system_instructions",
+    "gen_ai.prompt.",
+    "gen_ai.completion.",
+    "traceloop.entity.input",
+    "traceloop.entity.output",
+    "llm.prompts",
+    "llm.input_messages.",
+    "llm.output_messages.",
+    "ragloop.user_message",
+    "ragloop.feedback.comment",
+    "ragloop.turn.standalone_question",
+    RETRIEVAL_DOCUMENTS + ".",
+)
+
+# --- ragloop span attributes -------------------------------------------------------------------
+TURN_ID = "ragloop.turn.id"
+"""The chat-log turn id: find the trace of a chat-log row, and the row of a trace."""
+CONVERSATION_ID = "ragloop.conversation.id"
+"""The chat-log conversation id."""
+TURN_STATUS = "ragloop.turn.status"
+"""ok, no_context, error, rejected."""
+TURN_STANDALONE_QUESTION = "ragloop.turn.standalone_question"
+"""The condensed question (content tracing only)."""
+USER_MESSAGE = "ragloop.user_message"
+"""The user's message (content tracing only, redacted)."""
+RETRIEVAL_TOP_SCORE = "ragloop.retrieval.top_score"
+"""Best similarity score of the retrieval."""
+RETRIEVAL_MS = "ragloop.retrieval.ms"
+"""Retrieval latency in milliseconds."""
+CHATLOG_OPERATION = "ragloop.chatlog.operation"
+"""The chat-log write."""
+FEEDBACK_VALUE = "ragloop.feedback.value"
+"""+1 thumbs up, -1 thumbs down."""
+FEEDBACK_COMMENT = "ragloop.feedback.comment"
+"""The feedback comment (content tracing only, redacted)."""
+SCORE_NAME = "ragloop.score.name"
+"""Name of an evaluation score."""
+SCORE_VALUE = "ragloop.score.value"
+"""Value of an evaluation score."""
+LINKED_TRACE_ID = "ragloop.linked.trace_id"
+"""Hex trace id of the turn that feedback or a score belongs to."""
+COST_USD = "ragloop.cost.usd"
+"""Estimated cost of the turn from the price table."""
+EVENT_FEEDBACK = "ragloop.feedback"
+"""Span event name: feedback recorded (also on the turn-side span when it is still open)."""
+
+# --- HTTP (OpenTelemetry HTTP semantic conventions) ---------------------------------------------
+HTTP_ROUTE = "http.route"
+"""The matched route template."""
+HTTP_METHOD = "http.request.method"
+"""GET, POST ..."""
+HTTP_STATUS = "http.response.status_code"
+"""The response status code."""
+URL_PATH = "url.path"
+"""Request path."""
+ERROR_TYPE = "error.type"
+"""Error class or status code of a failed request or turn."""
+
+# --- metrics -----------------------------------------------------------------------------------
+M_HTTP_DURATION = "http.server.request.duration"
+"""Histogram (s): HTTP requests by route, method and status; its count is the request rate."""
+M_TURN_DURATION = "ragloop.turn.duration"
+"""Histogram (s): whole turn latency by status."""
+M_TTFT = "ragloop.turn.time_to_first_token"
+"""Histogram (s): time to the first answer token."""
+M_RETRIEVAL_DURATION = "ragloop.retrieval.duration"
+"""Histogram (s): retrieval latency."""
+M_TOKEN_USAGE = "gen_ai.client.token.usage"
+"""GenAI histogram ({token}): input/output tokens per call, by model."""
+M_COST = "ragloop.llm.cost"
+"""Counter (USD): estimated LLM cost from the price table, by model."""
+M_FEEDBACK = "ragloop.feedback"
+"""Counter: feedback by value."""
+M_TOP_SCORE = "ragloop.retrieval.top_score"
+"""Histogram: best retrieval score per turn."""
+M_SCORE = "ragloop.eval.score"
+"""Histogram: evaluation scores attached to turns, by score name."""
+M_GAUGE = "ragloop.job.value"
+"""Gauge family set by drift and evaluation jobs; the ``ragloop.gauge.name`` attribute names it."""
+GAUGE_NAME = "ragloop.gauge.name"
+"""Attribute naming a member of the gauge family."""
+M_EXPORT_ERRORS = "ragloop.telemetry.export.errors"
+"""Counter: failed exports by signal (traces, metrics, logs, langsmith)."""
+SIGNAL = "ragloop.telemetry.signal"
+"""Attribute: traces, metrics, logs or langsmith."""
+FEEDBACK_VALUE_ATTR = "value"
+"""Metric attribute of :data:`M_FEEDBACK`: ``up`` or ``down``."""
+
+#: Histogram buckets (seconds) for LLM-scale latencies: tens of milliseconds to a minute.
+LATENCY_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
+#: Token count buckets.
+TOKEN_BUCKETS = (1, 4, 16, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
+#: Score buckets (similarity and evaluation scores in [0, 1]).
+SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+# --- drift -------------------------------------------------------------------------------------
+M_DRIFT_P_VALUE = "ragloop.drift.p_value"
+"""Gauge: permutation p-value of the last drift run, by :data:`DRIFT_TARGET` (small = drift)."""
+M_DRIFT_STATISTIC = "ragloop.drift.statistic"
+"""Gauge: drift evidence (-log10 min-p) of the last run, by :data:`DRIFT_TARGET`."""
+M_DRIFT_THRESHOLD = "ragloop.drift.threshold"
+"""Gauge: the statistic's calibrated threshold (its 1 - alpha permutation-null quantile)."""
+M_DRIFT_ALARM = "ragloop.drift.alarm"
+"""Gauge: 1 when the last run raised a drift alarm for :data:`DRIFT_TARGET`, else 0."""
+M_DRIFT_WINDOW_ROWS = "ragloop.drift.window.rows"
+"""Gauge: turns in the compared windows, by :data:`DRIFT_SIDE`."""
+M_DRIFT_TOP_CLUSTER_EXCESS = "ragloop.drift.top_cluster.excess"
+"""Gauge: current-minus-reference share of the most over-represented query cluster."""
+M_DRIFT_LAST_RUN = "ragloop.drift.last_run.timestamp"
+"""Gauge (unix seconds): when the last drift run finished (alert when stale)."""
+DRIFT_TARGET = "ragloop.drift.target"
+"""Attribute: query_embedding, answer_embedding, features, or ``feature:<name>``."""
+DRIFT_SIDE = "ragloop.drift.side"
+"""Attribute: reference or current."""
+DRIFT_RUN_ID = "ragloop.drift.run_id"
+"""Span attribute: the drift run id (row of the ``drift_runs`` table)."""
+DRIFT_REFERENCE = "ragloop.drift.reference"
+"""Span attribute: how the reference window was chosen."""
+SPAN_DRIFT_RUN = "drift.run"
+"""Span of one drift run; carries the decisions as ``ragloop.drift.<target>.<field>`` attributes."""
