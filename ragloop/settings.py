@@ -300,6 +300,78 @@ class Settings(BaseSettings):
     )
 
     # --- drift ---------------------------------------------------------------------------------
+    drift_window: str = Field(
+        "day",
+        validation_alias=_env("RAGLOOP_DRIFT_WINDOW"),
+        description="RAGLOOP_DRIFT_WINDOW: 'hour', 'day', 'week' (ending now) or 'START/END' (ISO).",
+    )
+    drift_reference: str = Field(
+        "previous",
+        validation_alias=_env("RAGLOOP_DRIFT_REFERENCE"),
+        description=(
+            "RAGLOOP_DRIFT_REFERENCE: 'previous' (the window before the current one), 'START/END' (a pinned "
+            "window, ISO) or 'saved:NAME' (a set from `ragloop drift reference build`)."
+        ),
+    )
+    drift_alpha: float = Field(
+        0.05,
+        validation_alias=_env("RAGLOOP_DRIFT_ALPHA"),
+        description="RAGLOOP_DRIFT_ALPHA: false-alarm rate of each drift decision, at any window size.",
+    )
+    drift_permutations: int = Field(
+        199,
+        validation_alias=_env("RAGLOOP_DRIFT_PERMUTATIONS"),
+        description="RAGLOOP_DRIFT_PERMUTATIONS: permutations of the null ((n+1)*alpha integer: exact).",
+    )
+    drift_dims: int = Field(
+        20, validation_alias=_env("RAGLOOP_DRIFT_DIMS"), description="RAGLOOP_DRIFT_DIMS: PCA components."
+    )
+    drift_max_rows: int = Field(
+        5000,
+        validation_alias=_env("RAGLOOP_DRIFT_MAX_ROWS"),
+        description="RAGLOOP_DRIFT_MAX_ROWS: rows per window kept by the test (random subsample above).",
+    )
+    drift_min_rows: int = Field(
+        20,
+        validation_alias=_env("RAGLOOP_DRIFT_MIN_ROWS"),
+        description="RAGLOOP_DRIFT_MIN_ROWS: fewer turns than this in a window means no decision.",
+    )
+    drift_clusters: int = Field(
+        8,
+        validation_alias=_env("RAGLOOP_DRIFT_CLUSTERS"),
+        description="RAGLOOP_DRIFT_CLUSTERS: clusters of the current window's queries explaining an alarm.",
+    )
+    drift_dir: Path | None = Field(
+        None,
+        validation_alias=_env("RAGLOOP_DRIFT_DIR"),
+        description="RAGLOOP_DRIFT_DIR: reports, plots, saved references, metrics; unset: DATA_DIR/drift.",
+    )
+    drift_workspace: Path | None = Field(
+        None,
+        validation_alias=_env("RAGLOOP_DRIFT_WORKSPACE"),
+        description="RAGLOOP_DRIFT_WORKSPACE: Evidently workspace; unset: DATA_DIR/evidently.",
+    )
+    drift_project: str = Field(
+        "ragloop-drift",
+        validation_alias=_env("RAGLOOP_DRIFT_PROJECT"),
+        description="RAGLOOP_DRIFT_PROJECT: Evidently project holding the drift snapshots.",
+    )
+    drift_ui_port: int = Field(
+        8085, validation_alias=_env("RAGLOOP_DRIFT_UI_PORT"), description="RAGLOOP_DRIFT_UI_PORT: UI port."
+    )
+    drift_schedule: str = Field(
+        "0 0 * * *",
+        validation_alias=_env("RAGLOOP_DRIFT_SCHEDULE"),
+        description="RAGLOOP_DRIFT_SCHEDULE: cron of the Dagster drift schedule.",
+    )
+    drift_sensor_turns: int = Field(
+        500,
+        validation_alias=_env("RAGLOOP_DRIFT_SENSOR_TURNS"),
+        description="RAGLOOP_DRIFT_SENSOR_TURNS: new turns since the last run that fire the Dagster sensor.",
+    )
+    drift_seed: int = Field(
+        0, validation_alias=_env("RAGLOOP_DRIFT_SEED"), description="RAGLOOP_DRIFT_SEED: tests' random seed."
+    )
 
     # --- evaluation ----------------------------------------------------------------------------
 
