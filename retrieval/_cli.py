@@ -1,4 +1,9 @@
-"""``ragloop ingest`` and ``ragloop corpus ...``."""
+"""``ragloop ingest`` and ``ragloop corpus ...``.
+
+Exit codes of ``ragloop ingest``: 0 when every file went in; 1 when some files failed but the
+others went in (the summary lists each failure with its reason); 2 when there was no usable input
+(nothing found, or every file failed).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,61 @@ import typer
 corpus_app = typer.Typer(help="Fetch and index the default corpus.", no_args_is_help=True)
 
 
-def ingest(paths: list[Path] = typer.Argument(..., help="Files or folders to index.")) -> None:
-    """Load, split, embed and store documents in Chroma (incremental: unchanged files are skipped)."""
-    raise typer.Exit(code=2)  # filled in by the retrieval work
+def _report_exit(report: object) -> None:
+    """Print the summary and exit with the documented code."""
+    from retrieval._ingest import IngestReport
+
+    assert isinstance(report, IngestReport)
+    typer.echo(report.summary())
+    if report.files_ok == 0:
+        raise typer.Exit(code=2)
+    if report.files_failed:
+        raise typer.Exit(code=1)
+
+
+def ingest(
+    paths: list[Path] = typer.Argument(..., help="Files or folders to index (md, rst, txt, html, pdf)."),
+    collection: str | None = typer.Option(None, help="Chroma collection (default: RAGLOOP_COLLECTION)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Load, split, embed and store documents in Chroma (incremental: unchanged files are skipped).
+
+    Exit code 0: all files went in; 1: some files failed, the others went in; 2: no usable input.
+    """
+    from ragloop.settings import Settings
+    from retrieval._ingest import ingest as run_ingest
+
+    settings = Settings(**({"collection": collection} if collection else {}))
+    _report_exit(run_ingest(paths, settings, progress=not quiet))
+
+
+@corpus_app.command("fetch")
+def corpus_fetch() -> None:
+    """Download the default corpus (RAGLOOP_CORPUS) into the cache; a second run does nothing."""
+    from ragloop.settings import Settings
+    from retrieval._corpus import fetch_corpus
+
+    typer.echo(str(fetch_corpus(Settings())))
+
+
+@corpus_app.command("index")
+def corpus_index(quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars.")) -> None:
+    """Fetch the default corpus, then ingest it into the configured collection (incremental)."""
+    from ragloop.settings import Settings
+    from retrieval._corpus import fetch_corpus
+    from retrieval._ingest import ingest as run_ingest
+
+    settings = Settings()
+    _report_exit(run_ingest([fetch_corpus(settings, progress=not quiet)], settings, progress=not quiet))
+
+
+@corpus_app.command("faq")
+def corpus_faq(sample: int = typer.Option(3, help="Questions to print.")) -> None:
+    """Print how many Python FAQ questions were parsed, and a few of them."""
+    from ragloop.settings import Settings
+    from retrieval._corpus import load_python_faq
+
+    items = load_python_faq(Settings())
+    typer.echo(f"{len(items)} FAQ questions")
+    for item in items[:sample]:
+        typer.echo(f"- {item.question}  [{Path(item.source).name}]\n  {item.answer[:160]!r}")
