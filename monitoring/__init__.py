@@ -1,25 +1,33 @@
-"""Monitoring: the chat log, telemetry (traces, metrics, logs), drift.
+"""Monitoring: the chat log, telemetry (traces, metrics, logs, LangSmith), the local stack, drift.
 
 Public API:
     ChatLog: the durable log of turns and feedback (``monitoring.chatlog``).
-    setup_telemetry: settings -> a TurnObserver that traces and measures every turn.
+    setup_telemetry: settings -> a TurnObserver (a :class:`Telemetry` unless RAGLOOP_TELEMETRY=false).
+    Telemetry: the observer; ``instrument_app(app)``, ``record_score(...)``, ``set_gauge(...)``.
+    start_local_stack: start the local collector (rotel) and Phoenix for ``ragloop run``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from monitoring.chatlog import ChatLog
 
 if TYPE_CHECKING:
-    from chatbot._observer import TurnObserver
-    from ragloop.settings import Settings
+    from monitoring._stack import start_local_stack
+    from monitoring._telemetry import Telemetry, setup_telemetry
 
-__all__ = ["ChatLog", "setup_telemetry"]
+__all__ = ["ChatLog", "Telemetry", "setup_telemetry", "start_local_stack"]
 
 
-def setup_telemetry(settings: Settings) -> TurnObserver:
-    """Build the observer that traces, measures and reports every turn (no-op until tracing lands)."""
-    from chatbot._observer import TurnObserver
+def __getattr__(name: str) -> Any:
+    # OpenTelemetry and OpenLLMetry load only when telemetry is asked for (chat-log users skip them).
+    if name in ("Telemetry", "setup_telemetry"):
+        from monitoring import _telemetry
 
-    return TurnObserver()
+        return getattr(_telemetry, name)
+    if name == "start_local_stack":
+        from monitoring._stack import start_local_stack
+
+        return start_local_stack
+    raise AttributeError(name)

@@ -82,14 +82,19 @@ CONTENT_KEYS = (
     "gen_ai.completion.",
     "traceloop.entity.input",
     "traceloop.entity.output",
+    "gen_ai.task.input",
+    "gen_ai.task.output",
+    "gen_ai.tool.call.arguments",
+    "gen_ai.tool.call.result",
     "llm.prompts",
     "llm.input_messages.",
     "llm.output_messages.",
     "ragloop.user_message",
     "ragloop.feedback.comment",
     "ragloop.turn.standalone_question",
-    RETRIEVAL_DOCUMENTS + ".",
 )
+#: Key suffixes that carry text wherever they appear (``retrieval.documents.N.document.content``).
+CONTENT_SUFFIXES = ("." + "document.content",)
 
 # --- ragloop span attributes -------------------------------------------------------------------
 TURN_ID = "ragloop.turn.id"

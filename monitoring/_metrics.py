@@ -1,0 +1,121 @@
+"""Metrics: one OpenTelemetry MeterProvider read by Prometheus (``/metrics``) and pushed over OTLP.
+
+Each :class:`Metrics` owns its Prometheus registry, so the app's ``/metrics`` shows exactly its
+own series, and several setups can live in one process (tests, benchmarks).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from monitoring import semconv as sc
+from monitoring._tracing import ErrorCounter
+
+log = logging.getLogger(__name__)
+
+
+def _views() -> list[Any]:
+    from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+
+    def hist(name: str, bounds: Sequence[float]) -> Any:
+        return View(instrument_name=name, aggregation=ExplicitBucketHistogramAggregation(list(bounds)))
+
+    return [
+        hist(sc.M_HTTP_DURATION, sc.LATENCY_BUCKETS_S),
+        hist(sc.M_TURN_DURATION, sc.LATENCY_BUCKETS_S),
+        hist(sc.M_TTFT, sc.LATENCY_BUCKETS_S),
+        hist(sc.M_RETRIEVAL_DURATION, sc.LATENCY_BUCKETS_S),
+        hist(sc.M_TOKEN_USAGE, sc.TOKEN_BUCKETS),
+        hist(sc.M_TOP_SCORE, sc.SCORE_BUCKETS),
+        hist(sc.M_SCORE, sc.SCORE_BUCKETS),
+    ]
+
+
+class _GuardedMetricExporter:
+    """Builds a MetricExporter subclass around an OTLP exporter that counts failures instead of raising."""
+
+    @staticmethod
+    def wrap(inner: Any, errors: ErrorCounter) -> Any:
+        from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
+
+        class Guarded(MetricExporter):
+            def __init__(self) -> None:
+                super().__init__(
+                    preferred_temporality=inner._preferred_temporality,
+                    preferred_aggregation=inner._preferred_aggregation,
+                )
+
+            def export(self, metrics_data: Any, timeout_millis: float = 10_000, **kwargs: Any) -> Any:
+                try:
+                    result = inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
+                except Exception as exc:  # noqa: BLE001 - telemetry never raises
+                    errors.failed("metrics", type(exc).__name__)
+                    return MetricExportResult.FAILURE
+                if result is not MetricExportResult.SUCCESS:
+                    errors.failed("metrics", "export rejected or unreachable")
+                return result
+
+            def force_flush(self, timeout_millis: float = 10_000) -> bool:
+                return bool(inner.force_flush(timeout_millis))
+
+            def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+                inner.shutdown(timeout_millis=timeout_millis)
+
+        return Guarded()
+
+
+class Metrics:
+    """The app's instruments, a Prometheus registry and (optionally) an OTLP push reader."""
+
+    def __init__(
+        self,
+        resource: Any,
+        otlp_exporter: Any | None,
+        export_interval_s: float,
+        errors: ErrorCounter,
+    ) -> None:
+        """Create the provider and every instrument."""
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+        from prometheus_client import CollectorRegistry
+
+        self.registry = CollectorRegistry(auto_describe=True)
+        readers: list[Any] = [PrometheusMetricReader(registry=self.registry)]
+        if otlp_exporter is not None:
+            readers.append(
+                PeriodicExportingMetricReader(
+                    _GuardedMetricExporter.wrap(otlp_exporter, errors),
+                    export_interval_millis=export_interval_s * 1000,
+                    export_timeout_millis=5000,
+                )
+            )
+        self.provider = MeterProvider(resource=resource, metric_readers=readers, views=_views())
+        meter = self.provider.get_meter("ragloop.monitoring")
+        self.http_duration = meter.create_histogram(sc.M_HTTP_DURATION, unit="s", description="HTTP requests")
+        self.turn_duration = meter.create_histogram(sc.M_TURN_DURATION, unit="s", description="Turn latency")
+        self.ttft = meter.create_histogram(sc.M_TTFT, unit="s", description="Time to first token")
+        self.retrieval = meter.create_histogram(sc.M_RETRIEVAL_DURATION, unit="s", description="Retrieval")
+        self.tokens = meter.create_histogram(sc.M_TOKEN_USAGE, unit="{token}", description="Tokens per call")
+        self.cost = meter.create_counter(sc.M_COST, unit="USD", description="Estimated LLM cost")
+        self.feedback = meter.create_counter(sc.M_FEEDBACK, description="Feedback by value")
+        self.top_score = meter.create_histogram(sc.M_TOP_SCORE, description="Best retrieval score per turn")
+        self.score = meter.create_histogram(sc.M_SCORE, description="Evaluation scores by name")
+        self.gauge = meter.create_gauge(sc.M_GAUGE, description="Values set by drift and evaluation jobs")
+        self.export_errors = meter.create_counter(sc.M_EXPORT_ERRORS, description="Failed exports")
+        errors.listeners.append(lambda signal: self.export_errors.add(1, {sc.SIGNAL: signal}))
+
+    def prometheus_text(self) -> bytes:
+        """The Prometheus exposition of this provider's metrics."""
+        from prometheus_client import generate_latest
+
+        return bytes(generate_latest(self.registry))
+
+    def shutdown(self) -> None:
+        """Flush the OTLP reader and unregister from Prometheus."""
+        try:
+            self.provider.shutdown(timeout_millis=5000)
+        except Exception:  # noqa: BLE001 - shutting down telemetry never raises
+            log.debug("metrics shutdown failed", exc_info=True)

@@ -1,0 +1,308 @@
+"""Telemetry: the TurnObserver that traces, measures and reports every chat turn.
+
+Spans go through OpenLLMetry's global provider (LangChain, OpenAI and Chroma spans come from its
+instrumentations) to this object's privacy filter and batch processor; metrics and logs have their
+own providers. All exports run on background threads with bounded queues; every hook is cheap and
+never raises into the turn (the service also guards each call).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
+
+from chatbot._observer import TurnObserver
+from chatbot._prompts import PROMPT_VERSION
+from monitoring import semconv as sc
+from monitoring._attributes import (
+    estimate_cost,
+    feedback_label,
+    parse_kv,
+    parse_prices,
+    resource_attributes,
+    retrieval_attributes,
+    turn_end_attributes,
+)
+from monitoring._logs import OtlpLogs, install_console
+from monitoring._metrics import Metrics
+from monitoring._otlp import build_exporters
+from monitoring._tracing import (
+    ErrorCounter,
+    GuardedSpanExporter,
+    PrivacyProcessor,
+    ensure_instrumented,
+    quiet_exporter_logs,
+    set_content_tracing,
+)
+from ragloop.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _version() -> str:
+    try:
+        return version("ragloop")
+    except PackageNotFoundError:  # pragma: no cover - running from a checkout without install
+        return "0+unknown"
+
+
+def _span_context(trace_id: str | None, span_id: str | None) -> SpanContext | None:
+    """The (remote) span context of a chat-log row's trace ids, or None when they are missing."""
+    if not trace_id:
+        return None
+    try:
+        sid = int(span_id, 16) if span_id else 1
+        return SpanContext(int(trace_id, 16), sid, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    except ValueError:
+        return None
+
+
+class Telemetry(TurnObserver):
+    """Traces, metrics, logs and LangSmith for the chat service; build it with :func:`setup_telemetry`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        span_exporters: list[SpanExporter] | None = None,
+        langsmith_client: Any | None = None,
+        index_version: str | None = None,
+    ) -> None:
+        """Wire every signal; ``span_exporters`` adds exporters next to OTLP (tests, benchmarks)."""
+        self.settings = settings
+        self.errors = ErrorCounter()
+        self.prices = parse_prices(settings.prices)
+        quiet_exporter_logs()
+        set_content_tracing(settings.trace_content)
+        attrs = resource_attributes(
+            settings.service_name,
+            _version(),
+            settings.environment,
+            settings.llm_model,
+            PROMPT_VERSION,
+            index_version,
+            parse_kv(settings.resource_attributes),
+        )
+        self.resource = Resource.create(attrs)
+        self._dispatcher = ensure_instrumented(attrs)
+        self.tracer = trace.get_tracer("ragloop.monitoring", _version())
+        otlp = build_exporters(settings)
+        self.otlp_endpoint = otlp.endpoint if otlp else None
+        exporters: list[SpanExporter] = [*(span_exporters or [])]
+        if otlp is not None:
+            exporters.append(otlp.spans)
+        self._processors = [
+            PrivacyProcessor(
+                BatchSpanProcessor(
+                    GuardedSpanExporter(e, self.errors),
+                    max_queue_size=2048,
+                    schedule_delay_millis=500,
+                    max_export_batch_size=256,
+                ),
+                settings.trace_content,
+                settings.redact,
+            )
+            for e in exporters
+        ]
+        for p in self._processors:
+            self._dispatcher.add(p)
+        self.metrics = Metrics(
+            self.resource, otlp.metrics if otlp else None, settings.metrics_export_interval_s, self.errors
+        )
+        install_console()
+        self.logs = OtlpLogs(self.resource, otlp.logs, self.errors) if otlp else None
+        self.langsmith = _build_langsmith(settings, langsmith_client, self.errors)
+        self._turn_spans: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        log.info("telemetry on: OTLP %s, content %s", self.otlp_endpoint or "off", settings.trace_content)
+
+    # --- turn hooks --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def turn_scope(self, turn: dict[str, Any]) -> Iterator[None]:
+        """The turn's span: child of the HTTP request span, parent of the chain's spans."""
+        attrs = {
+            sc.TURN_ID: turn["turn_id"],
+            sc.CONVERSATION_ID: turn["conversation_id"],
+            sc.SESSION_ID: turn["conversation_id"],
+            sc.GEN_AI_CONVERSATION_ID: turn["conversation_id"],
+            sc.OPENINFERENCE_SPAN_KIND: "CHAIN",
+            sc.RAGLOOP_PROMPT_VERSION: PROMPT_VERSION,
+            sc.GEN_AI_REQUEST_MODEL: self.settings.llm_model,
+        }
+        if self.settings.trace_content and turn.get("user_message"):
+            attrs[sc.INPUT_VALUE] = str(turn["user_message"])
+        with self.tracer.start_as_current_span(sc.SPAN_TURN, attributes=attrs, end_on_exit=True) as span:
+            with self._lock:
+                self._turn_spans[turn["turn_id"]] = span
+            try:
+                yield
+            finally:
+                with self._lock:
+                    self._turn_spans.pop(turn["turn_id"], None)
+
+    @contextlib.contextmanager
+    def chatlog_scope(self, operation: str) -> Iterator[None]:
+        """A span around a chat-log write."""
+        name = sc.SPAN_CHATLOG.format(operation=operation)
+        with self.tracer.start_as_current_span(name, attributes={sc.CHATLOG_OPERATION: operation}):
+            yield
+
+    def langchain_config(self, turn: dict[str, Any]) -> dict[str, Any]:
+        """LangSmith tracer and the turn's run id/metadata when LangSmith is on."""
+        if self.langsmith is None:
+            return {}
+        return dict(self.langsmith.langchain_config(turn))
+
+    def trace_ids(self) -> tuple[str, str] | None:
+        """Hex (trace_id, span_id) of the current turn span."""
+        ctx = trace.get_current_span().get_span_context()
+        if not ctx.is_valid:
+            return None
+        return format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")
+
+    def on_retrieval(self, turn: dict[str, Any], retrieval: Any) -> None:
+        """A RETRIEVER span with document ids and scores; retrieval latency and top score metrics."""
+        chunks = list(getattr(retrieval, "retrieved", []) or [])
+        ms = float(getattr(retrieval, "retrieval_ms", 0.0) or 0.0)
+        end = time.time_ns()
+        attrs: dict[str, Any] = dict(retrieval_attributes(chunks, self.settings.trace_content))
+        attrs[sc.OPENINFERENCE_SPAN_KIND] = "RETRIEVER"
+        attrs[sc.RETRIEVAL_MS] = ms
+        attrs[sc.TURN_ID] = turn["turn_id"]
+        span = self.tracer.start_span("retrieval.documents", start_time=end - int(ms * 1e6), attributes=attrs)
+        span.end(end_time=end)
+        self.metrics.retrieval.record(ms / 1000)
+        if chunks:
+            self.metrics.top_score.record(max(float(c.score) for c in chunks))
+
+    def on_first_token(self, turn: dict[str, Any], ttft_ms: float) -> None:
+        """Time to first token: an event and attribute on the turn span, and a histogram."""
+        span = self._turn_spans.get(turn["turn_id"])
+        if span is not None:
+            span.add_event("first_token")
+            span.set_attribute(sc.GEN_AI_SERVER_TTFT, ttft_ms / 1000)
+        self.metrics.ttft.record(ttft_ms / 1000, {sc.GEN_AI_REQUEST_MODEL: self.settings.llm_model})
+
+    def on_turn_end(self, record: dict[str, Any]) -> None:
+        """Outcome attributes on the turn span; latency, token, cost metrics."""
+        model = str(record.get("model") or self.settings.llm_model)
+        cost = estimate_cost(self.prices, model, record.get("input_tokens"), record.get("output_tokens"))
+        span = self._turn_spans.get(str(record.get("turn_id")))
+        if span is not None:
+            span.set_attributes(dict(turn_end_attributes(record, cost)))
+            if self.settings.trace_content:
+                if record.get("answer"):
+                    span.set_attribute(sc.OUTPUT_VALUE, str(record["answer"]))
+                if record.get("standalone_question"):
+                    span.set_attribute(sc.TURN_STANDALONE_QUESTION, str(record["standalone_question"]))
+            if record.get("status") == "error":
+                span.set_status(Status(StatusCode.ERROR, str(record.get("error_type"))))
+        self._record_turn_metrics(record, model, cost)
+
+    def _record_turn_metrics(self, record: dict[str, Any], model: str, cost: float) -> None:
+        status = str(record.get("status"))
+        if record.get("total_ms") is not None:
+            self.metrics.turn_duration.record(float(record["total_ms"]) / 1000, {sc.TURN_STATUS: status})
+        for key, kind in (("input_tokens", "input"), ("output_tokens", "output")):
+            if record.get(key) is not None:
+                attrs = {sc.GEN_AI_TOKEN_TYPE: kind, sc.GEN_AI_REQUEST_MODEL: model}
+                self.metrics.tokens.record(int(record[key]), attrs)
+        self.metrics.cost.add(cost, {sc.GEN_AI_REQUEST_MODEL: model})
+
+    # --- feedback, scores, gauges ----------------------------------------------------------
+    def on_feedback(self, turn: dict[str, Any], value: int, comment: str | None) -> None:
+        """A feedback span in the turn's trace (linked to the turn span), a counter, LangSmith feedback."""
+        attrs: dict[str, Any] = {sc.FEEDBACK_VALUE: int(value), sc.TURN_ID: str(turn.get("turn_id"))}
+        if comment and self.settings.trace_content:
+            attrs[sc.FEEDBACK_COMMENT] = comment
+        self._linked_span(sc.SPAN_FEEDBACK, turn, attrs, "EVALUATOR")
+        self.metrics.feedback.add(1, {sc.FEEDBACK_VALUE_ATTR: feedback_label(value)})
+        if self.langsmith is not None:
+            self.langsmith.enqueue(str(turn.get("turn_id")), "user_score", 1.0 if value > 0 else 0.0, comment)
+
+    def record_score(
+        self,
+        turn_id: str,
+        trace_id: str | None,
+        name: str,
+        value: float,
+        *,
+        span_id: str | None = None,
+        comment: str | None = None,
+    ) -> None:
+        """Attach an evaluation score to a turn: a span in its trace, a histogram, LangSmith feedback."""
+        attrs = {sc.TURN_ID: turn_id, sc.SCORE_NAME: name, sc.SCORE_VALUE: float(value)}
+        turn = {"turn_id": turn_id, "trace_id": trace_id, "span_id": span_id}
+        self._linked_span(sc.SPAN_SCORE, turn, attrs)
+        self.metrics.score.record(float(value), {sc.SCORE_NAME: name})
+        if self.langsmith is not None:
+            self.langsmith.enqueue(turn_id, name, float(value), comment)
+
+    def set_gauge(self, name: str, value: float, attrs: dict[str, Any] | None = None) -> None:
+        """Set a member of the job gauge family (drift share, eval pass rate, ...)."""
+        self.metrics.gauge.set(float(value), {**(attrs or {}), sc.GAUGE_NAME: name})
+
+    def _linked_span(
+        self, name: str, turn: dict[str, Any], attrs: dict[str, Any], kind: str = "EVALUATOR"
+    ) -> None:
+        ctx = _span_context(turn.get("trace_id"), turn.get("span_id"))
+        parent = trace.set_span_in_context(NonRecordingSpan(ctx)) if ctx else None
+        links = [Link(ctx)] if ctx else []
+        if ctx is not None:
+            attrs = {**attrs, sc.LINKED_TRACE_ID: format(ctx.trace_id, "032x")}
+        attrs[sc.OPENINFERENCE_SPAN_KIND] = kind
+        span = self.tracer.start_span(name, context=parent, links=links, attributes=attrs)
+        span.add_event(sc.EVENT_FEEDBACK if name == sc.SPAN_FEEDBACK else name, attrs)
+        span.end()
+
+    # --- app & lifecycle ---------------------------------------------------------------------
+    def instrument_app(self, app: Any) -> None:
+        """Add HTTP server spans and request metrics to a FastAPI app, and its ``/metrics`` route."""
+        from monitoring._http import add_metrics_route, instrument
+
+        instrument(app, self.tracer, self.metrics.http_duration.record)
+        add_metrics_route(app, self.metrics.prometheus_text)
+
+    def force_flush(self, timeout_s: float = 10.0) -> bool:
+        """Export everything queued so far (tests, shutdown)."""
+        ok = all(p.force_flush(int(timeout_s * 1000)) for p in self._processors)
+        if self.langsmith is not None:
+            self.langsmith.flush()
+        return ok
+
+    def shutdown(self) -> None:
+        """Flush and stop every exporter and worker; the chat service can go on without them."""
+        for p in self._processors:
+            self._dispatcher.remove(p)
+            p.shutdown()
+        self.metrics.shutdown()
+        if self.logs is not None:
+            self.logs.shutdown()
+        if self.langsmith is not None:
+            self.langsmith.shutdown()
+
+
+def _build_langsmith(settings: Settings, client: Any | None, errors: ErrorCounter) -> Any | None:
+    if not (settings.langsmith_api_key or settings.langsmith_tracing or client is not None):
+        return None
+    from monitoring._langsmith import LangSmithReporter
+
+    return LangSmithReporter(settings, client=client, errors=errors)
+
+
+def setup_telemetry(settings: Settings, **kwargs: Any) -> TurnObserver:
+    """The observer for ``settings``: a :class:`Telemetry`, or a no-op when RAGLOOP_TELEMETRY=false."""
+    if not settings.telemetry:
+        log.info("telemetry off (RAGLOOP_TELEMETRY=false)")
+        return TurnObserver()
+    return Telemetry(settings, **kwargs)

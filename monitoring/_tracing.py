@@ -1,0 +1,260 @@
+"""Trace pipeline: OpenLLMetry instrumentation, privacy filtering, guarded OTLP exporters.
+
+OpenTelemetry allows one global tracer provider per process and OpenLLMetry instruments LangChain
+once, so :func:`ensure_instrumented` does both once and installs a :class:`SpanDispatcher`; each
+:class:`monitoring.Telemetry` then plugs its own processors (privacy filter -> batch -> exporter)
+into the dispatcher and unplugs them on shutdown. Tests can build several telemetry setups with
+different privacy settings in one process this way.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from monitoring._attributes import filter_attributes
+
+log = logging.getLogger(__name__)
+
+_lock = threading.Lock()
+_dispatcher: SpanDispatcher | None = None
+
+# Loggers of the OpenTelemetry SDK/exporters that repeat one failure per batch and per retry.
+_NOISY_LOGGERS = (
+    "opentelemetry.exporter.otlp.proto.grpc.exporter",
+    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+    "opentelemetry.exporter.otlp.proto.http.metric_exporter",
+    "opentelemetry.exporter.otlp.proto.http._log_exporter",
+    "opentelemetry.sdk._shared_internal",
+    "opentelemetry.sdk.metrics._internal.export",
+    "opentelemetry.sdk._logs._internal.export",
+)
+
+
+class RateLimitFilter(logging.Filter):
+    """Let a logger's records through at most once per ``interval_s`` (a down collector is one event)."""
+
+    def __init__(self, interval_s: float = 60.0) -> None:
+        """Allow one record per ``interval_s`` seconds."""
+        super().__init__()
+        self.interval_s = interval_s
+        self._last = -float("inf")
+        self.suppressed = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """True for the first record of each interval."""
+        now = time.monotonic()
+        if now - self._last >= self.interval_s:
+            self._last = now
+            return True
+        self.suppressed += 1
+        return False
+
+
+def quiet_exporter_logs(interval_s: float = 60.0) -> None:
+    """Rate-limit the OpenTelemetry exporter loggers (idempotent)."""
+    for name in _NOISY_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RateLimitFilter) for f in logger.filters):
+            logger.addFilter(RateLimitFilter(interval_s))
+
+
+class ErrorCounter:
+    """Counts export failures by signal and logs the first of each minute per signal."""
+
+    def __init__(self, interval_s: float = 60.0) -> None:
+        """Start with no failures."""
+        self.counts: dict[str, int] = {}
+        self._last: dict[str, float] = {}
+        self.interval_s = interval_s
+        self.listeners: list[Callable[[str], None]] = []
+
+    def failed(self, signal: str, detail: str) -> None:
+        """Record one failed export of ``signal`` (traces, metrics, logs, langsmith)."""
+        self.counts[signal] = self.counts.get(signal, 0) + 1
+        now = time.monotonic()
+        if now - self._last.get(signal, -float("inf")) >= self.interval_s:
+            self._last[signal] = now
+            log.warning(
+                "%s export failed (%s); %d failures so far, logged at most once a minute",
+                signal,
+                detail,
+                self.counts[signal],
+            )
+        for listener in self.listeners:
+            try:
+                listener(signal)
+            except Exception:  # noqa: BLE001 - counting must never raise
+                pass
+
+
+class GuardedSpanExporter(SpanExporter):
+    """Wraps an exporter: failures and exceptions are counted and rate-limit-logged, never raised."""
+
+    def __init__(self, inner: SpanExporter, errors: ErrorCounter) -> None:
+        """Guard ``inner``."""
+        self.inner = inner
+        self.errors = errors
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        """Export, converting any error into a counted FAILURE."""
+        try:
+            result = self.inner.export(spans)
+        except Exception as exc:  # noqa: BLE001 - telemetry never raises
+            self.errors.failed("traces", type(exc).__name__)
+            return SpanExportResult.FAILURE
+        if result is not SpanExportResult.SUCCESS:
+            self.errors.failed("traces", f"{len(spans)} spans dropped")
+        return result
+
+    def shutdown(self) -> None:
+        """Shut the inner exporter down."""
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Flush the inner exporter."""
+        return bool(self.inner.force_flush(timeout_millis))
+
+
+class PrivacyProcessor(SpanProcessor):
+    """Drops or redacts content attributes of finished spans, then hands them to ``inner``.
+
+    Ended spans are immutable, so a filtered span is re-created as a new :class:`ReadableSpan`.
+    """
+
+    def __init__(self, inner: SpanProcessor, trace_content: bool, redaction: bool) -> None:
+        """Filter spans going to ``inner``."""
+        self.inner = inner
+        self.trace_content = trace_content
+        self.redaction = redaction
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        """Forward."""
+        self.inner.on_start(span, parent_context)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        """Filter attributes and event attributes, forward."""
+        self.inner.on_end(privacy_filtered(span, self.trace_content, self.redaction))
+
+    def shutdown(self) -> None:
+        """Forward."""
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Forward."""
+        return bool(self.inner.force_flush(timeout_millis))
+
+
+def privacy_filtered(span: ReadableSpan, trace_content: bool, redaction: bool) -> ReadableSpan:
+    """``span`` itself, or a copy with content attributes dropped (content off) or redacted."""
+    attrs = filter_attributes(span.attributes or {}, trace_content, redaction)
+    events = list(span.events)
+    events_changed = False
+    for i, event in enumerate(events):
+        new = filter_attributes(event.attributes or {}, trace_content, redaction)
+        if new is not None:
+            from opentelemetry.sdk.trace import Event
+
+            events[i] = Event(event.name, new, event.timestamp)
+            events_changed = True
+    if attrs is None and not events_changed:
+        return span
+    return ReadableSpan(
+        name=span.name,
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes=attrs if attrs is not None else span.attributes,
+        events=events,
+        links=span.links,
+        kind=span.kind,
+        status=span.status,
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
+
+
+class SpanDispatcher(SpanProcessor):
+    """The one processor on the global provider: forwards to the processors currently plugged in."""
+
+    def __init__(self) -> None:
+        """Start empty."""
+        self._targets: tuple[SpanProcessor, ...] = ()
+        self._lock = threading.Lock()
+
+    def add(self, processor: SpanProcessor) -> None:
+        """Plug a processor in."""
+        with self._lock:
+            self._targets = (*self._targets, processor)
+
+    def remove(self, processor: SpanProcessor) -> None:
+        """Unplug a processor (it is not shut down here)."""
+        with self._lock:
+            self._targets = tuple(p for p in self._targets if p is not processor)
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        """Forward to every plugged processor."""
+        for p in self._targets:
+            p.on_start(span, parent_context)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        """Forward to every plugged processor."""
+        for p in self._targets:
+            p.on_end(span)
+
+    def shutdown(self) -> None:
+        """Shut every plugged processor down."""
+        for p in self._targets:
+            p.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Flush every plugged processor."""
+        return all(p.force_flush(timeout_millis) for p in self._targets)
+
+
+def set_content_tracing(enabled: bool) -> None:
+    """Set OpenLLMetry's own content switch, which its instrumentations read from the environment.
+
+    Why write the environment: OpenLLMetry reads ``TRACELOOP_TRACE_CONTENT`` at each span, and it
+    has no other off switch. Settings (not this function) decide the value.
+    """
+    os.environ["TRACELOOP_TRACE_CONTENT"] = "true" if enabled else "false"
+
+
+def ensure_instrumented(resource_attributes: dict[str, Any]) -> SpanDispatcher:
+    """Initialise OpenLLMetry once per process (global provider + LangChain/OpenAI/Chroma spans)."""
+    global _dispatcher
+    with _lock:
+        if _dispatcher is not None:
+            return _dispatcher
+        try:
+            from traceloop.sdk import Traceloop
+            from traceloop.sdk.instruments import Instruments
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise ImportError("tracing needs: pip install 'ragloop[tracing]'") from exc
+        dispatcher = SpanDispatcher()
+        # Traceloop's own metrics/logs stay off (TRACELOOP_METRICS_ENABLED); ours are built apart.
+        os.environ.setdefault("TRACELOOP_METRICS_ENABLED", "false")
+        os.environ.setdefault("TRACELOOP_TELEMETRY", "false")
+        Traceloop.init(
+            app_name=str(resource_attributes.get("service.name", "ragloop")),
+            processor=dispatcher,
+            resource_attributes=dict(resource_attributes),
+            telemetry_enabled=False,
+            instruments={Instruments.LANGCHAIN, Instruments.OPENAI, Instruments.CHROMA},
+            should_enrich_metrics=False,
+        )
+        _dispatcher = dispatcher
+        provider = trace.get_tracer_provider()
+        log.info("OpenLLMetry initialised (provider %s)", type(provider).__name__)
+        return dispatcher
