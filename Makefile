@@ -5,8 +5,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.ragloop-installed
 PYTEST_ARGS ?=
+# Arize Phoenix (local trace viewer) lives in its own venv: ~850 MB, pinned.
+PHOENIX_VERSION ?= 20.26.1
+PHOENIX_STAMP := .venv-tools/phoenix/.installed-$(PHOENIX_VERSION)
 
-.PHONY: help install system-deps fetch run serve test lint bench clean
+.PHONY: help install system-deps fetch run serve test lint bench clean phoenix
 
 help:  ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -28,10 +31,10 @@ fetch: install  ## Fetch the local model (sha256-checked) and the default corpus
 	$(BIN)/ragloop llm fetch
 	$(BIN)/ragloop corpus fetch
 
-run: install fetch  ## Index the corpus, start the local LLM, monitoring and the chatbot.
+run: install fetch phoenix  ## Index the corpus, start the local LLM, monitoring and the chatbot.
 	$(BIN)/ragloop run
 
-test: install system-deps  ## Install, fetch test data and run the whole test suite.
+test: install system-deps phoenix  ## Install, fetch test data and run the whole test suite.
 	$(BIN)/ragloop llm fetch
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -43,6 +46,14 @@ lint: install  ## ruff + mypy.
 bench: install fetch  ## Run every benchmark; results in bench/results/.
 	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done
 	python3 ../shared/check_targets.py || true
+
+$(PHOENIX_STAMP):
+	test -x .venv-tools/phoenix/bin/python || $(PYTHON) -m venv .venv-tools/phoenix
+	.venv-tools/phoenix/bin/pip install -q --upgrade pip
+	.venv-tools/phoenix/bin/pip install -q 'arize-phoenix==$(PHOENIX_VERSION)'
+	touch $@
+
+phoenix: $(PHOENIX_STAMP)  ## Arize Phoenix in .venv-tools/phoenix (the local trace viewer).
 
 clean:  ## Remove the virtual environments (data/ and the model cache stay).
 	rm -rf $(VENV) .venv-tools
