@@ -1,0 +1,91 @@
+"""Scalar input and output features of chat-log turns (pure: a turn dict in, numbers out).
+
+Missing values are NaN (a turn with no answer has no answer length); the drift test skips them.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+#: Input-side features: what users ask.
+INPUT_FEATURES = ("query_chars", "query_non_latin", "no_relevant_retrieval")
+#: Output-side features: what the bot answers and how.
+OUTPUT_FEATURES = (
+    "answer_chars",
+    "retrieval_top_score",
+    "cited_sources",
+    "refusal",
+    "latency_ms",
+    "input_tokens",
+    "output_tokens",
+    "thumbs_down",
+    "faithfulness",
+)
+#: Statuses counted as a refusal (the bot declined to answer from the corpus).
+REFUSAL_STATUSES = frozenset({"no_context", "rejected"})
+
+
+def non_latin_share(text: str) -> float:
+    """Share of the letters in ``text`` outside the Latin script (a cheap language-shift signal)."""
+    letters = [ch for ch in text if ch.isalpha()]
+    if not letters:
+        return 0.0
+    return sum(1 for ch in letters if "LATIN" not in unicodedata.name(ch, "")) / len(letters)
+
+
+def _num(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else float("nan")
+
+
+def _top_score(retrieved: Sequence[Mapping[str, Any]] | None) -> float:
+    scores = [_num(r.get("score")) for r in (retrieved or []) if isinstance(r, Mapping)]
+    scores = [s for s in scores if not np.isnan(s)]
+    return max(scores) if scores else float("nan")
+
+
+def turn_features(
+    turn: Mapping[str, Any], score_threshold: float, thumbs_down: bool = False
+) -> dict[str, float]:
+    """Scalar features of one chat-log turn.
+
+    Args:
+        turn: a turn dict as :meth:`monitoring.chatlog.ChatLog.iter_turns` yields it.
+        score_threshold: retrieval score below which a chunk counts as not relevant.
+        thumbs_down: whether the turn received negative feedback.
+
+    Returns:
+        Feature name -> value (NaN when unknown), keys :data:`INPUT_FEATURES` + :data:`OUTPUT_FEATURES`.
+    """
+    question = turn.get("standalone_question") or turn.get("user_message") or ""
+    answer = turn.get("answer")
+    top = _top_score(turn.get("retrieved"))
+    status = turn.get("status")
+    extra = turn.get("extra") if isinstance(turn.get("extra"), Mapping) else {}
+    no_relevant = (
+        status == "no_context" or (not np.isnan(top) and top < score_threshold) or not turn.get("retrieved")
+    )
+    return {
+        "query_chars": float(len(question)),
+        "query_non_latin": float(non_latin_share(question) > 0.5),
+        "no_relevant_retrieval": float(no_relevant),
+        "answer_chars": float(len(answer)) if answer is not None else float("nan"),
+        "retrieval_top_score": top,
+        "cited_sources": float(len(turn.get("cited") or [])) if answer is not None else float("nan"),
+        "refusal": float(status in REFUSAL_STATUSES),
+        "latency_ms": _num(turn.get("total_ms")),
+        "input_tokens": _num(turn.get("input_tokens")),
+        "output_tokens": _num(turn.get("output_tokens")),
+        "thumbs_down": float(thumbs_down),
+        "faithfulness": _num(extra.get("faithfulness")),
+    }
+
+
+def feature_columns(rows: Iterable[Mapping[str, float]]) -> dict[str, np.ndarray]:
+    """Turn a sequence of feature dicts into one float array per feature."""
+    rows = list(rows)
+    names = INPUT_FEATURES + OUTPUT_FEATURES
+    return {name: np.array([r.get(name, np.nan) for r in rows], dtype=np.float64) for name in names}

@@ -1,0 +1,216 @@
+"""Windows of chat-log turns and saved reference sets: extraction and embeddings (the I/O side).
+
+A :class:`WindowData` is what the statistics need: query and answer embeddings, texts, turn ids
+and scalar features, as plain arrays.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+
+from monitoring.chatlog import STATUS_IN_PROGRESS, ChatLog, feedback
+from monitoring.drift._features import feature_columns, turn_features
+from ragloop.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_SPANS = {"hour": timedelta(hours=1), "day": timedelta(days=1), "week": timedelta(weeks=1)}
+
+
+@dataclass
+class WindowData:
+    """One side of a comparison.
+
+    Attributes:
+        label: how the window was chosen (shown in reports).
+        start: window start (None for a saved set).
+        end: window end, exclusive.
+        turn_ids: chat-log turn ids (empty strings for a saved set).
+        questions: standalone questions.
+        answers: answer texts (None where the turn has none).
+        query: ``(n, D)`` query embeddings.
+        answer: ``(n, D)`` answer embeddings, NaN rows where there is no answer.
+        features: scalar features, one array per feature name.
+    """
+
+    label: str
+    start: datetime | None
+    end: datetime | None
+    turn_ids: list[str]
+    questions: list[str]
+    answers: list[str | None]
+    query: np.ndarray
+    answer: np.ndarray
+    features: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.questions)
+
+    @property
+    def answered(self) -> np.ndarray:
+        """Answer embeddings of the rows that have one."""
+        return self.answer[~np.isnan(self.answer).any(axis=1)] if len(self.answer) else self.answer
+
+
+def _parse_time(text: str) -> datetime:
+    moment = datetime.fromisoformat(text.strip())
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def parse_window(spec: str, now: datetime) -> tuple[datetime, datetime]:
+    """``'hour'``/``'day'``/``'week'`` (ending at ``now``) or ``'START/END'`` (ISO 8601) -> ``[start, end)``.
+
+    Raises:
+        ValueError: an unknown spec, or an end before the start.
+    """
+    if spec in _SPANS:
+        return now - _SPANS[spec], now
+    if "/" in spec:
+        start, end = (_parse_time(part) for part in spec.split("/", 1))
+        if end <= start:
+            raise ValueError(f"window {spec!r} ends before it starts")
+        return start, end
+    raise ValueError(f"unknown window {spec!r}: use hour, day, week or START/END (ISO 8601)")
+
+
+def reference_spec(spec: str, current: tuple[datetime, datetime]) -> tuple[datetime, datetime] | str:
+    """Resolve a reference spec: a time window, or the name of a saved set (``'saved:NAME'``)."""
+    if spec.startswith("saved:"):
+        return spec.split(":", 1)[1]
+    if spec == "previous":
+        start, end = current
+        return start - (end - start), start
+    return parse_window(spec, current[0])
+
+
+def _thumbs_down(chatlog: ChatLog, turn_ids: Sequence[str]) -> set[str]:
+    down: set[str] = set()
+    ids = list(turn_ids)
+    with chatlog.engine.connect() as conn:
+        for i in range(0, len(ids), 500):
+            rows = conn.execute(
+                select(feedback.c.turn_id).where(
+                    feedback.c.turn_id.in_(ids[i : i + 500]), feedback.c.value < 0
+                )
+            )
+            down.update(r.turn_id for r in rows)
+    return down
+
+
+def load_window(
+    chatlog: ChatLog, start: datetime, end: datetime, settings: Settings, label: str = ""
+) -> tuple[WindowData, list[dict[str, Any]]]:
+    """Read the finished turns of ``[start, end)``; missing embeddings are NaN (see :func:`fill_embeddings`).
+
+    Returns:
+        The window and the raw turns (the embedding step needs their texts).
+    """
+    turns = [t for t in chatlog.iter_turns(since=start, until=end) if t["status"] != STATUS_IN_PROGRESS]
+    down = _thumbs_down(chatlog, [t["turn_id"] for t in turns])
+    feats = [turn_features(t, settings.score_threshold, t["turn_id"] in down) for t in turns]
+    dim = next((len(t["query_embedding"]) for t in turns if t["query_embedding"] is not None), 0)
+
+    def matrix(key: str) -> np.ndarray:
+        rows = [t[key] if t[key] is not None else np.full(dim, np.nan, np.float32) for t in turns]
+        return np.vstack(rows).astype(np.float32) if rows else np.zeros((0, dim), np.float32)
+
+    window = WindowData(
+        label=label or f"{start.isoformat()}/{end.isoformat()}",
+        start=start,
+        end=end,
+        turn_ids=[t["turn_id"] for t in turns],
+        questions=[t["standalone_question"] or t["user_message"] for t in turns],
+        answers=[t["answer"] for t in turns],
+        query=matrix("query_embedding"),
+        answer=matrix("answer_embedding"),
+        features=feature_columns(feats),
+    )
+    log.info("window %s: %d turns", window.label, len(window))
+    return window, turns
+
+
+def fill_embeddings(window: WindowData, settings: Settings, chatlog: ChatLog | None = None) -> WindowData:
+    """Embed questions and answers whose embedding is missing, writing them back to the chat log."""
+    from retrieval import get_embedder
+
+    embedder = None
+    for key, texts in (("query", window.questions), ("answer", window.answers)):
+        matrix = getattr(window, key)
+        missing = [
+            i for i in range(len(texts)) if texts[i] and (matrix.shape[1] == 0 or np.isnan(matrix[i]).any())
+        ]
+        if not missing:
+            continue
+        embedder = embedder or get_embedder(settings)
+        vectors = embedder.embed_documents([texts[i] for i in missing], progress=len(missing) > 500)
+        if matrix.shape[1] != vectors.shape[1]:
+            matrix = np.full((len(texts), vectors.shape[1]), np.nan, np.float32)
+        matrix[missing] = vectors
+        setattr(window, key, matrix)
+        if chatlog is not None and window.turn_ids and window.turn_ids[0]:
+            for i in missing:  # later runs reuse them instead of embedding again
+                chatlog.update_turn(window.turn_ids[i], **{f"{key}_embedding": vectors[missing.index(i)]})
+        log.info("embedded %d missing %s texts of window %s", len(missing), key, window.label)
+    return window
+
+
+def references_dir(settings: Settings) -> Path:
+    """Folder of saved reference sets."""
+    return drift_dir(settings) / "references"
+
+
+def drift_dir(settings: Settings) -> Path:
+    """Folder of drift reports, plots, saved references and the metrics file."""
+    return settings.drift_dir or settings.data_dir / "drift"
+
+
+def save_reference(
+    name: str, questions: Sequence[str], settings: Settings, answers: Sequence[str] | None = None
+) -> Path:
+    """Embed ``questions`` (and ``answers``) and save them as the reference set ``name``.
+
+    Used before any traffic exists: from the Python FAQ, an evaluation set or the indexed corpus.
+    """
+    from retrieval import get_embedder
+
+    embedder = get_embedder(settings)
+    query = embedder.embed_documents(list(questions), progress=len(questions) > 500)
+    answer = embedder.embed_documents(list(answers), progress=len(answers) > 500) if answers else query[:0]
+    path = references_dir(settings) / f"{name}.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, query=query, answer=answer, questions=np.array(list(questions), dtype=object))
+    log.info("saved reference set %s (%d questions) at %s", name, len(questions), path)
+    return path
+
+
+def load_reference(name: str, settings: Settings) -> WindowData:
+    """A saved reference set as a window (no turn ids, no scalar features)."""
+    path = references_dir(settings) / f"{name}.npz"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no saved reference {name!r} at {path}: build it with `ragloop drift reference`"
+        )
+    data = np.load(path, allow_pickle=True)
+    questions = [str(q) for q in data["questions"]]
+    answer = (
+        data["answer"] if len(data["answer"]) == len(questions) else np.zeros((0, data["query"].shape[1]))
+    )
+    return WindowData(
+        label=f"saved:{name}",
+        start=None,
+        end=None,
+        turn_ids=[""] * len(questions),
+        questions=questions,
+        answers=[None] * len(questions),
+        query=data["query"].astype(np.float32),
+        answer=answer.astype(np.float32),
+        features={},
+    )
