@@ -38,7 +38,7 @@ def ingest(
     from ragloop.settings import Settings
     from retrieval._ingest import ingest as run_ingest
 
-    settings = Settings(**({"collection": collection} if collection else {}))
+    settings = Settings(collection=collection) if collection else Settings()
     _report_exit(run_ingest(paths, settings, progress=not quiet))
 
 

@@ -53,7 +53,7 @@ class Embedder:
         self.model_path = model_path
         self.model_name = model_name
         self._model: Any = SentenceTransformer(str(model_path), device="cpu", local_files_only=True)
-        self.dim: int = int(self._model.get_embedding_dimension())
+        self.dim: int = int(self._model.get_embedding_dimension() or 0)
         # encode() is not documented thread-safe; the app may embed from several worker threads.
         self._lock = threading.Lock()
         log.info("loaded embedding model %s (%d dims) from %s", model_name, self.dim, model_path)

@@ -276,8 +276,8 @@ def _write(collection: Any, plan: _Plan, embedder: Embedder, progress: bool) -> 
         raise IngestError(f"writing to Chroma failed: {writer.error}") from writer.error
     # Updates and deletes come last: an interrupted ingest leaves files incomplete, so redone.
     for i in range(0, len(plan.update), _PAGE):
-        step = plan.update[i : i + _PAGE]
-        collection.update(ids=[u[0] for u in step], metadatas=[u[1] for u in step])
+        moved = plan.update[i : i + _PAGE]
+        collection.update(ids=[u[0] for u in moved], metadatas=[u[1] for u in moved])
     for i in range(0, len(plan.delete), _PAGE):
         collection.delete(ids=plan.delete[i : i + _PAGE])
 

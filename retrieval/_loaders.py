@@ -103,7 +103,7 @@ def load_pdf(data: bytes) -> Document:
         if reader.is_encrypted and not reader.decrypt(""):
             raise LoadError("encrypted PDF")
         pages = [(page.extract_text() or "").strip() for page in reader.pages]
-        title = str((reader.metadata or {}).get("/Title") or "")
+        title = str(reader.metadata.title or "") if reader.metadata else ""
     except LoadError:
         raise
     except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, OSError) as exc:

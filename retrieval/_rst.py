@@ -13,18 +13,17 @@ import re
 _ADORNMENT = set("=-`:'\"~^_*+#<>.!$%&(),/;?@[\\]{|}")
 
 # Directives whose whole block is navigation or markup noise for a reader of the text.
-_DROP = {
-    "index", "toctree", "highlight", "sectionauthor", "moduleauthor", "contents", "tabularcolumns",
-    "raw", "include", "image", "figure", "testsetup", "testcleanup", "literalinclude", "audit-event",
-    "currentmodule", "default-role", "role", "only_latex", "rubric_hidden", "program", "productionlist",
-}
+_DROP = frozenset(
+    "index toctree highlight sectionauthor moduleauthor contents tabularcolumns raw include image "
+    "figure testsetup testcleanup literalinclude audit-event currentmodule default-role role program "
+    "productionlist".split()
+)
 # Object descriptions: the argument (a signature) is the useful text.
-_SIGNATURE = {
-    "function", "method", "class", "attribute", "data", "exception", "decorator", "decoratormethod",
-    "classmethod", "staticmethod", "abstractmethod", "coroutinefunction", "coroutinemethod",
-    "awaitablefunction", "awaitablemethod", "describe", "opcode", "cmdoption", "option", "envvar",
-    "pdbcommand", "c:function", "c:macro", "c:type", "c:member", "c:var", "property",
-}
+_SIGNATURE = frozenset(
+    "function method class attribute data exception decorator decoratormethod classmethod staticmethod "
+    "abstractmethod coroutinefunction coroutinemethod awaitablefunction awaitablemethod describe opcode "
+    "cmdoption option envvar pdbcommand c:function c:macro c:type c:member c:var property".split()
+)
 _LABELS = {
     "note": "Note:",
     "warning": "Warning:",
