@@ -1,0 +1,226 @@
+"""The web app: a FastAPI JSON/SSE API and the Gradio UI mounted at ``/``.
+
+Routes (every one async; model calls are awaited, blocking chat-log and index calls run in threads):
+    POST /api/chat: one turn; JSON ``TurnResult`` or server-sent events when streaming.
+    POST /api/feedback: thumbs up/down (+1/-1, also "up"/"down") and a comment for a turn.
+    POST /api/conversations, DELETE /api/conversations/{id}: start or delete a conversation.
+    GET /healthz: liveness plus index size and model.
+
+Every error, including request-validation errors, has one JSON shape:
+``{"error": {"code", "message", "turn_id"}}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from chatbot._observer import TurnObserver, dont_throw
+from chatbot._service import ChatError, ChatService, TurnEvent
+from ragloop.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: HTTP status of a turn that failed after some tokens were already produced (non-streaming API).
+_LATE_ERROR_STATUS = {"llm_timeout": 504, "llm_unavailable": 503, "empty_index": 503}
+_ID_MAX = 64  # the chat log's id columns are VARCHAR(64)
+
+
+class ChatRequest(BaseModel):
+    """Body of ``POST /api/chat``; ``message`` is validated by the service so rejections get logged."""
+
+    message: Any = None
+    conversation_id: str | None = Field(None, max_length=_ID_MAX)
+    stream: bool = False
+
+
+class FeedbackRequest(BaseModel):
+    """Body of ``POST /api/feedback``."""
+
+    turn_id: str = Field(..., min_length=1, max_length=_ID_MAX)
+    value: Any
+    comment: str | None = None
+
+
+def parse_feedback_value(value: Any) -> int:
+    """Map ``1``/``-1``/``"up"``/``"down"`` (and a few spellings) to +1/-1.
+
+    Raises:
+        ChatError: 422 ``bad_feedback`` for anything else.
+    """
+    if isinstance(value, bool):
+        value = None  # true/false is ambiguous for a thumbs value: refuse it
+    if isinstance(value, str):
+        value = {"up": 1, "+1": 1, "1": 1, "down": -1, "-1": -1}.get(value.strip().lower())
+    if isinstance(value, int | float) and value in (1, -1):
+        return int(value)
+    raise ChatError(422, "bad_feedback", 'Feedback value must be 1 or -1 ("up" or "down").')
+
+
+def sse_event(kind: str, data: dict[str, Any]) -> bytes:
+    """Encode one server-sent event with a JSON payload."""
+    return f"event: {kind}\ndata: {json.dumps(data, default=str)}\n\n".encode()
+
+
+def _event_payload(event: TurnEvent) -> dict[str, Any]:
+    if event.kind == "done":
+        return {"result": event.data["result"].to_dict()}
+    return event.data
+
+
+def _error_response(status: int, code: str, message: str, turn_id: str | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message, "turn_id": turn_id}}, status_code=status)
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        parts.append(f"{where or 'body'}: {err.get('msg', 'invalid')}")
+    return "Invalid request: " + "; ".join(parts)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ChatError)
+    async def _chat_error(_request: Request, exc: ChatError) -> JSONResponse:
+        return JSONResponse(exc.to_dict(), status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error_response(422, "invalid_request", _validation_message(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error_response(exc.status_code, "http_error", str(exc.detail))
+
+
+async def _pull_until_answer(events: AsyncIterator[TurnEvent]) -> list[TurnEvent]:
+    """Buffer events up to the first token (or the end): a failure before it raises ChatError here."""
+    buffered: list[TurnEvent] = []
+    while not buffered or buffered[-1].kind in ("started", "sources"):
+        try:
+            buffered.append(await anext(events))
+        except StopAsyncIteration:
+            break
+    return buffered
+
+
+def _stream_response(buffered: list[TurnEvent], events: AsyncIterator[TurnEvent]) -> StreamingResponse:
+    async def body() -> AsyncIterator[bytes]:
+        for event in buffered:
+            yield sse_event(event.kind, _event_payload(event))
+        async for event in events:
+            yield sse_event(event.kind, _event_payload(event))
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
+
+
+def _add_chat_routes(app: FastAPI, service: ChatService) -> None:
+    @app.post("/api/chat", response_model=None)
+    async def chat(req: ChatRequest, request: Request) -> Response:
+        """Run one turn; stream server-sent events if asked to."""
+        wants_sse = req.stream or "text/event-stream" in request.headers.get("accept", "")
+        if not wants_sse:
+            result = await service.run_turn(req.message, req.conversation_id)
+            status = _LATE_ERROR_STATUS.get(result.error_type or "", 500) if result.error_type else 200
+            return JSONResponse(result.to_dict(), status_code=status)
+        events = aiter(service.stream_turn(req.message, req.conversation_id))
+        # Hold the response until the first token: a failure before it becomes a JSON 4xx/5xx
+        # (the service raises ChatError then) instead of a 200 event stream that ends in an error.
+        buffered = await _pull_until_answer(events)
+        return _stream_response(buffered, events)
+
+    @app.post("/api/feedback", status_code=201)
+    async def add_feedback(req: FeedbackRequest) -> dict[str, Any]:
+        """Store thumbs up/down and an optional comment for a turn."""
+        value = parse_feedback_value(req.value)
+        feedback_id = await asyncio.to_thread(service.add_feedback, req.turn_id, value, req.comment, "api")
+        return {"feedback_id": feedback_id, "turn_id": req.turn_id, "value": value}
+
+    @app.post("/api/conversations", status_code=201)
+    async def new_conversation() -> dict[str, str]:
+        """Start a conversation."""
+        return {"conversation_id": await asyncio.to_thread(service.new_conversation)}
+
+    @app.delete("/api/conversations/{conversation_id}")
+    async def delete_conversation(conversation_id: str) -> dict[str, Any]:
+        """Delete a conversation (its turns stay in the chat log)."""
+        await asyncio.to_thread(service.delete_conversation, conversation_id)
+        return {"conversation_id": conversation_id, "deleted": True}
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        """Liveness, index size and model."""
+        health = await asyncio.to_thread(service.health)
+        return JSONResponse(health, status_code=200 if health.get("status") == "ok" else 503)
+
+
+def _warm_up(service: ChatService) -> None:
+    """Load the embedding model at start-up so the first question is not the slow one."""
+    embedder = getattr(service.retriever, "embedder", None)
+    if embedder is not None and hasattr(embedder, "embed_query"):
+        embedder.embed_query("warm-up")
+
+
+def create_app(
+    settings: Settings, service: ChatService | None = None, observer: TurnObserver | None = None
+) -> FastAPI:
+    """Build the FastAPI app with the API routes and the Gradio UI mounted at ``/``.
+
+    Args:
+        settings: configuration (LLM endpoint, index, chat log, limits).
+        service: a ready chat service; built from ``settings`` when omitted.
+        observer: telemetry; ``monitoring.setup_telemetry(settings)`` when omitted. If it has an
+            ``instrument_app(app)`` method, it is called (HTTP spans, ``/metrics``).
+
+    Returns:
+        The app, ready for uvicorn.
+    """
+    import gradio as gr
+
+    from chatbot._ui import build_ui
+
+    owns_service = service is None
+    if observer is None:
+        observer = service.observer if service is not None else _default_observer(settings)
+    if service is None:
+        from chatbot._factory import build_service
+
+        service = build_service(settings, observer=observer)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await asyncio.to_thread(dont_throw(_warm_up), service)
+        log.info("ragloop app ready (model %s at %s)", settings.llm_model, settings.llm_base_url)
+        yield
+        dont_throw(observer.shutdown)()
+        if owns_service:
+            service.chatlog.close()
+
+    app = FastAPI(title="ragloop", version="0.1.0", lifespan=lifespan)
+    app.state.service = service
+    app.state.settings = settings
+    _install_error_handlers(app)
+    _add_chat_routes(app, service)
+    instrument = getattr(observer, "instrument_app", None)
+    if callable(instrument):
+        dont_throw(instrument)(app)
+    # Mounted last: a mount at "/" would shadow any route added after it.
+    return gr.mount_gradio_app(app, build_ui(service), path="/", footer_links=[])
+
+
+def _default_observer(settings: Settings) -> TurnObserver:
+    import monitoring
+
+    return monitoring.setup_telemetry(settings)

@@ -1,0 +1,189 @@
+"""The Gradio chat UI: streaming answers, a sources panel, thumbs up/down and comments per turn.
+
+Per browser session the UI keeps the conversation id, the visible messages and, for each assistant
+message, the turn id that produced it: a thumbs click on message ``i`` is stored for that turn.
+Rendering (sources panel, error text) is pure and lives in small functions; the handlers only call
+the :class:`~chatbot.ChatService`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import asdict
+from typing import Any
+
+import gradio as gr
+
+from chatbot._service import ChatError, ChatService
+
+log = logging.getLogger(__name__)
+
+SOURCES_PLACEHOLDER = "*The passages behind the last answer appear here.*"
+_EXCERPT_CHARS = 280
+
+
+def render_sources(sources: list[dict[str, Any]]) -> str:
+    """Markdown for the sources panel; cited passages are marked.
+
+    Args:
+        sources: ``Source`` fields as dicts (index, title, source, score, text, cited).
+
+    Returns:
+        The panel's Markdown.
+    """
+    if not sources:
+        return "*No relevant passage was found for the last question.*"
+    lines = ["### Sources"]
+    for s in sources:
+        mark = "✅ cited" if s.get("cited") else "not cited"
+        title = s.get("title") or s.get("source") or "untitled"
+        excerpt = " ".join(str(s.get("text", "")).split())
+        if len(excerpt) > _EXCERPT_CHARS:
+            excerpt = excerpt[:_EXCERPT_CHARS].rstrip() + "…"
+        lines.append(
+            f"**[{s.get('index')}] {title}** ({mark}; score {float(s.get('score', 0.0)):.2f})  \n"
+            f"`{s.get('source', '')}`\n\n> {excerpt}\n"
+        )
+    return "\n".join(lines)
+
+
+def error_text(err: ChatError) -> str:
+    """What the chat shows in place of an answer that failed."""
+    return f"⚠️ {err.message}"
+
+
+def _user(text: Any) -> dict[str, str]:
+    shown = text if isinstance(text, str) and text.strip() else "(empty message)"
+    return {"role": "user", "content": shown}
+
+
+def _like_value(liked: Any) -> int | None:
+    """+1/-1 for a Like/Dislike click; None when the user only cleared the thumbs."""
+    if liked is True:
+        return 1
+    if liked is False:
+        return -1
+    return None
+
+
+class _Session:
+    """Handlers bound to one service; per-user state travels in ``gr.State`` values."""
+
+    def __init__(self, service: ChatService) -> None:
+        self.service = service
+
+    async def respond(
+        self, message: str, messages: list[dict[str, Any]], conv_id: str | None, turns: dict[int, str]
+    ) -> AsyncIterator[tuple[Any, ...]]:
+        """Stream one turn into the chat; yields (chat, textbox, sources, conv, turns, messages)."""
+        messages = [*(messages or []), _user(message), {"role": "assistant", "content": "…"}]
+        turns = dict(turns or {})
+        idx = len(messages) - 1
+        sources_md: Any = gr.skip()
+        yield messages, "", sources_md, conv_id, turns, messages
+        answer = ""
+        try:
+            async for event in self.service.stream_turn(message, conv_id):
+                if event.kind == "started":
+                    conv_id, turns[idx] = event.data["conversation_id"], event.data["turn_id"]
+                    continue
+                if event.kind == "sources":
+                    sources_md = render_sources(event.data["sources"])
+                elif event.kind == "token":
+                    answer += event.data["text"]
+                    messages[idx] = {"role": "assistant", "content": answer}
+                elif event.kind == "error":
+                    msg = event.data["error"]["message"]
+                    gr.Warning(msg)
+                    messages[idx] = {"role": "assistant", "content": f"{answer}\n\n⚠️ {msg}"}
+                elif event.kind == "done":
+                    sources_md = render_sources([asdict(s) for s in event.data["result"].sources])
+                yield messages, "", sources_md, conv_id, turns, messages
+        except ChatError as err:
+            if err.turn_id:
+                turns[idx] = err.turn_id
+            if err.code == "unknown_conversation":
+                conv_id = None  # the next message starts a fresh conversation
+            gr.Warning(err.message)
+            messages[idx] = {"role": "assistant", "content": error_text(err)}
+            yield messages, "", sources_md, conv_id, turns, messages
+
+    async def like(
+        self, data: gr.LikeData, turns: dict[int, str], comment: str
+    ) -> tuple[str, dict[str, Any] | None, str]:
+        """Store a thumbs click for the turn of the clicked message; returns (status, last, comment)."""
+        index = data.index if isinstance(data.index, int) else data.index[0]
+        turn_id = (turns or {}).get(index)
+        value = _like_value(data.liked)
+        if turn_id is None:
+            return "Feedback is only possible on answers from this session.", None, comment
+        if value is None:
+            return "Thumbs cleared (earlier feedback stays recorded).", None, comment
+        try:
+            await asyncio.to_thread(self.service.add_feedback, turn_id, value, comment or None, "ui")
+        except ChatError as err:
+            gr.Warning(err.message)
+            return error_text(err), None, comment
+        thumb = "👍" if value > 0 else "👎"
+        note = " with your comment" if comment else ""
+        return f"Thanks: {thumb} recorded{note}.", {"turn_id": turn_id, "value": value}, ""
+
+    async def comment(self, text: str, last: dict[str, Any] | None) -> tuple[str, str]:
+        """Send a comment with the thumbs of the last rated answer; returns (status, comment box)."""
+        if not text or not text.strip():
+            return "Type a comment first.", text
+        if not last:
+            return "Click 👍 or 👎 on an answer first; the comment goes with it.", text
+        try:
+            await asyncio.to_thread(self.service.add_feedback, last["turn_id"], last["value"], text, "ui")
+        except ChatError as err:
+            gr.Warning(err.message)
+            return error_text(err), text
+        return "Thanks: comment recorded.", ""
+
+
+def _reset() -> tuple[Any, ...]:
+    """Clear the chat and forget the conversation: the next message starts a new one."""
+    return [], "", SOURCES_PLACEHOLDER, None, {}, [], None, ""
+
+
+def build_ui(service: ChatService) -> gr.Blocks:
+    """The Gradio Blocks app for ``service``.
+
+    Args:
+        service: the chat service that runs, logs and rates turns.
+
+    Returns:
+        Blocks, to be mounted with ``gr.mount_gradio_app``.
+    """
+    session = _Session(service)
+    with gr.Blocks(title="ragloop", analytics_enabled=False) as demo:
+        gr.Markdown("## ragloop\nAsk about the indexed documents. Rate answers with 👍 / 👎.")
+        conv_id, turns, messages = gr.State(None), gr.State({}), gr.State([])
+        last_rated = gr.State(None)
+        with gr.Row():
+            with gr.Column(scale=3):
+                chat = gr.Chatbot(label="Chat", height=460, elem_id="chat", buttons=["copy"])
+                question = gr.Textbox(
+                    label="Your question", placeholder="Ask a question and press Enter", elem_id="question"
+                )
+                with gr.Row():
+                    send = gr.Button("Send", variant="primary", elem_id="send")
+                    new = gr.Button("New conversation", elem_id="new-conversation")
+            with gr.Column(scale=2):
+                sources = gr.Markdown(SOURCES_PLACEHOLDER, elem_id="sources")
+                comment = gr.Textbox(label="Comment on the answer you rate", lines=2, elem_id="comment")
+                comment_btn = gr.Button("Send comment", elem_id="send-comment")
+                status = gr.Markdown("", elem_id="feedback-status")
+        outputs = [chat, question, sources, conv_id, turns, messages]
+        inputs = [question, messages, conv_id, turns]
+        # No per-event concurrency cap: the LLM server queues requests in its own slots.
+        question.submit(session.respond, inputs, outputs, concurrency_limit=None)
+        send.click(session.respond, inputs, outputs, concurrency_limit=None)
+        chat.like(session.like, [turns, comment], [status, last_rated, comment])
+        comment_btn.click(session.comment, [comment, last_rated], [status, comment])
+        new.click(_reset, None, [*outputs, last_rated, status])
+    return demo
+
