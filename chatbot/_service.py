@@ -200,7 +200,8 @@ class ChatService:
 
     def _admit(self, turn_id: str, message: Any, conversation_id: str | None) -> str:
         """Validate input; a rejected turn is logged with its error before the error is raised."""
-        raw = message if isinstance(message, str) else repr(message)
+        # PostgreSQL text cannot hold NUL: log it visibly escaped rather than fail to log the turn.
+        raw = (message if isinstance(message, str) else repr(message)).replace("\x00", "\\x00")
         try:
             text = validate_message(message, self.settings.max_message_chars)
             if conversation_id is not None and not self.chatlog.conversation_exists(conversation_id):
