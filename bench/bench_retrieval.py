@@ -1,0 +1,255 @@
+"""Retrieval benchmark: ingestion throughput vs raw embedding, and search latency at 1k/10k/100k chunks.
+
+1. Ingestion: whole files of the Python docs corpus (enough for --ingest-chunks chunks) are
+   ingested into a fresh embedded Chroma; the same chunk texts are embedded alone (no reading,
+   chunking, hashing or storing) before and after, in the same run. Target: ingest >= 80% of the
+   raw embedding throughput (embedding is the physical limit).
+2. Latency: collections of 1k, 10k and 100k chunks. Real chunk embeddings from step 1 are
+   reused; the remaining vectors are real embeddings perturbed with Gaussian noise and
+   re-normalised (embedding 100k chunks would take an hour here). Queries are real Python FAQ
+   questions embedded at query time: the latency is ``Retriever.search`` (embed + Chroma top-k).
+   Target: p95 <= 30 ms at 100k.
+
+Writes bench/results/retrieval.json (everything) and the headline keys into
+bench/results/foundation.json (read-modify-write: other benchmarks' keys are kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ragloop.settings import Settings  # noqa: E402
+from retrieval import Retriever, fetch_corpus, get_embedder, ingest, load_python_faq, open_collection  # noqa: E402
+from retrieval._chunking import split_document  # noqa: E402
+from retrieval._loaders import load_document  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+SIZES = (1_000, 10_000, 100_000)
+
+
+def _parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ingest-chunks", type=int, default=500, help="chunks in the ingestion sample")
+    p.add_argument("--queries", type=int, default=100, help="FAQ questions timed per collection size")
+    p.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), help="collection sizes")
+    p.add_argument("--noise", type=float, default=0.03, help="per-dimension noise of synthetic vectors")
+    p.add_argument("--no-foundation", action="store_true", help="do not update foundation.json")
+    return p.parse_args()
+
+
+def _sample_files(corpus: Path, want: int, settings: Settings) -> tuple[list[Path], list[str]]:
+    """Whole files of the corpus (FAQ and tutorial first) until ``want`` chunks; their embed texts."""
+    files = sorted((corpus / "faq").glob("*.rst.txt")) + sorted((corpus / "tutorial").glob("*.rst.txt"))
+    files += sorted(corpus.rglob("*.rst.txt"))
+    chosen: list[Path] = []
+    texts: list[str] = []
+    for f in dict.fromkeys(files):
+        if len(texts) >= want:
+            break
+        doc = load_document(f)
+        chunks = split_document(doc.text, doc.fmt, settings.chunk_size, settings.chunk_overlap, doc.title)
+        if chunks:
+            chosen.append(f)
+            texts += [c.embed_text for c in chunks]
+    return chosen, texts
+
+
+def bench_ingest(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], np.ndarray, list[str]]:
+    """Ingest chunks/s vs embed-only chunks/s on the same texts (embed-only before and after)."""
+    settings = Settings(data_dir=work / "ingest")
+    embedder = get_embedder(settings)
+    embedder.embed_documents(["warm up the model"] * 8)
+    corpus = fetch_corpus(Settings(corpus="python-docs"), progress=False)
+    files, texts = _sample_files(corpus, args.ingest_chunks, settings)
+    folder = work / "sample"
+    for f in files:
+        dest = folder / f.relative_to(corpus)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, dest)
+    raw_rates = []
+    vectors = np.zeros((0, embedder.dim), dtype=np.float32)
+    for label in ("embed-only (before)", "ingest", "embed-only (after)"):
+        print(f"{label}: {len(texts)} chunks ...", flush=True)
+        start = time.perf_counter()
+        if label == "ingest":
+            report = ingest([folder], settings, progress=True, embedder=embedder)
+            ingest_s = time.perf_counter() - start
+            assert report.chunks_added == len(texts), (report.chunks_added, len(texts))
+        else:
+            vectors = embedder.embed_documents(texts, batch_size=64, progress=True)
+            raw_rates.append(len(texts) / (time.perf_counter() - start))
+    start = time.perf_counter()
+    noop = ingest([folder], settings, progress=False, embedder=embedder)
+    noop_s = time.perf_counter() - start
+    result = {
+        "chunks": len(texts),
+        "files": len(files),
+        "ingest_chunks_per_s": len(texts) / ingest_s,
+        "embed_only_per_s": statistics.mean(raw_rates),
+        "embed_only_runs_per_s": raw_rates,
+        "noop_reingest_s": noop_s,
+        "noop_reingest_added": noop.chunks_added,
+    }
+    result["ratio"] = result["ingest_chunks_per_s"] / result["embed_only_per_s"]
+    return result, vectors, texts
+
+
+def _fill(settings: Settings, base: np.ndarray, texts: list[str], size: int, noise: float) -> float:
+    """Fill a collection with ``size`` chunks: real vectors first, then perturbed copies; returns s."""
+    rng = np.random.default_rng(size)
+    collection = open_collection(settings)
+    start = time.perf_counter()
+    step = 5000
+    for lo in tqdm(range(0, size, step), desc=f"filling {size}", unit="batch"):
+        idx = np.arange(lo, min(lo + step, size))
+        src = idx % len(base)
+        vecs = base[src].copy()
+        synthetic = idx >= len(base)
+        shape = (int(synthetic.sum()), base.shape[1])
+        vecs[synthetic] += rng.normal(0.0, noise, size=shape).astype(np.float32)
+        vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+        collection.add(
+            ids=[f"c{i}" for i in idx],
+            embeddings=vecs,
+            documents=[texts[s] for s in src],
+            metadatas=[{"source": "bench", "title": "", "synthetic": bool(y)} for y in synthetic],
+        )
+    return time.perf_counter() - start
+
+
+def _pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def bench_latency(args: argparse.Namespace, work: Path, base: np.ndarray, texts: list[str]) -> dict[str, Any]:
+    """p50/p95 of Retriever.search (embed + top-k) and of its two parts, per collection size."""
+    questions = [i.question for i in load_python_faq(Settings())][: args.queries]
+    out: dict[str, Any] = {}
+    for size in args.sizes:
+        settings = Settings(data_dir=work / f"lat-{size}", collection=f"bench-{size}")
+        fill_s = _fill(settings, base, texts, size, args.noise)
+        retriever = Retriever(settings)
+        assert retriever.count() == size
+        for q in questions[:10]:  # warm-up: load the index, JIT paths, caches
+            retriever.search(q)
+        total, embed, query = [], [], []
+        for q in tqdm(questions, desc=f"queries @{size}", unit="q"):
+            res = retriever.search(q)
+            total.append(res.retrieval_ms)
+            t0 = time.perf_counter()
+            vec = retriever.embedder.embed_query(q)
+            t1 = time.perf_counter()
+            retriever.search_embedding(vec)
+            t2 = time.perf_counter()
+            embed.append((t1 - t0) * 1000)
+            query.append((t2 - t1) * 1000)
+        out[str(size)] = {
+            "p50_ms": _pct(total, 50),
+            "p95_ms": _pct(total, 95),
+            "embed_p50_ms": _pct(embed, 50),
+            "embed_p95_ms": _pct(embed, 95),
+            "chroma_p50_ms": _pct(query, 50),
+            "chroma_p95_ms": _pct(query, 95),
+            "fill_s": fill_s,
+            "real_vectors": min(size, len(base)),
+            "synthetic_vectors": max(size - len(base), 0),
+            "queries": len(questions),
+        }
+        shutil.rmtree(settings.data_dir, ignore_errors=True)
+    return out
+
+
+def _env(args: argparse.Namespace) -> dict[str, Any]:
+    import chromadb
+    import sentence_transformers
+    import torch
+
+    return {
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "versions": {
+            "chromadb": chromadb.__version__,
+            "sentence_transformers": sentence_transformers.__version__,
+            "torch": torch.__version__,
+        },
+        "torch_threads": torch.get_num_threads(),
+        "loadavg": os.getloadavg(),
+        "synthetic_note": (
+            "collections larger than the ingestion sample hold its real chunk embeddings plus copies "
+            f"perturbed with N(0, {args.noise}) noise per dimension, re-normalised; queries are real "
+            "FAQ questions "
+            "embedded at query time"
+        ),
+    }
+
+
+def _write(results: dict[str, Any], update_foundation: bool) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "retrieval.json").write_text(json.dumps(results, indent=2))
+    if not update_foundation:
+        return
+    path = RESULTS / "foundation.json"
+    with open(RESULTS / ".foundation.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # other benchmarks read-modify-write the same file
+        data = json.loads(path.read_text()) if path.exists() else {}
+        lat = results["latency"]
+        data["ingest_chunks_per_s"] = results["ingest"]["ingest_chunks_per_s"]
+        data["embed_only_per_s"] = results["ingest"]["embed_only_per_s"]
+        data["retrieval_p95_ms"] = {k: v["p95_ms"] for k, v in lat.items()}
+        data["retrieval_p50_ms"] = {k: v["p50_ms"] for k, v in lat.items()}
+        data["retrieval_env"] = results["env"]
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(data, indent=2))
+        tmp.replace(path)
+
+
+def _table(results: dict[str, Any]) -> None:
+    ing = results["ingest"]
+    print(f"\n{'measure':<34}{'value':>12}")
+    print(f"{'embed-only chunks/s':<34}{ing['embed_only_per_s']:>12.1f}")
+    print(f"{'ingest chunks/s':<34}{ing['ingest_chunks_per_s']:>12.1f}")
+    print(f"{'ingest / embed-only (>= 0.80)':<34}{ing['ratio']:>12.3f}")
+    print(f"{'no-op re-ingest s':<34}{ing['noop_reingest_s']:>12.2f}")
+    print(f"\n{'chunks':>8}{'p50 ms':>9}{'p95 ms':>9}{'embed p50':>11}{'chroma p50':>12}{'chroma p95':>12}")
+    for size, row in results["latency"].items():
+        print(
+            f"{size:>8}{row['p50_ms']:>9.1f}{row['p95_ms']:>9.1f}{row['embed_p50_ms']:>11.1f}"
+            f"{row['chroma_p50_ms']:>12.2f}{row['chroma_p95_ms']:>12.2f}"
+        )
+    print(f"\nloadavg {results['env']['loadavg']}")
+
+
+def main() -> None:
+    args = _parse()
+    with tempfile.TemporaryDirectory(prefix="ragloop-bench-") as tmp:
+        work = Path(tmp)
+        load_before = os.getloadavg()
+        ingest_result, vectors, texts = bench_ingest(args, work)
+        latency = bench_latency(args, work, vectors, texts)
+    results = {"ingest": ingest_result, "latency": latency, "env": _env(args)}
+    results["env"]["loadavg_before"] = load_before
+    _write(results, not args.no_foundation)
+    _table(results)
+
+
+if __name__ == "__main__":
+    main()
