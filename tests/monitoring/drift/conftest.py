@@ -8,6 +8,7 @@ Half of the answer embeddings are left NULL so the drift run has to compute them
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -52,14 +53,18 @@ def drift_corpus() -> Corpus:
     f_idx = rng.choice(len(fq), size=INJECTED, replace=False)
     questions = [hq[i] for i in h_idx] + [fq[i] for i in f_idx]
     answers = [str(ha[i]) for i in h_idx] + [str(fa[i])[:400] for i in f_idx]
-    embedder = get_embedder(base)
-    return Corpus(
-        questions=questions,
-        answers=answers,
-        query=embedder.embed_documents(questions),
-        answer=embedder.embed_documents(answers),
-        topic=["halueval"] * len(h_idx) + ["faq"] * len(f_idx),
-    )
+    # Cached on disk across sessions (keyed by the texts): reruns skip ~1k embeddings.
+    key = hashlib.sha256("\n".join(questions + answers).encode()).hexdigest()[:16]
+    cache = base.cache_dir / "datasets" / f"drift-test-embeddings-{key}.npz"
+    if cache.exists():
+        data = np.load(cache)
+        query, answer = data["query"], data["answer"]
+    else:
+        embedder = get_embedder(base)
+        query, answer = embedder.embed_documents(questions), embedder.embed_documents(answers)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(cache, query=query, answer=answer)
+    return Corpus(questions, answers, query, answer, topic=["halueval"] * len(h_idx) + ["faq"] * len(f_idx))
 
 
 def _fill(log: ChatLog, corpus: Corpus, rows: list[int], day_index: int, rng: np.random.Generator) -> None:
