@@ -27,6 +27,10 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 #: CPU threads torch may use: the machine has 2 cores, shared with the LLM server.
 TORCH_THREADS = 2
+#: Threads for one query. A ~10-token query gains nothing from a second thread, and when the
+#: cores are busy (the LLM server is generating) two spinning OpenMP threads made a query embed
+#: take 200-900 ms instead of 20-40 ms with one (measured here at load average 8).
+QUERY_THREADS = 1
 
 _cache: dict[str, Embedder] = {}
 _lock = threading.Lock()
@@ -63,18 +67,29 @@ class Embedder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         with self._lock:
-            vectors = self._model.encode(
-                list(texts),
-                batch_size=batch_size,
-                show_progress_bar=progress,
-                convert_to_numpy=True,
-                normalize_embeddings=True,
-            )
+            return self._encode(list(texts), batch_size, progress)
+
+    def _encode(self, texts: list[str], batch_size: int, progress: bool) -> np.ndarray:
+        vectors = self._model.encode(
+            texts,
+            batch_size=batch_size,
+            show_progress_bar=progress,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+        )
         return np.asarray(vectors, dtype=np.float32)
 
     def embed_query(self, text: str) -> np.ndarray:
         """Embed one query; returns a float32 unit vector of shape ``(dim,)``."""
-        return self.embed_documents([text], batch_size=1)[0]
+        import torch
+
+        with self._lock:
+            torch.set_num_threads(QUERY_THREADS)
+            try:
+                vector = self._encode([text], batch_size=1, progress=False)
+            finally:
+                torch.set_num_threads(TORCH_THREADS)
+        return np.asarray(vector[0], dtype=np.float32)
 
 
 def get_embedder(settings: Settings) -> Embedder:
