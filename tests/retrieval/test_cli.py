@@ -46,3 +46,14 @@ def test_corpus_commands(data_env: Path) -> None:
     fetched = runner.invoke(app, ["corpus", "fetch"])
     assert fetched.exit_code == 0 and fetched.output.strip().endswith("python-docs")
     assert runner.invoke(app, ["corpus", "--help"]).exit_code == 0
+
+
+def test_corpus_index_is_incremental(data_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    corpus = data_env / "corpus"
+    corpus.mkdir()
+    (corpus / "sets.md").write_text("# Sets\n\nA set holds unique items; set.add(x) inserts one.\n")
+    monkeypatch.setenv("RAGLOOP_CORPUS", str(corpus))
+    first = runner.invoke(app, ["corpus", "index", "-q"])
+    assert first.exit_code == 0 and "1 added" in first.output, first.output
+    second = runner.invoke(app, ["corpus", "index", "-q"])
+    assert second.exit_code == 0 and "0 added" in second.output and "1 unchanged" in second.output
