@@ -55,5 +55,17 @@ $(PHOENIX_STAMP):
 
 phoenix: $(PHOENIX_STAMP)  ## Arize Phoenix in .venv-tools/phoenix (the local trace viewer).
 
+GRAFANA_NPM := grafana/validate/node_modules/.package-lock.json
+$(GRAFANA_NPM): grafana/validate/package-lock.json
+	@command -v npm >/dev/null || { echo "node and npm are needed: apt-get install nodejs npm"; exit 1; }
+	cd grafana/validate && npm ci --no-audit --no-fund
+	touch $@
+
+.PHONY: grafana-validate
+grafana-validate: install $(GRAFANA_NPM)  ## Check dashboards (tsc vs @grafana/schema), PromQL, alert rules (promtool), compose file.
+	$(BIN)/python grafana/build_dashboards.py --check
+	$(BIN)/python grafana/validate/check.py
+	docker-compose -f docker-compose.yml config -q
+
 clean:  ## Remove the virtual environments (data/ and the model cache stay).
 	rm -rf $(VENV) .venv-tools
