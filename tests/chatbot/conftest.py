@@ -59,6 +59,8 @@ def _app_settings(data_dir: Path, **overrides: object) -> Settings:
         "llm_timeout_s": 60.0,
         "max_message_chars": 500,
         "collection": "chatbot-tests",
+        # Telemetry has its own tests; here it would only add exporter retries to a dead collector.
+        "telemetry": False,
     }
     base.update(overrides)
     return Settings(**base)  # type: ignore[arg-type]
@@ -88,7 +90,10 @@ def serve(settings: Settings) -> Iterator[str]:
     from chatbot import create_app
 
     port = free_port()
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    # A browser keeps Gradio's event stream open: do not wait long for it on shutdown.
+    config = uvicorn.Config(
+        create_app(settings), host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=2
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -1,0 +1,119 @@
+"""End to end in headless Chromium (Debian ``chromium``): ask, watch the answer stream, rate it.
+
+Runs the real app (real LLM, embeddings, Chroma, SQLite chat log) over HTTP and drives the Gradio
+UI with Playwright. Assertions are about the page's structure and the chat-log rows, never about
+the model's words.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from monitoring import chatlog as cl
+
+pytestmark = [pytest.mark.browser, pytest.mark.llm]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+QUESTION = "How do I sort a list?"
+BOT = "#chat .message-row.bot-row"  # Gradio 6 chat rows; the last one is the newest answer
+BUTTONS = "#chat .message-buttons-left"  # the copy/like/dislike bar of each answer
+
+
+def _wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+@pytest.fixture()
+def browser_page() -> Iterator[Any]:
+    if shutil.which(CHROMIUM) is None:
+        raise RuntimeError("Debian chromium is missing: run `make system-deps`")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser.new_page()
+        finally:
+            browser.close()
+
+
+@pytest.fixture()
+def app(llm_server: str, app_factory, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    db = f"sqlite:///{tmp_path / 'chatlog.db'}"
+    with app_factory(openai_base_url=llm_server, database_url=db) as base:
+        log = cl.ChatLog(db)
+        try:
+            yield {"url": base, "log": log}
+        finally:
+            log.close()
+
+
+def _bot_texts(page: Any) -> list[str]:
+    return [t.strip() for t in page.locator(BOT).all_inner_texts()]
+
+
+def test_ask_stream_rate_and_find_feedback_in_the_log(app: dict[str, Any], browser_page: Any) -> None:
+    page, log = browser_page, app["log"]
+    page.goto(app["url"] + "/")
+    question = page.locator("#question textarea")
+    question.wait_for(timeout=30_000)
+
+    # Bad input first: an empty message gets a visible error in the chat and a logged turn.
+    page.locator("#send").click()
+    _wait_for(lambda: any("⚠️" in t for t in _bot_texts(page)), 30, "the empty-message error")
+    assert [t["status"] for t in log.iter_turns()] == [cl.STATUS_REJECTED]
+
+    question.fill(QUESTION)
+    question.press("Enter")
+    seen: list[str] = []
+
+    def answered() -> bool:
+        texts = _bot_texts(page)
+        if len(texts) >= 2 and texts[-1] not in ("", "…") and texts[-1] not in seen:
+            seen.append(texts[-1])
+        return any(True for _ in log.iter_turns(statuses=[cl.STATUS_OK]))
+
+    _wait_for(answered, 240, "an answered turn in the chat log", interval=0.05)
+    time.sleep(1.0)  # the last streamed update may still be on its way to the page
+    answered()
+    assert len(seen) >= 2, "the answer should appear in several steps (streaming)"
+    turn = next(log.iter_turns(statuses=[cl.STATUS_OK]))
+    sources = page.locator("#sources").inner_text()
+    assert "Sources" in sources and "[1]" in sources and "lists.md" in sources
+
+    # Gradio renders a message's thumbs in a button bar right after the message row.
+    page.locator(BUTTONS).last.locator('button[aria-label="Dislike"]').click()
+    rows = _wait_for(lambda: log.feedback_for(turn["turn_id"]), 30, "the feedback row")
+    assert [(r["value"], r["source"]) for r in rows] == [(-1, "ui")]
+    _wait_for(lambda: "recorded" in page.locator("#feedback-status").inner_text(), 10, "the thanks")
+
+    # A comment goes with the last thumbs, to the same turn.
+    page.locator("#comment textarea").fill("missing an example")
+    page.locator("#send-comment").click()
+    rows = _wait_for(lambda: log.feedback_for(turn["turn_id"])[1:], 30, "the comment row")
+    assert (rows[0]["value"], rows[0]["comment"]) == (-1, "missing an example")
+
+    page.locator("#new-conversation").click()
+    _wait_for(lambda: not _bot_texts(page), 10, "an empty chat after 'New conversation'")

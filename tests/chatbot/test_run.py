@@ -1,0 +1,56 @@
+"""``ragloop run`` as users start it: a real subprocess that indexes, serves, prints its URL, stops.
+
+The LLM is the session's real server (``OPENAI_BASE_URL``), so no model is fetched or started here,
+and the monitoring stack is switched off; what is under test is the orchestration.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ragloop.process import ManagedProcess, free_port
+
+pytestmark = pytest.mark.llm
+
+
+def _start(argv: list[str], env: dict[str, str], log: Path, cwd: Path, port: int) -> ManagedProcess:
+    proc = ManagedProcess("ragloop-run", argv, log, env=env, cwd=cwd).start()
+    proc.wait_ready(lambda: "ragloop chat is ready" in log.read_text(errors="replace"), timeout=240)
+    assert f"http://127.0.0.1:{port}/" in log.read_text()
+    return proc
+
+
+def test_run_indexes_serves_and_a_second_run_reuses_the_index(llm_server: str, tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "sets.md").write_text("# Sets\n\nA set holds unique items; `set.add(x)` inserts one.\n")
+    port = free_port()
+    env = {
+        "OPENAI_BASE_URL": llm_server,
+        "RAGLOOP_CORPUS": str(corpus),
+        "RAGLOOP_DATA_DIR": str(tmp_path / "data"),
+        "RAGLOOP_PORT": str(port),
+        "RAGLOOP_TELEMETRY": "false",
+        "RAGLOOP_PHOENIX": "false",
+        "RAGLOOP_COLLECTOR": "false",
+        "HF_HUB_OFFLINE": "1",
+    }
+    argv = [sys.executable, "-m", "ragloop.cli", "run"]
+    summaries = []
+    for attempt in (1, 2):
+        log = tmp_path / f"run{attempt}.log"
+        proc = _start(argv, env, log, tmp_path, port)
+        try:
+            health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=30).json()
+            assert health["status"] == "ok" and health["chunks"] >= 1
+        finally:
+            proc.stop()  # SIGTERM to the process group, as Ctrl-C / a service manager would
+        assert proc.proc is not None and proc.proc.returncode is not None
+        summaries.append(re.search(r"chunks: (\d+) added", log.read_text()))
+    assert summaries[0] and int(summaries[0].group(1)) >= 1
+    assert summaries[1] and int(summaries[1].group(1)) == 0, "a second run must not re-index"
