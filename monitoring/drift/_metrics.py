@@ -128,12 +128,14 @@ def span_attributes(run_id: str, reference: str, tests: Sequence[Mapping[str, An
     return attrs
 
 
-def record_span(run_id: str, reference: str, tests: Sequence[Mapping[str, Any]]) -> None:
+def record_span(
+    run_id: str, reference: str, tests: Sequence[Mapping[str, Any]], tracer_provider: Any = None
+) -> None:
     """Emit a ``drift.run`` span carrying the results (no-op without a TracerProvider)."""
     try:
         from opentelemetry import trace
 
-        tracer = trace.get_tracer("ragloop.drift")
+        tracer = trace.get_tracer("ragloop.drift", tracer_provider=tracer_provider)
         with tracer.start_as_current_span(semconv.SPAN_DRIFT_RUN) as span:
             span.set_attributes(span_attributes(run_id, reference, tests))
     except Exception:  # noqa: BLE001 - telemetry never fails a drift run

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import urllib.request
+
 import numpy as np
 
 from monitoring.chatlog import ChatLog
 from monitoring.drift import clusters_of, latest_runs, run_drift
+from monitoring.drift._evidently import ui_argv
+from ragloop.process import ManagedProcess, free_port, http_ok
 
 from .conftest import day
 
@@ -20,7 +25,7 @@ def test_same_source_windows_raise_no_alarm(drift_settings):
     assert explanation.clusters, "clusters are stored even without an alarm"
 
 
-def test_shifted_window_alarms_and_names_the_injected_topic(drift_settings):
+def test_shifted_window_alarms_and_names_the_injected_topic(drift_settings, logs_dir):
     report, explanation = run_drift(drift_settings, window=day(2), reference=day(0))
     query = report.test("query_embedding")
     assert query is not None and query.alarm and query.p_value <= 0.05
@@ -39,8 +44,7 @@ def test_shifted_window_alarms_and_names_the_injected_topic(drift_settings):
     assert report.report_path.exists() and report.report_path.stat().st_size > 10_000
     assert report.snapshot_id
     assert explanation.plot_path.exists()
-    snapshots = list((drift_settings.data_dir / "evidently").rglob("*.json"))
-    assert any(report.snapshot_id in str(p) for p in snapshots), snapshots[:5]
+    assert_snapshot_served(drift_settings, report.snapshot_id, logs_dir)
 
 
 def test_missing_answer_embeddings_are_computed_and_written_back(drift_settings):
@@ -56,3 +60,21 @@ def clusters_of_top(settings, run_id):
     clusters = clusters_of(ChatLog(settings.chatlog_url).engine, run_id)
     assert clusters[0]["rank"] == 1
     return clusters[0]["turn_ids"]
+
+
+def _get_json(url):
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def assert_snapshot_served(settings, snapshot_id, logs_dir):
+    """`evidently ui` (started as `ragloop drift ui` starts it) lists the run's snapshot over HTTP."""
+    port = free_port()
+    argv = ui_argv(settings.data_dir / "evidently", "127.0.0.1", port)
+    with ManagedProcess("evidently-ui", argv, logs_dir / "evidently-ui.log") as proc:
+        base = f"http://127.0.0.1:{port}/api/projects"
+        proc.wait_ready(lambda: http_ok(base), timeout=120)
+        projects = [p for p in _get_json(base) if p["name"] == settings.drift_project]
+        assert len(projects) == 1
+        snapshots = _get_json(f"{base}/{projects[0]['id']}/snapshots")
+        assert snapshot_id in {s["id"] for s in snapshots}, snapshots
