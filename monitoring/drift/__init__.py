@@ -27,6 +27,7 @@ from monitoring.drift._run import (
 )
 from monitoring.drift._stats import DriftTest, embedding_drift_test, feature_drift_test
 from monitoring.drift._store import clusters_of, drift_clusters, drift_runs, latest_runs
+from monitoring.drift._ui import start_evidently_ui
 from monitoring.drift._windows import WindowData, load_reference, parse_window, save_reference
 
 __all__ = [
@@ -55,6 +56,7 @@ __all__ = [
     "prometheus_text",
     "run_drift",
     "save_reference",
+    "start_evidently_ui",
     "turn_features",
     "write_textfile",
 ]

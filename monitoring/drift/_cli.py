@@ -57,28 +57,23 @@ def run(
 
 def ui(
     port: int = typer.Option(None, help="Port; default RAGLOOP_DRIFT_UI_PORT."),
-    host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
 ) -> None:
     """Serve the Evidently workspace holding the drift snapshots (`evidently ui`), until Ctrl-C."""
-    from monitoring.drift._evidently import ui_argv
-    from ragloop.process import ManagedProcess, http_ok
+    from monitoring.drift._ui import start_evidently_ui
     from ragloop.settings import get_settings
 
     settings = get_settings()
-    workspace = settings.drift_workspace or settings.data_dir / "evidently"
-    workspace.mkdir(parents=True, exist_ok=True)
-    port = port or settings.drift_ui_port
-    proc = ManagedProcess(
-        "evidently-ui", ui_argv(workspace, host, port), settings.data_dir / "logs" / "evidently.log"
+    proc = start_evidently_ui(settings, port=port)
+    typer.echo(
+        f"Evidently UI: {proc.url} (workspace {settings.drift_workspace or settings.data_dir / 'evidently'})"
     )
-    with proc:
-        proc.wait_ready(lambda: http_ok(f"http://{host}:{port}/"), timeout=120)
-        typer.echo(f"Evidently UI: http://{host}:{port} (workspace {workspace}); Ctrl-C stops it")
-        try:
-            while proc.alive:
-                time.sleep(1)
-        except KeyboardInterrupt:
-            pass
+    try:
+        while proc.alive:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        proc.stop()
 
 
 def reference(

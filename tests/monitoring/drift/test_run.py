@@ -8,9 +8,8 @@ import urllib.request
 import numpy as np
 
 from monitoring.chatlog import ChatLog
-from monitoring.drift import clusters_of, latest_runs, run_drift
-from monitoring.drift._evidently import ui_argv
-from ragloop.process import ManagedProcess, free_port, http_ok
+from monitoring.drift import clusters_of, latest_runs, run_drift, start_evidently_ui
+from ragloop.process import free_port
 
 from .conftest import day
 
@@ -68,13 +67,14 @@ def _get_json(url):
 
 
 def assert_snapshot_served(settings, snapshot_id, logs_dir):
-    """`evidently ui` (started as `ragloop drift ui` starts it) lists the run's snapshot over HTTP."""
-    port = free_port()
-    argv = ui_argv(settings.data_dir / "evidently", "127.0.0.1", port)
-    with ManagedProcess("evidently-ui", argv, logs_dir / "evidently-ui.log") as proc:
-        base = f"http://127.0.0.1:{port}/api/projects"
-        proc.wait_ready(lambda: http_ok(base), timeout=120)
+    """`evidently ui` (started as `ragloop drift ui` and `ragloop run` start it) lists the snapshot over HTTP."""
+    proc = start_evidently_ui(settings, port=free_port())
+    try:
+        base = f"{proc.url}/api/projects"
         projects = [p for p in _get_json(base) if p["name"] == settings.drift_project]
         assert len(projects) == 1
         snapshots = _get_json(f"{base}/{projects[0]['id']}/snapshots")
         assert snapshot_id in {s["id"] for s in snapshots}, snapshots
+    finally:
+        proc.stop()
+    assert not proc.alive
