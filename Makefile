@@ -67,5 +67,16 @@ grafana-validate: install $(GRAFANA_NPM)  ## Check dashboards (tsc vs @grafana/s
 	$(BIN)/python grafana/validate/check.py
 	docker-compose -f docker-compose.yml config -q
 
+.PHONY: drift drift-ui dagster
+drift: install  ## One drift run over the chat log (window/reference from RAGLOOP_DRIFT_*).
+	$(BIN)/ragloop drift run
+
+drift-ui: install  ## Evidently UI over the drift snapshots (RAGLOOP_DRIFT_UI_PORT, default 8085).
+	$(BIN)/ragloop drift ui
+
+dagster: install  ## Dagster UI with the drift assets, checks, schedule and sensor.
+	DAGSTER_HOME=$${DAGSTER_HOME:-$$PWD/data/dagster} && mkdir -p $$DAGSTER_HOME && \
+	DAGSTER_HOME=$$DAGSTER_HOME $(BIN)/dagster dev -h 127.0.0.1 -p $${DAGSTER_PORT:-3070} -m monitoring.drift.pipeline
+
 clean:  ## Remove the virtual environments (data/ and the model cache stay).
 	rm -rf $(VENV) .venv-tools
