@@ -9,6 +9,7 @@ never raises into the turn (the service also guards each call).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import threading
 import time
@@ -48,12 +49,23 @@ from ragloop.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# The turn span of the running turn (task-local). OpenLLMetry's LangChain handler leaves the chain
+# span attached as "current" while a stream is consumed and after it ends, so spans we start from
+# the service's hooks name the turn span as parent explicitly instead of trusting the current one.
+_turn_span: contextvars.ContextVar[Any] = contextvars.ContextVar("ragloop_turn_span", default=None)
+
 
 def _version() -> str:
     try:
         return version("ragloop")
     except PackageNotFoundError:  # pragma: no cover - running from a checkout without install
         return "0+unknown"
+
+
+def _turn_context() -> Any:
+    """Context whose current span is the running turn's span (None outside a turn: use current)."""
+    span = _turn_span.get()
+    return trace.set_span_in_context(span) if span is not None else None
 
 
 def _span_context(trace_id: str | None, span_id: str | None) -> SpanContext | None:
@@ -123,6 +135,7 @@ class Telemetry(TurnObserver):
         self.logs = OtlpLogs(self.resource, otlp.logs, self.errors) if otlp else None
         self.langsmith = _build_langsmith(settings, langsmith_client, self.errors)
         self._turn_spans: dict[str, Any] = {}
+        self._closed = False
         self._lock = threading.Lock()
         log.info("telemetry on: OTLP %s, content %s", self.otlp_endpoint or "off", settings.trace_content)
 
@@ -144,9 +157,11 @@ class Telemetry(TurnObserver):
         with self.tracer.start_as_current_span(sc.SPAN_TURN, attributes=attrs, end_on_exit=True) as span:
             with self._lock:
                 self._turn_spans[turn["turn_id"]] = span
+            token = _turn_span.set(span)
             try:
                 yield
             finally:
+                _turn_span.reset(token)
                 with self._lock:
                     self._turn_spans.pop(turn["turn_id"], None)
 
@@ -154,7 +169,8 @@ class Telemetry(TurnObserver):
     def chatlog_scope(self, operation: str) -> Iterator[None]:
         """A span around a chat-log write."""
         name = sc.SPAN_CHATLOG.format(operation=operation)
-        with self.tracer.start_as_current_span(name, attributes={sc.CHATLOG_OPERATION: operation}):
+        attrs = {sc.CHATLOG_OPERATION: operation}
+        with self.tracer.start_as_current_span(name, context=_turn_context(), attributes=attrs):
             yield
 
     def langchain_config(self, turn: dict[str, Any]) -> dict[str, Any]:
@@ -179,7 +195,9 @@ class Telemetry(TurnObserver):
         attrs[sc.OPENINFERENCE_SPAN_KIND] = "RETRIEVER"
         attrs[sc.RETRIEVAL_MS] = ms
         attrs[sc.TURN_ID] = turn["turn_id"]
-        span = self.tracer.start_span("retrieval.documents", start_time=end - int(ms * 1e6), attributes=attrs)
+        span = self.tracer.start_span(
+            sc.SPAN_RETRIEVAL, context=_turn_context(), start_time=end - int(ms * 1e6), attributes=attrs
+        )
         span.end(end_time=end)
         self.metrics.retrieval.record(ms / 1000)
         if chunks:
@@ -282,6 +300,9 @@ class Telemetry(TurnObserver):
 
     def shutdown(self) -> None:
         """Flush and stop every exporter and worker; the chat service can go on without them."""
+        if self._closed:
+            return
+        self._closed = True
         for p in self._processors:
             self._dispatcher.remove(p)
             p.shutdown()

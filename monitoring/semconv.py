@@ -27,6 +27,8 @@ SPAN_TURN = "chat.turn"
 """The whole chat turn (child of the HTTP server span, parent of the LangChain spans)."""
 SPAN_CHATLOG = "chatlog.{operation}"
 """A chat-log write; formatted with the operation (``start_turn``, ``finish_turn``)."""
+SPAN_RETRIEVAL = "retrieval.documents"
+"""The retrieved documents with ids and scores (OpenInference RETRIEVER), a child of the turn span."""
 SPAN_FEEDBACK = "chat.feedback"
 """User feedback, a child of the turn's root span in the turn's trace, linked to the turn span."""
 SPAN_SCORE = "eval.score"
@@ -86,6 +88,8 @@ CONTENT_KEYS = (
     "gen_ai.task.output",
     "gen_ai.tool.call.arguments",
     "gen_ai.tool.call.result",
+    "db.query.result.document",
+    "db.query.text",
     "llm.prompts",
     "llm.input_messages.",
     "llm.output_messages.",
