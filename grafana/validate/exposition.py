@@ -43,6 +43,7 @@ def build_app(settings_overrides: dict[str, Any] | None = None) -> tuple[Any, An
             "langsmith_tracing": False,
             "prices": "*=0.15:0.6",
             "llm_model": MODEL,
+            "trace_content": False,
             **(settings_overrides or {}),
         }
     )
