@@ -159,6 +159,11 @@ def _add_chat_routes(app: FastAPI, service: ChatService) -> None:
         await asyncio.to_thread(service.delete_conversation, conversation_id)
         return {"conversation_id": conversation_id, "deleted": True}
 
+    @app.api_route("/api/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    async def unknown_api_route(rest: str, request: Request) -> JSONResponse:
+        """Answer unknown API paths here: the UI mounted at "/" would reply with an HTML-ish 404."""
+        return _error_response(404, "not_found", f"No API route {request.method} /api/{rest}.")
+
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
         """Liveness, index size and model."""

@@ -186,4 +186,3 @@ def build_ui(service: ChatService) -> gr.Blocks:
         comment_btn.click(session.comment, [comment, last_rated], [status, comment])
         new.click(_reset, None, [*outputs, last_rated, status])
     return demo
-

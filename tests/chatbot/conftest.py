@@ -50,6 +50,7 @@ Use `int("42")` for integers and `float("3.14")` for floating point numbers. `in
 """,
 }
 
+
 def _app_settings(data_dir: Path, **overrides: object) -> Settings:
     """Settings for app tests: a short answer cap and the shared data dir."""
     base: dict[str, object] = {
@@ -130,7 +131,10 @@ def app_factory(indexed_dir: Path) -> Iterator[Callable[..., contextlib.Abstract
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def live_app(
-    request: pytest.FixtureRequest, llm_server: str, indexed_dir: Path, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    llm_server: str,
+    indexed_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[dict]:
     """One app against the real LLM per chat-log backend (SQLite, PostgreSQL), shared by a module."""
     if request.param == "sqlite":

@@ -73,7 +73,14 @@ def test_sse_event_encoding() -> None:
 def test_sources_panel_marks_cited_passages() -> None:
     md = render_sources(
         [
-            {"index": 1, "title": "Files", "source": "a.md", "score": 0.61, "text": "x " * 400, "cited": True},
+            {
+                "index": 1,
+                "title": "Files",
+                "source": "a.md",
+                "score": 0.61,
+                "text": "x " * 400,
+                "cited": True,
+            },
             {"index": 2, "title": "", "source": "b.md", "score": 0.3, "text": "short", "cited": False},
         ]
     )
@@ -138,7 +145,9 @@ def test_streamed_follow_up_in_the_same_conversation(live_app: dict, answered: d
 def test_feedback_is_stored_for_the_turn(live_app: dict, answered: dict, chatlog_for) -> None:
     turn_id = answered["turn_id"]
     with _client(live_app["url"]) as client:
-        down = client.post("/api/feedback", json={"turn_id": turn_id, "value": "down", "comment": "too vague"})
+        down = client.post(
+            "/api/feedback", json={"turn_id": turn_id, "value": "down", "comment": "too vague"}
+        )
         up = client.post("/api/feedback", json={"turn_id": turn_id, "value": 1})
         unknown = client.post("/api/feedback", json={"turn_id": "no-such-turn", "value": -1})
         bad = client.post("/api/feedback", json={"turn_id": turn_id, "value": 5})
@@ -180,7 +189,9 @@ def test_bad_messages_get_a_json_error_and_a_logged_turn(
 @pytest.mark.llm
 def test_unknown_and_deleted_conversations(live_app: dict, chatlog_for) -> None:
     with _client(live_app["url"]) as client:
-        unknown = client.post("/api/chat", json={"message": QUESTION, "conversation_id": "not-a-conversation"})
+        unknown = client.post(
+            "/api/chat", json={"message": QUESTION, "conversation_id": "not-a-conversation"}
+        )
         created = client.post("/api/conversations")
         cid = created.json()["conversation_id"]
         deleted = client.delete(f"/api/conversations/{cid}")
@@ -197,12 +208,18 @@ def test_unknown_and_deleted_conversations(live_app: dict, chatlog_for) -> None:
 @pytest.mark.llm
 def test_malformed_requests_use_the_error_shape(live_app: dict) -> None:
     with _client(live_app["url"]) as client:
-        not_json = client.post("/api/chat", content=b"{not json", headers={"content-type": "application/json"})
+        not_json = client.post(
+            "/api/chat", content=b"{not json", headers={"content-type": "application/json"}
+        )
         long_id = client.post("/api/chat", json={"message": "hi", "conversation_id": "c" * 65})
         no_turn = client.post("/api/feedback", json={"value": 1})
+        wrong_method = client.get("/api/chat")
+        no_route = client.post("/api/nothing-here", json={})
     for resp in (not_json, long_id, no_turn):
         err = _assert_error(resp, 422, "invalid_request")
         assert err["turn_id"] is None
+    for resp in (wrong_method, no_route):
+        _assert_error(resp, 404, "not_found")
 
 
 # --- failure modes: one app each, chat log on both backends ------------------------------------
