@@ -15,8 +15,6 @@ import pytest
 
 from ragloop.process import ManagedProcess, free_port
 
-pytestmark = pytest.mark.llm
-
 
 def _start(argv: list[str], env: dict[str, str], log: Path, cwd: Path, port: int) -> ManagedProcess:
     proc = ManagedProcess("ragloop-run", argv, log, env=env, cwd=cwd).start()
@@ -25,6 +23,8 @@ def _start(argv: list[str], env: dict[str, str], log: Path, cwd: Path, port: int
     return proc
 
 
+@pytest.mark.llm
+@pytest.mark.slow
 def test_run_indexes_serves_and_a_second_run_reuses_the_index(llm_server: str, tmp_path: Path) -> None:
     corpus = tmp_path / "corpus"
     corpus.mkdir()
@@ -54,3 +54,13 @@ def test_run_indexes_serves_and_a_second_run_reuses_the_index(llm_server: str, t
         summaries.append(re.search(r"chunks: (\d+) added", log.read_text()))
     assert summaries[0] and int(summaries[0].group(1)) >= 1
     assert summaries[1] and int(summaries[1].group(1)) == 0, "a second run must not re-index"
+
+
+@pytest.mark.parametrize("command", ["serve", "run"])
+def test_app_commands_have_help(command: str) -> None:
+    from typer.testing import CliRunner
+
+    from ragloop.cli import app
+
+    result = CliRunner().invoke(app, [command, "--help"])
+    assert result.exit_code == 0 and "--port" in result.output
