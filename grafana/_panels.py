@@ -95,19 +95,28 @@ def panel(
 
 
 def _options(kind: str) -> dict[str, Any]:
-    legend = {"displayMode": "list", "placement": "bottom", "showLegend": True}
+    """Panel options, type-checked per plugin by grafana/validate/check.py."""
+    legend = {"calcs": [], "displayMode": "list", "placement": "bottom", "showLegend": True}
+    reduce = {"calcs": ["lastNotNull"], "fields": "", "values": False}
     if kind == "timeseries":
         return {"legend": legend, "tooltip": {"mode": "multi", "sort": "desc"}}
-    if kind in ("stat", "bargauge"):
-        reduce = {"calcs": ["lastNotNull"], "fields": "", "values": False}
+    if kind == "stat":
         return {"reduceOptions": reduce, "colorMode": "value", "graphMode": "area", "orientation": "auto"}
+    if kind == "bargauge":
+        return {
+            "reduceOptions": reduce,
+            "displayMode": "gradient",
+            "orientation": "horizontal",
+            "showUnfilled": True,
+        }
     if kind == "state-timeline":
         return {"legend": legend, "showValue": "auto", "mergeValues": True, "rowHeight": 0.9}
     if kind == "heatmap":
+        color = {"mode": "scheme", "scheme": "Oranges", "steps": 64, "exponent": 0.5, "fill": "dark-orange"}
         return {
             "calculate": False,
             "yAxis": {"axisPlacement": "left"},
-            "color": {"mode": "scheme", "scheme": "Oranges", "steps": 64},
+            "color": {**color, "reverse": False},
             "cellGap": 1,
             "tooltip": {"mode": "single", "yHistogram": True},
         }

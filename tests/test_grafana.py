@@ -94,7 +94,10 @@ def test_dashboards_typecheck_and_a_broken_one_does_not(
     del broken["panels"][1]["gridPos"]["y"]
     broken["panels"][1]["fieldConfig"]["defaults"]["thresholds"]["mode"] = "absolut"
     broken["refresh"] = 30
-    enums = check.parse_enums(check.SCHEMA_DTS.read_text())
+    broken["panels"][2]["options"]["colorMode"] = "rainbow"  # a stat panel's options
+    timeseries = next(p for p in broken["panels"] if p["type"] == "timeseries")
+    timeseries["options"]["legend"]["bogus"] = True
+    enums = check.schema_enums()
     check.write_ts({**dashboards, "broken": broken}, enums)
     proc = check.run_tsc()
     lines = [line for line in proc.stdout.splitlines() if "error TS" in line]
@@ -104,6 +107,8 @@ def test_dashboards_typecheck_and_a_broken_one_does_not(
     assert "Property 'y' is missing" in text
     assert "'\"absolut\"' is not assignable to type 'ThresholdsMode'" in text
     assert "Type 'number' is not assignable to type 'string'" in text  # refresh
+    assert "'\"rainbow\"' is not assignable to type 'BigValueColorMode | undefined'" in text
+    assert "'\"bogus\"' does not exist in type 'TimeSeriesLegendOptions'" in text
     assert check.typecheck(dashboards) == []
 
 
@@ -114,7 +119,7 @@ def test_enum_strings_become_enum_members() -> None:
     )
     assert (
         ts
-        == '{"thresholds": {"mode": ThresholdsMode.Absolute}, "mappings": [{"type": MappingType.ValueToText}], "mode": "absolute"}'
+        == '{"thresholds": {"mode": schema.ThresholdsMode.Absolute}, "mappings": [{"type": schema.MappingType.ValueToText}], "mode": "absolute"}'
     )
     assert check.to_ts({"thresholds": {"mode": "bogus"}}, enums) == '{"thresholds": {"mode": "bogus"}}'
 

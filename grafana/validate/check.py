@@ -2,7 +2,8 @@
 
 Checks, each with the vendor's own tool where one exists:
 
-1. every dashboard type-checks as ``Dashboard`` from ``@grafana/schema`` (``tsc --strict``);
+1. every dashboard type-checks as ``Dashboard`` from ``@grafana/schema`` (``tsc --strict``), and each
+   panel's options and custom field config as its panel plugin's ``Options``/``FieldConfig``;
 2. top-level keys are the ones the ``Dashboard`` interface declares; panel ids, refIds and
    grid positions are consistent; every panel uses the ``${DS_PROMETHEUS}`` variable;
 3. every PromQL expression (dashboards, with template variables substituted, and alert rules)
@@ -42,12 +43,41 @@ GENERATED = VALIDATE_DIR / "generated"
 #: JSON positions whose strings are TypeScript string enums in @grafana/schema. Grafana stores them
 #: as plain strings, but a string literal is not assignable to an enum type, so the generated .ts
 #: names the enum member; a value that is not a member stays a literal and fails the type check.
+#: ``*`` matches any key or list index; ``heatmap.`` enums live in that panel's module.
 ENUM_PATHS = {
     ("thresholds", "mode"): "ThresholdsMode",
     ("mappings", "*", "type"): "MappingType",
     ("mappings", "*", "options", "match"): "SpecialValueMatch",
     ("defaults", "color", "mode"): "FieldColorModeId",
+    ("options", "legend", "displayMode"): "LegendDisplayMode",
+    ("options", "tooltip", "mode"): "TooltipDisplayMode",
+    ("options", "tooltip", "sort"): "SortOrder",
+    ("options", "orientation"): "VizOrientation",
+    ("options", "colorMode"): "BigValueColorMode",
+    ("options", "graphMode"): "BigValueGraphMode",
+    ("options", "justifyMode"): "BigValueJustifyMode",
+    ("options", "textMode"): "BigValueTextMode",
+    ("options", "showValue"): "VisibilityMode",
+    ("options", "color", "mode"): "heatmap.HeatmapColorMode",
+    ("options", "color", "scale"): "heatmap.HeatmapColorScale",
+    ("options", "displayMode"): "BarGaugeDisplayMode",
+    ("options", "valueMode"): "BarGaugeValueMode",
+    ("yAxis", "axisPlacement"): "AxisPlacement",
+    ("custom", "drawStyle"): "GraphDrawStyle",
+    ("custom", "showPoints"): "VisibilityMode",
+    ("custom", "lineInterpolation"): "LineInterpolation",
+    ("custom", "gradientMode"): "GraphGradientMode",
 }
+#: Panel plugin -> its options module in @grafana/schema (``<dir>/panelcfg/x/<Name>PanelCfg_types.gen``).
+PANEL_MODULES = {
+    "timeseries": ("timeseries", "TimeSeries"),
+    "stat": ("stat", "Stat"),
+    "bargauge": ("bargauge", "BarGauge"),
+    "heatmap": ("heatmap", "Heatmap"),
+    "table": ("table", "Table"),
+    "state-timeline": ("statetimeline", "StateTimeline"),
+}
+SCHEMA_TYPES = VALIDATE_DIR / "node_modules/@grafana/schema/dist/types"
 #: Values given to Grafana's built-in variables when an expression is checked.
 BUILTIN_VARIABLES = {"__rate_interval": "1m", "__interval": "30s", "__range": "1h"}
 PROMQL_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset"}
@@ -82,11 +112,24 @@ def ensure_node_modules() -> None:
 
 
 # --- TypeScript ---------------------------------------------------------------------------------
-def parse_enums(dts: str) -> dict[str, dict[str, str]]:
-    """``{enum name: {string value: member}}`` of the string enums declared in a .d.ts text."""
+def parse_enums(dts: str, prefix: str = "") -> dict[str, dict[str, str]]:
+    """``{prefix + enum name: {string value: member}}`` of the string enums in a .d.ts text."""
     enums: dict[str, dict[str, str]] = {}
     for name, body in re.findall(r"export declare enum (\w+) \{(.*?)\}", dts, flags=re.S):
-        enums[name] = {value: member for member, value in re.findall(r'(\w+) = "([^"]*)"', body)}
+        enums[prefix + name] = {value: member for member, value in re.findall(r'(\w+) = "([^"]*)"', body)}
+    return enums
+
+
+def _module_dts(panel_dir: str) -> Path:
+    return SCHEMA_TYPES / "raw" / "composable" / panel_dir / "panelcfg" / "x" / "types.gen.d.ts"
+
+
+def schema_enums() -> dict[str, dict[str, str]]:
+    """Every string enum a dashboard may use: dashboard, common, and each panel module's (prefixed)."""
+    enums = parse_enums(SCHEMA_DTS.read_text())
+    enums.update(parse_enums((SCHEMA_TYPES / "common" / "common.gen.d.ts").read_text()))
+    for panel_dir, _ in PANEL_MODULES.values():
+        enums.update(parse_enums(_module_dts(panel_dir).read_text(), prefix=f"{panel_dir}."))
     return enums
 
 
@@ -115,23 +158,41 @@ def to_ts(value: Any, enums: dict[str, dict[str, str]], path: tuple[str, ...] = 
         return "[" + ", ".join(to_ts(v, enums, (*path, "*")) for v in value) + "]"
     enum = _enum_for(path) if isinstance(value, str) else None
     if enum and value in enums.get(enum, {}):
-        return f"{enum}.{enums[enum][value]}"
+        qualified = enum if "." in enum else f"schema.{enum}"
+        return f"{qualified}.{enums[enum][value]}"
     return json.dumps(value)
 
 
+def _panel_declarations(dash: dict[str, Any], enums: dict[str, dict[str, str]]) -> list[str]:
+    """Each panel's options (and custom field config) typed by its panel plugin's schema module."""
+    out = []
+    for p in _panels(dash):
+        if p.get("type") not in PANEL_MODULES:
+            continue
+        ns = PANEL_MODULES[p["type"]][0]
+        # Partial: Grafana fills missing top-level options with the plugin's defaults.
+        options = to_ts(p.get("options", {}), enums, ("options",))
+        out.append(f"export const p{p['id']}Options: Partial<{ns}.Options> = {options};")
+        custom = p.get("fieldConfig", {}).get("defaults", {}).get("custom")
+        if custom is not None and "export interface FieldConfig " in _module_dts(ns).read_text():
+            typed = to_ts(custom, enums, ("custom",))
+            out.append(f"export const p{p['id']}Custom: Partial<{ns}.FieldConfig> = {typed};")
+    return out
+
+
 def write_ts(dashboards: dict[str, dict[str, Any]], enums: dict[str, dict[str, str]]) -> list[Path]:
-    """One ``generated/<name>.ts`` per dashboard declaring it as a ``Dashboard``."""
+    """One ``generated/<name>.ts`` per dashboard: it as a ``Dashboard``, its panels' options typed."""
     shutil.rmtree(GENERATED, ignore_errors=True)
     GENERATED.mkdir()
-    names = ", ".join(sorted(ENUM_PATHS.values()))
+    imports = ['import * as schema from "@grafana/schema";']
+    for ns, name in PANEL_MODULES.values():
+        path = f"@grafana/schema/dist/esm/raw/composable/{ns}/panelcfg/x/{name}PanelCfg_types.gen"
+        imports.append(f'import * as {ns} from "{path}";')
     paths = []
     for name, dash in dashboards.items():
         path = GENERATED / f"{re.sub(r'[^A-Za-z0-9_]', '_', name)}.ts"
-        body = to_ts(dash, enums)
-        path.write_text(
-            f'import {{ type Dashboard, {names} }} from "@grafana/schema";\n'
-            f"export const dashboard: Dashboard = {body};\n"
-        )
+        lines = [*imports, f"export const dashboard: schema.Dashboard = {to_ts(dash, enums)};"]
+        path.write_text("\n".join(lines + _panel_declarations(dash, enums)) + "\n")
         paths.append(path)
     return paths
 
@@ -145,7 +206,7 @@ def run_tsc() -> subprocess.CompletedProcess[str]:
 def typecheck(dashboards: dict[str, dict[str, Any]]) -> list[str]:
     """Type errors of the dashboards against @grafana/schema (empty when they type-check)."""
     ensure_node_modules()
-    write_ts(dashboards, parse_enums(SCHEMA_DTS.read_text()))
+    write_ts(dashboards, schema_enums())
     proc = run_tsc()
     if proc.returncode == 0:
         return []
