@@ -145,7 +145,17 @@ def test_promql_parses_with_promtool(used: list[tuple[str, str]]) -> None:
 
 
 def test_alert_rules_pass_promtool_check_and_unit_tests() -> None:
-    assert REQUIRED_ALERTS <= {name for name, _ in check.alert_rules()}
+    names = {name for name, _ in check.alert_rules()}
+    assert REQUIRED_ALERTS <= names
+    # Every alert has a unit test in which it fires (and the tests pass).
+    fired = {
+        case["alertname"]
+        for path in check.ALERT_TESTS
+        for test in yaml.safe_load(path.read_text())["tests"]
+        for case in test["alert_rule_test"]
+        if case["exp_alerts"]
+    }
+    assert fired == names
     assert check.alert_rule_errors() == []
 
 
