@@ -311,3 +311,14 @@ def test_alert_rules_evaluate_on_real_prometheus_and_drift_alarm_fires(prometheu
     rules = [r for g in json.loads(_get(f"{prometheus}/api/v1/rules"))["data"]["groups"] for r in g["rules"]]
     assert len(rules) == len(check.alert_rules())
     assert [r["name"] for r in rules if r["health"] == "err"] == []
+
+
+def test_every_semconv_metric_is_on_a_dashboard(used: list[tuple[str, str]]) -> None:
+    from monitoring import semconv
+
+    shown = {
+        name for where, expr in used if not where.startswith("alert") for name in check.metric_names(expr)
+    }
+    metrics = {v for k, v in vars(semconv).items() if k.startswith("M_")}
+    missing = {m for m in metrics if not any(s.startswith(m.replace(".", "_")) for s in shown)}
+    assert missing == set(), "add a panel to grafana/build_dashboards.py"
