@@ -46,7 +46,8 @@ SIZES = (1_000, 10_000, 100_000)
 
 def _parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ingest-chunks", type=int, default=500, help="chunks in the ingestion sample")
+    p.add_argument("--ingest-chunks", type=int, default=300, help="chunks in the ingestion sample")
+    p.add_argument("--rounds", type=int, default=3, help="ingest rounds, each between two embed-only rounds")
     p.add_argument("--queries", type=int, default=100, help="FAQ questions timed per collection size")
     p.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), help="collection sizes")
     p.add_argument("--noise", type=float, default=0.03, help="per-dimension noise of synthetic vectors")
@@ -71,8 +72,17 @@ def _sample_files(corpus: Path, want: int, settings: Settings) -> tuple[list[Pat
     return chosen, texts
 
 
+def _raw_round(embedder: Any, texts: list[str], rates: list[float]) -> np.ndarray:
+    """Embed ``texts`` alone (no reading, chunking or storing); append the chunks/s to ``rates``."""
+    print(f"embed-only: {len(texts)} chunks ...", flush=True)
+    start = time.perf_counter()
+    vectors = embedder.embed_documents(texts, batch_size=64, progress=True)
+    rates.append(len(texts) / (time.perf_counter() - start))
+    return vectors
+
+
 def bench_ingest(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], np.ndarray, list[str]]:
-    """Ingest chunks/s vs embed-only chunks/s on the same texts (embed-only before and after)."""
+    """Ingest chunks/s vs embed-only chunks/s on the same texts, in interleaved rounds."""
     settings = Settings(data_dir=work / "ingest")
     embedder = get_embedder(settings)
     embedder.embed_documents(["warm up the model"] * 8)
@@ -83,27 +93,31 @@ def bench_ingest(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], 
         dest = folder / f.relative_to(corpus)
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(f, dest)
-    raw_rates = []
-    vectors = np.zeros((0, embedder.dim), dtype=np.float32)
-    for label in ("embed-only (before)", "ingest", "embed-only (after)"):
-        print(f"{label}: {len(texts)} chunks ...", flush=True)
+    # Interleave raw, ingest, raw, ingest, ..., raw: the other work on this machine changes the
+    # CPU left to us from minute to minute, so each ingest is compared with its neighbours.
+    raw_rates: list[float] = []
+    ingest_rates: list[float] = []
+    vectors = _raw_round(embedder, texts, raw_rates)
+    for r in range(args.rounds):
+        settings = Settings(data_dir=work / f"ingest-{r}")
+        print(f"ingest round {r + 1}/{args.rounds}: {len(texts)} chunks ...", flush=True)
         start = time.perf_counter()
-        if label == "ingest":
-            report = ingest([folder], settings, progress=True, embedder=embedder)
-            ingest_s = time.perf_counter() - start
-            assert report.chunks_added == len(texts), (report.chunks_added, len(texts))
-        else:
-            vectors = embedder.embed_documents(texts, batch_size=64, progress=True)
-            raw_rates.append(len(texts) / (time.perf_counter() - start))
+        report = ingest([folder], settings, progress=True, embedder=embedder)
+        ingest_rates.append(len(texts) / (time.perf_counter() - start))
+        assert report.chunks_added == len(texts), (report.chunks_added, len(texts))
+        _raw_round(embedder, texts, raw_rates)
     start = time.perf_counter()
     noop = ingest([folder], settings, progress=False, embedder=embedder)
     noop_s = time.perf_counter() - start
+    ratios = [rate / statistics.mean(raw_rates[i : i + 2]) for i, rate in enumerate(ingest_rates)]
     result = {
         "chunks": len(texts),
         "files": len(files),
-        "ingest_chunks_per_s": len(texts) / ingest_s,
-        "embed_only_per_s": statistics.mean(raw_rates),
+        "ingest_chunks_per_s": statistics.median(ingest_rates),
+        "embed_only_per_s": statistics.median(raw_rates),
+        "ingest_runs_per_s": ingest_rates,
         "embed_only_runs_per_s": raw_rates,
+        "ratio_per_round": ratios,
         "noop_reingest_s": noop_s,
         "noop_reingest_added": noop.chunks_added,
     }
@@ -112,7 +126,7 @@ def bench_ingest(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], 
 
 
 def _fill(settings: Settings, base: np.ndarray, texts: list[str], size: int, noise: float) -> float:
-    """Fill a collection with ``size`` chunks: real vectors first, then perturbed copies; returns s."""
+    """Fill a collection with ``size`` chunks: real vectors first, then perturbed blends; returns s."""
     rng = np.random.default_rng(size)
     collection = open_collection(settings)
     start = time.perf_counter()
@@ -122,8 +136,13 @@ def _fill(settings: Settings, base: np.ndarray, texts: list[str], size: int, noi
         src = idx % len(base)
         vecs = base[src].copy()
         synthetic = idx >= len(base)
-        shape = (int(synthetic.sum()), base.shape[1])
-        vecs[synthetic] += rng.normal(0.0, noise, size=shape).astype(np.float32)
+        n = int(synthetic.sum())
+        # Blend each real vector with another random one, then add noise: the synthetic points
+        # spread between real chunks instead of piling up as near-duplicates of a few of them.
+        weight = rng.uniform(0.5, 1.0, size=(n, 1)).astype(np.float32)
+        other = base[rng.integers(0, len(base), size=n)]
+        noisy = rng.normal(0.0, noise, size=(n, base.shape[1])).astype(np.float32)
+        vecs[synthetic] = weight * vecs[synthetic] + (1 - weight) * other + noisy
         vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
         collection.add(
             ids=[f"c{i}" for i in idx],
@@ -194,8 +213,9 @@ def _env(args: argparse.Namespace) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "loadavg": os.getloadavg(),
         "synthetic_note": (
-            "collections larger than the ingestion sample hold its real chunk embeddings plus copies "
-            f"perturbed with N(0, {args.noise}) noise per dimension, re-normalised; queries are real "
+            "collections larger than the ingestion sample hold its real chunk embeddings plus synthetic "
+            "vectors w*a + (1-w)*b + N(0, noise) re-normalised (a, b real embeddings, w ~ U(0.5, 1), "
+            f"noise {args.noise} per dimension); queries are real "
             "FAQ questions "
             "embedded at query time"
         ),
@@ -228,6 +248,7 @@ def _table(results: dict[str, Any]) -> None:
     print(f"{'embed-only chunks/s':<34}{ing['embed_only_per_s']:>12.1f}")
     print(f"{'ingest chunks/s':<34}{ing['ingest_chunks_per_s']:>12.1f}")
     print(f"{'ingest / embed-only (>= 0.80)':<34}{ing['ratio']:>12.3f}")
+    print(f"{'per-round ratios':<34}{' '.join(f'{r:.2f}' for r in ing['ratio_per_round']):>12}")
     print(f"{'no-op re-ingest s':<34}{ing['noop_reingest_s']:>12.2f}")
     print(f"\n{'chunks':>8}{'p50 ms':>9}{'p95 ms':>9}{'embed p50':>11}{'chroma p50':>12}{'chroma p95':>12}")
     for size, row in results["latency"].items():
