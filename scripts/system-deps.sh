@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Debian packages the tests and the local stack use. Installs only what is missing (needs root or sudo).
+# Debian packages the tests and the local stack use (npm validates the Grafana dashboards). Installs only what is missing (needs root or sudo).
 set -euo pipefail
 need=()
 command -v chromium >/dev/null || need+=(chromium chromium-driver)
 command -v prometheus >/dev/null || need+=(prometheus)
 command -v docker-compose >/dev/null || need+=(docker-compose)
+command -v npm >/dev/null || need+=(nodejs npm)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 echo "installing Debian packages: ${need[*]}"
