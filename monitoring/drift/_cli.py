@@ -64,9 +64,8 @@ def ui(
 
     settings = get_settings()
     proc = start_evidently_ui(settings, port=port)
-    typer.echo(
-        f"Evidently UI: {proc.url} (workspace {settings.drift_workspace or settings.data_dir / 'evidently'})"
-    )
+    workspace = settings.drift_workspace or settings.data_dir / "evidently"
+    typer.echo(f"Evidently UI: {getattr(proc, 'url', '')} (workspace {workspace})")
     try:
         while proc.alive:
             time.sleep(1)

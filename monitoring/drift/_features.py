@@ -64,7 +64,8 @@ def turn_features(
     answer = turn.get("answer")
     top = _top_score(turn.get("retrieved"))
     status = turn.get("status")
-    extra = turn.get("extra") if isinstance(turn.get("extra"), Mapping) else {}
+    raw_extra = turn.get("extra")
+    extra: Mapping[str, Any] = raw_extra if isinstance(raw_extra, Mapping) else {}
     no_relevant = (
         status == "no_context" or (not np.isnan(top) and top < score_threshold) or not turn.get("retrieved")
     )

@@ -97,7 +97,7 @@ def embed_windows(
 
 
 def _tests(settings: Settings, reference: WindowData, current: WindowData) -> list[DriftTest]:
-    common = {
+    common: dict[str, Any] = {
         "alpha": settings.drift_alpha,
         "n_perm": settings.drift_permutations,
         "max_rows": settings.drift_max_rows,

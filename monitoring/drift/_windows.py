@@ -150,7 +150,7 @@ def fill_embeddings(window: WindowData, settings: Settings, chatlog: ChatLog | N
         if not missing:
             continue
         embedder = embedder or get_embedder(settings)
-        vectors = embedder.embed_documents([texts[i] for i in missing], progress=len(missing) > 500)
+        vectors = embedder.embed_documents([str(texts[i]) for i in missing], progress=len(missing) > 500)
         if matrix.shape[1] != vectors.shape[1]:
             matrix = np.full((len(texts), vectors.shape[1]), np.nan, np.float32)
         matrix[missing] = vectors

@@ -67,7 +67,8 @@ def drift_report(
     context: dg.AssetExecutionContext, config: ReportConfig, drift_embeddings: tuple, drift: DriftSettings
 ) -> _run.DriftReport:
     """Run the tests and the Evidently report."""
-    report = _run.drift_report(drift.settings(), *drift_embeddings, evidently=config.evidently)
+    reference, current = drift_embeddings
+    report = _run.drift_report(drift.settings(), reference, current, evidently=config.evidently)
     context.add_output_metadata(_report_metadata(report))
     return report
 
@@ -82,7 +83,8 @@ def drift_explanation(
     drift: DriftSettings,
 ) -> _run.DriftExplanation:
     """Cluster, plot, store and publish."""
-    explanation = _run.explain(drift.settings(), *drift_embeddings, drift_report)
+    reference, current = drift_embeddings
+    explanation = _run.explain(drift.settings(), reference, current, drift_report)
     context.add_output_metadata(
         {
             "clusters": len(explanation.clusters),

@@ -3,7 +3,7 @@
 Windows in the log (150 turns each, one per UTC day from ``T0``):
     day 0: HaluEval questions (reference);  day 1: other HaluEval questions (same source);
     day 2: HaluEval questions with 20% Python-FAQ questions injected (shifted).
-Half of the answer embeddings are left NULL so the drift run has to compute them.
+One answer embedding in ten is left NULL so the drift run has to compute them.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def _fill(log: ChatLog, corpus: Corpus, rows: list[int], day_index: int, rng: np
             standalone_question=corpus.questions[i],
             query_embedding=corpus.query[i],
             answer=corpus.answers[i],
-            answer_embedding=corpus.answer[i] if j % 2 == 0 else None,
+            answer_embedding=corpus.answer[i] if j % 10 else None,
             retrieved=[{"score": float(rng.uniform(0.3, 0.8))}],
             cited=[1],
             total_ms=float(rng.gamma(4.0, 300.0)),
