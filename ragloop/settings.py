@@ -374,6 +374,33 @@ class Settings(BaseSettings):
     )
 
     # --- evaluation ----------------------------------------------------------------------------
+    eval_online: bool = Field(
+        True,
+        validation_alias=_env("RAGLOOP_EVAL_ONLINE"),
+        description="RAGLOOP_EVAL_ONLINE: score every finished turn in a background worker.",
+    )
+    faithfulness_threshold: float = Field(
+        0.5,
+        validation_alias=_env("RAGLOOP_FAITHFULNESS_THRESHOLD"),
+        description="RAGLOOP_FAITHFULNESS_THRESHOLD: turns scoring below this are flagged for labeling.",
+    )
+    judge_sample_rate: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        validation_alias=_env("RAGLOOP_JUDGE_SAMPLE_RATE"),
+        description="RAGLOOP_JUDGE_SAMPLE_RATE: share of turns also judged by the LLM (0 to 1).",
+    )
+    eval_poll_s: float = Field(
+        2.0,
+        validation_alias=_env("RAGLOOP_EVAL_POLL_S"),
+        description="RAGLOOP_EVAL_POLL_S: seconds between the online worker's chat-log polls.",
+    )
+    eval_reports_dir: Path = Field(
+        Path("bench/results/eval_runs"),
+        validation_alias=_env("RAGLOOP_EVAL_REPORTS_DIR"),
+        description="RAGLOOP_EVAL_REPORTS_DIR: where `ragloop eval run` writes its reports.",
+    )
 
     # ---------------------------------------------------------------------------------------------
     @property
