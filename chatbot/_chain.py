@@ -21,21 +21,29 @@ from chatbot import _prompts as prompts
 
 
 class ChunkLike(Protocol):
-    """A retrieved chunk as the retrieval package returns it."""
+    """A retrieved chunk as the retrieval package returns it (read-only)."""
 
-    chunk_id: str
-    text: str
-    score: float
-    source: str
-    title: str
+    @property
+    def chunk_id(self) -> str: ...  # noqa: D102
+    @property
+    def text(self) -> str: ...  # noqa: D102
+    @property
+    def score(self) -> float: ...  # noqa: D102
+    @property
+    def source(self) -> str: ...  # noqa: D102
+    @property
+    def title(self) -> str: ...  # noqa: D102
 
 
 class SearchResultLike(Protocol):
-    """The result of one retrieval."""
+    """The result of one retrieval (read-only)."""
 
-    query_embedding: Any
-    chunks: Sequence[ChunkLike]
-    retrieval_ms: float
+    @property
+    def query_embedding(self) -> Any: ...  # noqa: D102
+    @property
+    def chunks(self) -> Sequence[ChunkLike]: ...  # noqa: D102
+    @property
+    def retrieval_ms(self) -> float: ...  # noqa: D102
 
 
 class RetrieverLike(Protocol):

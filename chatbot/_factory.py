@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from chatbot._chain import build_chat_model, build_rag_chain
+from chatbot._chain import RetrieverLike, build_chat_model, build_rag_chain
 from chatbot._observer import TurnObserver
 from chatbot._service import ChatService
 from monitoring.chatlog import ChatLog
@@ -15,7 +13,7 @@ def build_service(
     settings: Settings,
     *,
     observer: TurnObserver | None = None,
-    retriever: Any | None = None,
+    retriever: RetrieverLike | None = None,
     chatlog: ChatLog | None = None,
 ) -> ChatService:
     """Assemble a :class:`ChatService`; pass ``retriever`` or ``chatlog`` to reuse existing ones."""

@@ -260,13 +260,14 @@ class ChatService:
         await queue.put(
             TurnEvent("started", {"turn_id": state.turn_id, "conversation_id": state.conversation_id})
         )
-        config = {
+        config: dict[str, Any] = {
             "run_name": "rag_chain",
             "metadata": {"turn_id": state.turn_id, "conversation_id": state.conversation_id},
         }
         config.update(dont_throw(self.observer.langchain_config)(turn) or {})
         try:
-            async for chunk in self.chain.astream({"message": text, "history": history}, config=config):
+            stream = self.chain.astream({"message": text, "history": history}, config=config)  # type: ignore[arg-type]
+            async for chunk in stream:
                 await self._consume(queue, state, chunk, started, turn)
             state.finish_ok()
         except Exception as exc:  # noqa: BLE001 - every failure is logged and reported
@@ -289,9 +290,10 @@ class ChatService:
         if "question" in chunk:
             state.question = chunk["question"]
         if "retrieval" in chunk:
-            state.set_retrieval(chunk["retrieval"])
-            dont_throw(self.observer.on_retrieval)(turn, chunk["retrieval"])
-            if not state.retrieval.retrieved:
+            retrieval: Retrieval = chunk["retrieval"]
+            state.set_retrieval(retrieval)
+            dont_throw(self.observer.on_retrieval)(turn, retrieval)
+            if not retrieval.retrieved:
                 raise EmptyIndexError("no documents are indexed")
             await queue.put(
                 TurnEvent(

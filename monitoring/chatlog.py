@@ -289,7 +289,9 @@ class ChatLog:
                     turn_id=turn_id, created_at=now(), value=value, comment=comment or None, source=source
                 )
             )
-        return int(res.inserted_primary_key[0])
+        key = res.inserted_primary_key
+        assert key is not None  # an INSERT always reports its key
+        return int(key[0])
 
     def feedback_for(self, turn_id: str) -> list[dict[str, Any]]:
         """All feedback rows of a turn, oldest first."""
