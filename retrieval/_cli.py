@@ -8,17 +8,18 @@ others went in (the summary lists each failure with its reason); 2 when there wa
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from retrieval._ingest import IngestReport
 
 corpus_app = typer.Typer(help="Fetch and index the default corpus.", no_args_is_help=True)
 
 
-def _report_exit(report: object) -> None:
+def _report_exit(report: IngestReport) -> None:
     """Print the summary and exit with the documented code."""
-    from retrieval._ingest import IngestReport
-
-    assert isinstance(report, IngestReport)
     typer.echo(report.summary())
     if report.files_ok == 0:
         raise typer.Exit(code=2)

@@ -291,6 +291,21 @@ def _check_model(collection: Any, model: str) -> None:
         )
 
 
+def _stamp(
+    collection: Any, indexed: dict[str, _Indexed], plan: _Plan, report: IngestReport, model: str
+) -> None:
+    """Record the new index version (a hash of all chunk ids) and the model in the collection."""
+    final_ids = {cid for old in indexed.values() for cid in old.ids} - set(plan.delete)
+    final_ids |= {a[0] for a in plan.add}
+    report.index_version = index_version(final_ids)
+    meta = dict(collection.metadata or {})
+    if report.changed or meta.get(META_INDEX_VERSION) != report.index_version:
+        meta[META_INDEX_VERSION] = report.index_version
+        meta[META_EMBEDDING_MODEL] = model
+        meta[META_UPDATED_AT] = datetime.now(UTC).isoformat(timespec="seconds")
+        collection.modify(metadata=meta)
+
+
 def ingest(
     paths: list[Path], settings: Settings, progress: bool = True, embedder: Embedder | None = None
 ) -> IngestReport:
@@ -321,19 +336,7 @@ def ingest(
     report.chunks_added, report.chunks_updated = len(plan.add), len(plan.update)
     report.chunks_removed = len(plan.delete)
     _write(collection, plan, embedder, progress)
-    final_ids = {cid for old in indexed.values() for cid in old.ids} - set(plan.delete)
-    final_ids |= {a[0] for a in plan.add}
-    report.index_version = index_version(final_ids)
-    meta = dict(collection.metadata or {})
-    if report.changed or meta.get(META_INDEX_VERSION) != report.index_version:
-        meta.update(
-            {
-                META_INDEX_VERSION: report.index_version,
-                META_EMBEDDING_MODEL: embedder.model_name,
-                META_UPDATED_AT: datetime.now(UTC).isoformat(timespec="seconds"),
-            }
-        )
-        collection.modify(metadata=meta)
+    _stamp(collection, indexed, plan, report, embedder.model_name)
     report.seconds = time.perf_counter() - start
     log.info("ingest done: %s", report.summary().replace("\n", "; "))
     return report
