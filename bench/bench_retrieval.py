@@ -52,6 +52,11 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), help="collection sizes")
     p.add_argument("--noise", type=float, default=0.03, help="per-dimension noise of synthetic vectors")
     p.add_argument("--no-foundation", action="store_true", help="do not update foundation.json")
+    p.add_argument(
+        "--latency-only",
+        action="store_true",
+        help="skip the ingestion rounds; update only the latency of the sizes measured (others are kept)",
+    )
     return p.parse_args()
 
 
@@ -79,6 +84,14 @@ def _raw_round(embedder: Any, texts: list[str], rates: list[float]) -> np.ndarra
     vectors = embedder.embed_documents(texts, batch_size=64, progress=True)
     rates.append(len(texts) / (time.perf_counter() - start))
     return vectors
+
+
+def _sample_vectors(args: argparse.Namespace) -> tuple[np.ndarray, list[str]]:
+    """Real embeddings of the ingestion sample's chunks, without timing ingestion."""
+    settings = Settings()
+    corpus = fetch_corpus(Settings(corpus="python-docs"), progress=False)
+    _, texts = _sample_files(corpus, args.ingest_chunks, settings)
+    return get_embedder(settings).embed_documents(texts, progress=True), texts
 
 
 def bench_ingest(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], np.ndarray, list[str]]:
@@ -110,7 +123,7 @@ def bench_ingest(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], 
     noop = ingest([folder], settings, progress=False, embedder=embedder)
     noop_s = time.perf_counter() - start
     ratios = [rate / statistics.mean(raw_rates[i : i + 2]) for i, rate in enumerate(ingest_rates)]
-    result = {
+    result: dict[str, Any] = {
         "chunks": len(texts),
         "files": len(files),
         "ingest_chunks_per_s": statistics.median(ingest_rates),
@@ -190,6 +203,7 @@ def bench_latency(args: argparse.Namespace, work: Path, base: np.ndarray, texts:
             "real_vectors": min(size, len(base)),
             "synthetic_vectors": max(size - len(base), 0),
             "queries": len(questions),
+            "loadavg": os.getloadavg(),
         }
         shutil.rmtree(settings.data_dir, ignore_errors=True)
     return out
@@ -224,7 +238,12 @@ def _env(args: argparse.Namespace) -> dict[str, Any]:
 
 def _write(results: dict[str, Any], update_foundation: bool) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "retrieval.json").write_text(json.dumps(results, indent=2))
+    own = RESULTS / "retrieval.json"
+    if results["ingest"] is None:  # --latency-only: keep what an earlier full run measured
+        old = json.loads(own.read_text()) if own.exists() else {}
+        results["ingest"] = old.get("ingest")
+        results["latency"] = {**old.get("latency", {}), **results["latency"]}
+    own.write_text(json.dumps(results, indent=2))
     if not update_foundation:
         return
     path = RESULTS / "foundation.json"
@@ -232,8 +251,9 @@ def _write(results: dict[str, Any], update_foundation: bool) -> None:
         fcntl.flock(lock, fcntl.LOCK_EX)  # other benchmarks read-modify-write the same file
         data = json.loads(path.read_text()) if path.exists() else {}
         lat = results["latency"]
-        data["ingest_chunks_per_s"] = results["ingest"]["ingest_chunks_per_s"]
-        data["embed_only_per_s"] = results["ingest"]["embed_only_per_s"]
+        if results["ingest"]:
+            data["ingest_chunks_per_s"] = results["ingest"]["ingest_chunks_per_s"]
+            data["embed_only_per_s"] = results["ingest"]["embed_only_per_s"]
         data["retrieval_p95_ms"] = {k: v["p95_ms"] for k, v in lat.items()}
         data["retrieval_p50_ms"] = {k: v["p50_ms"] for k, v in lat.items()}
         data["retrieval_env"] = results["env"]
@@ -243,13 +263,9 @@ def _write(results: dict[str, Any], update_foundation: bool) -> None:
 
 
 def _table(results: dict[str, Any]) -> None:
-    ing = results["ingest"]
-    print(f"\n{'measure':<34}{'value':>12}")
-    print(f"{'embed-only chunks/s':<34}{ing['embed_only_per_s']:>12.1f}")
-    print(f"{'ingest chunks/s':<34}{ing['ingest_chunks_per_s']:>12.1f}")
-    print(f"{'ingest / embed-only (>= 0.80)':<34}{ing['ratio']:>12.3f}")
-    print(f"{'per-round ratios':<34}{' '.join(f'{r:.2f}' for r in ing['ratio_per_round']):>12}")
-    print(f"{'no-op re-ingest s':<34}{ing['noop_reingest_s']:>12.2f}")
+    ing = results["ingest"] or {}
+    if ing:
+        _ingest_table(ing)
     print(f"\n{'chunks':>8}{'p50 ms':>9}{'p95 ms':>9}{'embed p50':>11}{'chroma p50':>12}{'chroma p95':>12}")
     for size, row in results["latency"].items():
         print(
@@ -259,15 +275,27 @@ def _table(results: dict[str, Any]) -> None:
     print(f"\nloadavg {results['env']['loadavg']}")
 
 
+def _ingest_table(ing: dict[str, Any]) -> None:
+    print(f"\n{'measure':<34}{'value':>12}")
+    print(f"{'embed-only chunks/s':<34}{ing['embed_only_per_s']:>12.1f}")
+    print(f"{'ingest chunks/s':<34}{ing['ingest_chunks_per_s']:>12.1f}")
+    print(f"{'ingest / embed-only (>= 0.80)':<34}{ing['ratio']:>12.3f}")
+    print(f"{'per-round ratios':<34}{' '.join(f'{r:.2f}' for r in ing['ratio_per_round']):>12}")
+    print(f"{'no-op re-ingest s':<34}{ing['noop_reingest_s']:>12.2f}")
+
+
 def main() -> None:
     args = _parse()
     with tempfile.TemporaryDirectory(prefix="ragloop-bench-") as tmp:
         work = Path(tmp)
         load_before = os.getloadavg()
-        ingest_result, vectors, texts = bench_ingest(args, work)
+        if args.latency_only:
+            ingest_result, vectors, texts = None, *_sample_vectors(args)
+        else:
+            ingest_result, vectors, texts = bench_ingest(args, work)
         latency = bench_latency(args, work, vectors, texts)
-    results = {"ingest": ingest_result, "latency": latency, "env": _env(args)}
-    results["env"]["loadavg_before"] = load_before
+    env = {**_env(args), "loadavg_before": load_before}
+    results: dict[str, Any] = {"ingest": ingest_result, "latency": latency, "env": env}
     _write(results, not args.no_foundation)
     _table(results)
 
