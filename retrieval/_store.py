@@ -141,6 +141,12 @@ class Retriever:
     @property
     def index_version(self) -> str:
         """An id of the index content; it changes whenever an ingest changes the collection."""
-        # Re-read: another process (``ragloop ingest``) may have updated the collection.
-        self.collection = self._open()
+        from chromadb.errors import NotFoundError
+
+        # Re-read: another process (``ragloop ingest``) may have updated the collection. A plain
+        # get is 0.6 ms here (get_or_create 1.5 ms), and this runs once per chat turn.
+        try:
+            self.collection = self._client.get_collection(self.settings.collection, embedding_function=None)
+        except NotFoundError:
+            self.collection = self._open()
         return str((self.collection.metadata or {}).get(META_INDEX_VERSION, EMPTY_INDEX_VERSION))
