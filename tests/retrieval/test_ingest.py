@@ -77,3 +77,16 @@ def test_ingesting_one_folder_leaves_another_alone(
     ingest([a], settings, progress=False, embedder=embedder)
     report = ingest([b], settings, progress=False, embedder=embedder)
     assert report.chunks_removed == 0 and set(_sources(settings)) == {"one.md", "two.md"}
+
+
+def test_incomplete_file_is_repaired(docs_dir: Path, settings: Settings, embedder: Embedder) -> None:
+    """A file missing chunks (e.g. an interrupted ingest) is redone; only the missing chunk is embedded."""
+    first = ingest([docs_dir], settings, progress=False, embedder=embedder)
+    collection = open_collection(settings)
+    md_ids = collection.get(where={"source": str(docs_dir / "cooking.md")})["ids"]
+    assert len(md_ids) == 3
+    collection.delete(ids=[md_ids[0]])
+    repaired = ingest([docs_dir], settings, progress=False, embedder=embedder)
+    assert (repaired.chunks_added, repaired.chunks_removed, repaired.files_changed) == (1, 0, 1)
+    assert repaired.chunks_unchanged == first.chunks_added - 1
+    assert repaired.index_version == first.index_version
