@@ -40,7 +40,7 @@ from monitoring._otlp import build_exporters
 from monitoring._tracing import (
     ErrorCounter,
     GuardedSpanExporter,
-    PrivacyProcessor,
+    PrivacyExporter,
     ensure_instrumented,
     quiet_exporter_logs,
     set_content_tracing,
@@ -113,16 +113,13 @@ class Telemetry(TurnObserver):
         exporters: list[SpanExporter] = [*(span_exporters or [])]
         if otlp is not None:
             exporters.append(otlp.spans)
+        # Bounded queue, background thread; privacy filtering happens there too, off the turn's path.
         self._processors = [
-            PrivacyProcessor(
-                BatchSpanProcessor(
-                    GuardedSpanExporter(e, self.errors),
-                    max_queue_size=2048,
-                    schedule_delay_millis=500,
-                    max_export_batch_size=256,
-                ),
-                settings.trace_content,
-                settings.redact,
+            BatchSpanProcessor(
+                GuardedSpanExporter(PrivacyExporter(e, settings.trace_content, settings.redact), self.errors),
+                max_queue_size=2048,
+                schedule_delay_millis=500,
+                max_export_batch_size=256,
             )
             for e in exporters
         ]

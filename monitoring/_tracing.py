@@ -125,25 +125,22 @@ class GuardedSpanExporter(SpanExporter):
         return bool(self.inner.force_flush(timeout_millis))
 
 
-class PrivacyProcessor(SpanProcessor):
-    """Drops or redacts content attributes of finished spans, then hands them to ``inner``.
+class PrivacyExporter(SpanExporter):
+    """Drops or redacts content attributes of spans on their way out, then exports them.
 
-    Ended spans are immutable, so a filtered span is re-created as a new :class:`ReadableSpan`.
+    It runs on the batch processor's thread, so regex redaction never costs the turn anything.
+    Ended spans are immutable: a filtered span is re-created as a new :class:`ReadableSpan`.
     """
 
-    def __init__(self, inner: SpanProcessor, trace_content: bool, redaction: bool) -> None:
+    def __init__(self, inner: SpanExporter, trace_content: bool, redaction: bool) -> None:
         """Filter spans going to ``inner``."""
         self.inner = inner
         self.trace_content = trace_content
         self.redaction = redaction
 
-    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        """Forward."""
-        self.inner.on_start(span, parent_context)
-
-    def on_end(self, span: ReadableSpan) -> None:
-        """Filter attributes and event attributes, forward."""
-        self.inner.on_end(privacy_filtered(span, self.trace_content, self.redaction))
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        """Filter, then export."""
+        return self.inner.export([privacy_filtered(s, self.trace_content, self.redaction) for s in spans])
 
     def shutdown(self) -> None:
         """Forward."""
@@ -231,6 +228,39 @@ def set_content_tracing(enabled: bool) -> None:
     os.environ["TRACELOOP_TRACE_CONTENT"] = "true" if enabled else "false"
 
 
+def _vector_summary(obj: Any) -> str | None:
+    """A short stand-in for an array-like embedding vector (None for anything else)."""
+    shape = getattr(obj, "shape", None)
+    if shape is not None and hasattr(obj, "dtype") and hasattr(obj, "__array__"):
+        return f"<vector shape={tuple(shape)} dtype={obj.dtype}>"
+    return None
+
+
+def hide_embedding_vectors() -> None:
+    """Serialize arrays as a shape summary in OpenLLMetry's LangChain span inputs/outputs.
+
+    Why: the chain passes the query embedding along (384 floats); OpenLLMetry falls back to
+    ``str(array)`` for it in up to ten runnable spans per turn, which costs ~70 ms of numpy
+    formatting on the request path and adds nothing a trace reader needs (OpenInference hides
+    embedding vectors for the same reason). Idempotent.
+    """
+    try:
+        from opentelemetry.instrumentation.langchain import utils
+    except ImportError:  # pragma: no cover - depends on the install
+        return
+    encoder = utils.CallbackFilteredJSONEncoder
+    if getattr(encoder, "_ragloop_vectors_hidden", False):
+        return
+    original = encoder.default
+
+    def default(self: Any, o: Any) -> Any:
+        summary = _vector_summary(o)
+        return summary if summary is not None else original(self, o)
+
+    encoder.default = default  # type: ignore[method-assign]
+    encoder._ragloop_vectors_hidden = True  # type: ignore[attr-defined]
+
+
 def ensure_instrumented(resource_attributes: dict[str, Any]) -> SpanDispatcher:
     """Initialise OpenLLMetry once per process (global provider + LangChain/OpenAI/Chroma spans)."""
     global _dispatcher
@@ -254,6 +284,7 @@ def ensure_instrumented(resource_attributes: dict[str, Any]) -> SpanDispatcher:
             instruments={Instruments.LANGCHAIN, Instruments.OPENAI, Instruments.CHROMA},
             should_enrich_metrics=False,
         )
+        hide_embedding_vectors()
         _dispatcher = dispatcher
         provider = trace.get_tracer_provider()
         log.info("OpenLLMetry initialised (provider %s)", type(provider).__name__)

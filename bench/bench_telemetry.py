@@ -1,0 +1,244 @@
+"""Per-turn overhead of the full instrumentation vs the same service with monitoring off.
+
+"On" is the whole :class:`monitoring.Telemetry`: OpenLLMetry spans (LangChain, OpenAI, Chroma),
+our turn/retrieval/chat-log spans, the privacy filter with redaction, metrics (Prometheus + OTLP
+push), logs over OTLP, exported to a real rotel collector. "Off" is the no-op observer. Both write
+the chat log (it is the product, not monitoring). OpenTelemetry instrumentation is process-wide, so
+each block of turns runs in a fresh worker process; off and on blocks alternate so machine load
+drifts equally on both sides.
+
+Endpoints: a zero-latency OpenAI-compatible server (exposes the fixed cost) and the real local LLM
+(temperature 0, the same question each turn, so both sides generate the same tokens).
+Also: RSS growth over 500 turns with the collector stopped (bounded queues).
+
+Writes bench/results/telemetry.json: added_ms_p50, added_ms_p95 (zero-latency endpoint),
+overhead_ratio_p50 (on / off, real LLM), rss_growth_mb_collector_down, with details and load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from ragloop.process import ManagedProcess, free_port, http_ok  # noqa: E402
+from ragloop.settings import Settings  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "telemetry.json"
+QUESTION = "How do I copy a file?"
+DOC = """# Working with files
+
+## How do I copy a file?
+
+Use `shutil.copy(src, dst)` to copy a file's contents and permission bits, or `shutil.copy2` to
+also keep metadata such as modification times.
+"""
+
+
+def _parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--turns", type=int, default=300, help="Turns per side, zero-latency endpoint.")
+    p.add_argument("--llm-turns", type=int, default=12, help="Turns per side, real LLM (0 skips).")
+    p.add_argument("--blocks", type=int, default=2, help="Alternating off/on blocks per side.")
+    p.add_argument("--outage-turns", type=int, default=500, help="Turns with the collector stopped.")
+    p.add_argument("--max-tokens", type=int, default=32, help="Answer cap with the real LLM.")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    return p.parse_args()
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _rss_mb() -> float:
+    import resource
+
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+# --- worker (one process per block) -----------------------------------------------------------
+def _worker(spec: dict[str, Any]) -> dict[str, Any]:
+    from chatbot import TurnObserver, build_service
+    from monitoring import Telemetry
+
+    settings = Settings(**spec["settings"])
+    observer = Telemetry(settings) if spec["mode"] != "off" else TurnObserver()
+    service = build_service(settings, observer=observer)
+
+    async def run() -> dict[str, Any]:
+        for _ in range(spec["warmup"]):
+            await service.run_turn(QUESTION)
+        rss0 = _rss_mb()
+        times = []
+        for _ in tqdm(range(spec["turns"]), desc=f"{spec['label']} {spec['mode']}", leave=False):
+            t0 = time.perf_counter()
+            result = await service.run_turn(QUESTION)
+            times.append((time.perf_counter() - t0) * 1000)
+            assert result.status == "ok", result
+        return {"ms": times, "rss_growth_mb": _rss_mb() - rss0}
+
+    out = asyncio.run(run())
+    if isinstance(observer, Telemetry):
+        out["export_failures"] = dict(observer.errors.counts)
+    observer.shutdown()
+    return out
+
+
+def _spawn(spec: dict[str, Any]) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, __file__, "--worker", json.dumps(spec)],
+        stdout=subprocess.PIPE,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+# --- orchestration ----------------------------------------------------------------------------
+def _index(data_dir: Path) -> None:
+    import retrieval
+
+    corpus = data_dir.parent / "corpus"
+    corpus.mkdir(parents=True, exist_ok=True)
+    (corpus / "files.md").write_text(DOC)
+    retrieval.ingest([corpus], Settings(data_dir=data_dir, collection="bench"), progress=False)
+
+
+def _compare(label: str, base: dict[str, Any], turns: int, blocks: int, bar: tqdm) -> dict[str, Any]:
+    """Alternate off/on blocks (fresh processes); return latencies and the on/off statistics."""
+    sides: dict[str, list[float]] = {"off": [], "on": []}
+    for block in range(blocks):
+        order = ("off", "on") if block % 2 == 0 else ("on", "off")
+        for mode in order:
+            spec = {**base, "mode": mode, "label": label, "turns": max(1, turns // blocks)}
+            spec["settings"] = {
+                **base["settings"],
+                "database_url": f"sqlite:///{base['tmp']}/{label}-{mode}.db",
+            }
+            sides[mode] += _spawn(spec)["ms"]
+            bar.update(1)
+    off, on = sides["off"], sides["on"]
+    return {
+        "turns_per_side": len(off),
+        "off_ms_p50": statistics.median(off),
+        "on_ms_p50": statistics.median(on),
+        "off_ms_p95": _pct(off, 0.95),
+        "on_ms_p95": _pct(on, 0.95),
+        "added_ms_p50": statistics.median(on) - statistics.median(off),
+        "added_ms_p95": _pct(on, 0.95) - _pct(off, 0.95),
+        "ratio_p50": statistics.median(on) / statistics.median(off),
+    }
+
+
+def _start_llm(tmp: Path) -> tuple[ManagedProcess, str]:
+    port = free_port()
+    argv = [sys.executable, "-m", "ragloop.cli", "llm", "serve", "--port", str(port), "--parallel", "1"]
+    proc = ManagedProcess("llm", argv, tmp / "llm.log").start()
+    proc.wait_ready(lambda: http_ok(f"http://127.0.0.1:{port}/v1/models"), timeout=300)
+    return proc, f"http://127.0.0.1:{port}/v1"
+
+
+def main() -> None:
+    """Run the benchmark (or one worker block when re-invoked with --worker)."""
+    args = _parse()
+    if args.worker:
+        print(json.dumps(_worker(json.loads(args.worker))))
+        return
+    from monitoring._instant_llm import InstantLLM
+    from monitoring._stack import start_collector
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-telemetry-"))
+    data_dir = tmp / "data"
+    _index(data_dir)
+    grpc, http = free_port(), free_port()
+    collector_settings = Settings(data_dir=tmp, collector_grpc_port=grpc, collector_http_port=http)
+    collector = start_collector(collector_settings, None, tmp)  # a real collector that drops data
+    common = {
+        "data_dir": str(data_dir),
+        "collection": "bench",
+        "otlp_endpoint": f"http://127.0.0.1:{grpc}",
+        "metrics_export_interval_s": 5.0,
+        "temperature": 0.0,
+    }
+    steps = 2 * args.blocks * (1 + (args.llm_turns > 0)) + 1
+    results: dict[str, Any] = {"load_before": os.getloadavg()}
+    with InstantLLM() as instant, tqdm(total=steps, desc="blocks") as bar:
+        base = {"tmp": str(tmp), "warmup": 10, "settings": {**common, "openai_base_url": instant.base_url}}
+        results["instant"] = _compare("instant", base, args.turns, args.blocks, bar)
+        if args.llm_turns > 0:
+            llm, url = _start_llm(tmp)
+            try:
+                s = {**common, "openai_base_url": url, "max_tokens": args.max_tokens}
+                base = {"tmp": str(tmp), "warmup": 1, "settings": s}
+                results["llm"] = _compare("llm", base, args.llm_turns, args.blocks, bar)
+            finally:
+                llm.stop()
+        collector.stop()
+        down = {
+            **common,
+            "openai_base_url": instant.base_url,
+            "otlp_endpoint": f"http://127.0.0.1:{free_port()}",
+        }
+        spec = {"tmp": str(tmp), "warmup": 30, "mode": "on", "label": "down", "turns": args.outage_turns}
+        spec["settings"] = {**down, "database_url": f"sqlite:///{tmp}/down.db"}
+        results["collector_down"] = _spawn(spec)
+        results["collector_down"].pop("ms", None)
+        bar.update(1)
+    _report(results, args)
+
+
+def _report(results: dict[str, Any], args: argparse.Namespace) -> None:
+    inst, llm = results["instant"], results.get("llm")
+    summary = {
+        "added_ms_p50": round(inst["added_ms_p50"], 3),
+        "added_ms_p95": round(inst["added_ms_p95"], 3),
+        "overhead_ratio_p50": round(llm["ratio_p50"], 4) if llm else None,
+        "rss_growth_mb_collector_down": round(results["collector_down"]["rss_growth_mb"], 2),
+        "added_ms_p50_real_llm": round(llm["added_ms_p50"], 2) if llm else None,
+        "overhead_ratio_p50_instant": round(inst["ratio_p50"], 4),
+        "details": results,
+        "args": {k: v for k, v in vars(args).items() if k != "worker"},
+        "load_after": os.getloadavg(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(summary, indent=2) + "\n")
+    rows = [("zero-latency endpoint", inst)] + ([("real local LLM", llm)] if llm else [])
+    print(
+        f"\n{'endpoint':<24}{'turns':>7}{'off p50 ms':>12}{'on p50 ms':>12}{'added p50':>11}"
+        f"{'added p95':>11}{'on/off':>8}"
+    )
+    for name, r in rows:
+        print(
+            f"{name:<24}{r['turns_per_side']:>7}{r['off_ms_p50']:>12.2f}{r['on_ms_p50']:>12.2f}"
+            f"{r['added_ms_p50']:>11.2f}{r['added_ms_p95']:>11.2f}{r['ratio_p50']:>8.3f}"
+        )
+    print(
+        f"RSS growth over {args.outage_turns} turns, collector down: {summary['rss_growth_mb_collector_down']} MiB"
+    )
+    print(f"load average {summary['load_after']}; results in {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
