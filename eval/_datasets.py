@@ -53,7 +53,8 @@ def halueval_cases(
     rows = fetch_halueval(settings, "qa")
     order = sample_indices(len(rows), None, seed)
     chosen = order[: limit or len(rows)]
-    folder = settings.cache_dir / "datasets" / "halueval_qa_passages"
+    # One folder per (seed, size): the indexed corpus is exactly the one this run describes.
+    folder = settings.cache_dir / "datasets" / "halueval_qa_passages" / f"seed{seed}-n{corpus_size}"
     folder.mkdir(parents=True, exist_ok=True)
     corpus = order[: max(corpus_size, len(chosen))]
     for i in corpus:

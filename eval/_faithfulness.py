@@ -5,16 +5,18 @@ Fast enough for every turn (no network, no LLM): each answer sentence gets lexic
 context sentence holds) and the embedding similarity to its best lexical candidates among the
 context sentences. A logistic combiner turns the features into a probability of "supported".
 
-The combiner's coefficients were fitted once on a tuning split of HaluEval (see
-``bench/bench_faithfulness.py --tune``) and are committed here as constants; the benchmark measures
-them on held-out items only.
+The combiner (logistic regression on the features and their pairwise products) was fitted once on
+a tuning split of HaluEval by ``bench/bench_faithfulness.py --tune``, which writes the coefficients
+to ``eval/_weights.py`` as constants; the benchmark measures them on held-out items only.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from itertools import combinations_with_replacement
 
+from eval import _weights
 from eval._embed import CachedEmbedder
 from eval._features import (
     FEATURE_NAMES,
@@ -30,20 +32,38 @@ from eval._results import FaithfulnessResult, SentenceEvidence, TextEmbedder, si
 log = logging.getLogger(__name__)
 
 #: Version of features + coefficients, recorded with every score so runs stay comparable.
-LOCAL_FAITHFULNESS_VERSION = "local-faithfulness-1"
+LOCAL_FAITHFULNESS_VERSION = "local-faithfulness-3"
 
-#: Logistic combiner fitted on the HaluEval tuning split (bench_faithfulness.py --tune).
-WEIGHTS: dict[str, float] = dict.fromkeys(FEATURE_NAMES, 0.0) | {"content_coverage": 4.0}
-BIAS = -2.0
+
+def expand(features: Sequence[float]) -> list[float]:
+    """Degree-2 expansion: each feature, then every product x_i * x_j (i <= j), in a fixed order.
+
+    Products let one linear combiner weigh evidence differently for short answers to questions
+    and long summaries of documents (e.g. a novel name matters more when little else is new).
+    """
+    x = list(features)
+    return x + [a * b for a, b in combinations_with_replacement(x, 2)]
+
+
+#: Evidence gate: text naming names or numbers the context lacks, with under this share of its
+#: content words in the context, scores at most GATE_CAP whatever the combiner says. The learned
+#: combiner extrapolates poorly where HaluEval has few examples (no overlap at all).
+GATE_COVERAGE = 0.2
+GATE_CAP = 0.2
+_F = {name: i for i, name in enumerate(FEATURE_NAMES)}
 
 
 def combine(
-    features: Sequence[float], weights: dict[str, float] | None = None, bias: float | None = None
+    features: Sequence[float], weights: Sequence[float] | None = None, bias: float | None = None
 ) -> float:
-    """Probability that text with these :data:`FEATURE_NAMES` features is supported."""
-    w = WEIGHTS if weights is None else weights
-    b = BIAS if bias is None else bias
-    return sigmoid(b + sum(w[name] * x for name, x in zip(FEATURE_NAMES, features, strict=True)))
+    """Probability that text with these :data:`FEATURE_NAMES` features is supported (evidence-gated)."""
+    w = _weights.WEIGHTS if weights is None else weights
+    b = _weights.BIAS if bias is None else bias
+    p = sigmoid(b + sum(wi * xi for wi, xi in zip(w, expand(features), strict=True)))
+    novel = features[_F["novel_names"]] > 0 or features[_F["no_novel_number"]] < 1
+    if novel and features[_F["content_coverage"]] < GATE_COVERAGE:
+        return min(p, GATE_CAP)
+    return p
 
 
 class LocalFaithfulness:

@@ -1,13 +1,15 @@
 """Pure feature extraction for the local faithfulness scorer.
 
 Per answer sentence: how much evidence for it the retrieved context holds.
-The features are shares (coverage in [0, 1]), never counts, so that a long answer is not penalised
-for being long: the scorer must read evidence, not length (the benchmark reports a length-only
-baseline to check that).
+Most features are shares (coverage in [0, 1]); the two counts are of *unsupported* tokens only
+(content words and names found neither in the context nor in the question), so a long answer that
+is fully supported is not penalised: the scorer reads evidence, not length (the benchmark reports a
+length-only baseline beside it to check that).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from eval._text import Tokens, bigrams, coverage, split_sentences, tokenize
@@ -23,12 +25,17 @@ SENTENCE_FEATURES = (
     "embedding_similarity",
     "no_novel_name",
     "no_novel_number",
+    "novel_words",
+    "novel_names",
 )
-#: Answer features: the content-weighted mean of every sentence feature, then the minimum over
-#: sentences of the ones where a single unsupported sentence should count.
+#: Sentence features that are counts of unsupported tokens: summed over the answer, then log1p.
+COUNT_FEATURES = ("novel_words", "novel_names")
+#: Answer features: the content-weighted mean of every share feature, log1p of the summed counts, then
+#: the minimum over sentences of the shares where a single unsupported sentence should count.
 MIN_FEATURES = ("content_coverage", "best_sentence_coverage", "embedding_similarity")
 FEATURE_NAMES = SENTENCE_FEATURES + tuple(f"min_{n}" for n in MIN_FEATURES)
 _MIN_IDX = [SENTENCE_FEATURES.index(n) for n in MIN_FEATURES]
+_COUNT_IDX = {SENTENCE_FEATURES.index(n) for n in COUNT_FEATURES}
 
 
 @dataclass(frozen=True)
@@ -99,6 +106,8 @@ def sentence_features(tokens: Tokens, ctx: ContextIndex, similarity: float) -> l
         similarity,
         float(names <= known),
         float(numbers <= ctx.numbers),
+        float(len(words - known)),
+        float(len(names - known)),
     ]
 
 
@@ -110,8 +119,15 @@ def answer_features(rows: list[list[float]], weights: list[float]) -> list[float
         weights: each sentence's weight (its number of content tokens).
     """
     total = sum(weights) or 1.0
-    mean = [sum(w * r[j] for r, w in zip(rows, weights, strict=True)) / total for j in range(len(rows[0]))]
-    return mean + [min(r[j] for r in rows) for j in _MIN_IDX]
+    out = []
+    for j in range(len(rows[0])):
+        if j in _COUNT_IDX:
+            # How much unsupported material there is, whatever the answer's length: a fully
+            # supported long answer has none.
+            out.append(math.log1p(sum(r[j] for r in rows)))
+        else:
+            out.append(sum(w * r[j] for r, w in zip(rows, weights, strict=True)) / total)
+    return out + [min(r[j] for r in rows) for j in _MIN_IDX]
 
 
 def answer_sentences(answer: str, max_sentences: int = 12) -> list[tuple[str, Tokens]]:

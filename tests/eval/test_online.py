@@ -11,8 +11,15 @@ from eval._online import JUDGE, LOCAL, sampled
 from monitoring.chatlog import STATUS_IN_PROGRESS, STATUS_OK, ChatLog
 from ragloop.settings import Settings
 
-CONTEXT = [{"chunk_id": "c1", "score": 0.8, "source": "tower.txt", "title": "Tower",
-            "text": "The Eiffel Tower is in Paris. It was completed in 1889 and is 330 metres tall."}]
+CONTEXT = [
+    {
+        "chunk_id": "c1",
+        "score": 0.8,
+        "source": "tower.txt",
+        "title": "Tower",
+        "text": "The Eiffel Tower is in Paris. It was completed in 1889 and is 330 metres tall.",
+    }
+]
 
 
 def _turn(log: ChatLog, answer: str, status: str = STATUS_OK) -> str:
@@ -36,8 +43,12 @@ def test_worker_scores_flags_and_survives_restart(settings: Settings, encoder):
     bad = _turn(log, "The Colosseum in Rome was finished by Napoleon Bonaparte in 1921.")
     pending = _turn(log, "", status=STATUS_IN_PROGRESS)
     seen: list[tuple[str, str]] = []
-    worker = OnlineEvaluator(settings, log, faithfulness=LocalFaithfulness(encoder),
-                             callbacks=[lambda t, n, r: seen.append((t["turn_id"], n)), _broken_callback])
+    worker = OnlineEvaluator(
+        settings,
+        log,
+        faithfulness=LocalFaithfulness(encoder),
+        callbacks=[lambda t, n, r: seen.append((t["turn_id"], n)), _broken_callback],
+    )
     worker.start()
     _wait(lambda: len(EvaluationStore(log).for_turn(bad)) == 3)
     worker.stop()
