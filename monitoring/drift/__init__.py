@@ -23,6 +23,8 @@ from monitoring.drift._run import (
     embed_windows,
     explain,
     extract_windows,
+    metrics_textfile,
+    read_metrics_textfile,
     run_drift,
 )
 from monitoring.drift._stats import DriftTest, embedding_drift_test, feature_drift_test
@@ -53,7 +55,9 @@ __all__ = [
     "latest_runs",
     "load_reference",
     "parse_window",
+    "metrics_textfile",
     "prometheus_text",
+    "read_metrics_textfile",
     "run_drift",
     "save_reference",
     "start_evidently_ui",

@@ -196,10 +196,27 @@ def explain(
     finally:
         chatlog.close()
     metrics = _metrics.drift_metrics(tests, [c.as_dict() for c in clusters], finished_at=time.time())
-    path = _metrics.write_textfile(metrics, drift_dir(settings) / "metrics" / "drift.prom")
+    path = _metrics.write_textfile(metrics, metrics_textfile(settings))
     _metrics.record_otel(metrics)
     _metrics.record_span(report.run_id, reference.label, tests)
     return DriftExplanation(clusters, plot, metrics, path)
+
+
+def metrics_textfile(settings: Settings) -> Path:
+    """Where the last run's metrics are written (Prometheus text format)."""
+    return drift_dir(settings) / "metrics" / "drift.prom"
+
+
+def read_metrics_textfile(settings: Settings) -> bytes:
+    """The last run's metrics as Prometheus text, to append to the app's ``/metrics`` (b"" before a run).
+
+    Prometheus scrapes the app; the drift job is a separate, short-lived process, so its gauges
+    reach Prometheus through this file rather than through the job's own meter.
+    """
+    try:
+        return metrics_textfile(settings).read_bytes()
+    except OSError:
+        return b""
 
 
 def _run_row(

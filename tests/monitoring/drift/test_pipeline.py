@@ -61,4 +61,4 @@ def test_definitions_load_with_schedule_and_sensor(drift_settings):
     defs = build_definitions(drift_settings)
     assert defs.get_schedule_def("drift_schedule").cron_schedule == drift_settings.drift_schedule
     assert defs.get_sensor_def("drift_traffic_sensor")
-    assert defs.get_job_def("drift_job")
+    assert defs.resolve_job_def("drift_job")

@@ -8,7 +8,7 @@ import urllib.request
 import numpy as np
 
 from monitoring.chatlog import ChatLog
-from monitoring.drift import clusters_of, latest_runs, run_drift, start_evidently_ui
+from monitoring.drift import clusters_of, latest_runs, read_metrics_textfile, run_drift, start_evidently_ui
 from ragloop.process import free_port
 
 from .conftest import day
@@ -38,6 +38,7 @@ def test_shifted_window_alarms_and_names_the_injected_topic(drift_settings, logs
     runs = latest_runs(ChatLog(drift_settings.chatlog_url).engine)
     assert runs[0]["run_id"] == report.run_id and runs[0]["alarm"] is True
     text = explanation.metrics_path.read_text()
+    assert read_metrics_textfile(drift_settings).decode() == text
     assert 'ragloop_drift_alarm{ragloop_drift_target="query_embedding"} 1.0' in text
     assert "ragloop_drift_p_value" in text and "ragloop_drift_top_cluster_excess" in text
     assert report.report_path.exists() and report.report_path.stat().st_size > 10_000
