@@ -20,6 +20,7 @@ def run(
     corpus_size: int = typer.Option(2000, help="HaluEval passages indexed (the sample plus distractors)."),
     out: Path | None = typer.Option(None, help="Report folder (default RAGLOOP_EVAL_REPORTS_DIR)."),
     max_tokens: int | None = typer.Option(None, help="Answer length cap for this run."),
+    corpus: list[Path] | None = typer.Option(None, help="Index these paths instead of the dataset's corpus."),
 ) -> None:
     """Run a dataset through the real chain and write JSON, Markdown and PNG reports."""
     from eval._harness import run_dataset
@@ -31,7 +32,7 @@ def run(
     if max_tokens is not None:
         settings = settings.model_copy(update={"max_tokens": max_tokens})
     with ensure_llm(settings) as live:
-        report = run_dataset(dataset, live, limit or None, seed, corpus_size)
+        report = run_dataset(dataset, live, limit or None, seed, corpus_size, corpus or None)
     paths = write_report(report, out or settings.eval_reports_dir)
     typer.echo(json.dumps(report["metrics"]["retrieval"] | report["metrics"]["correctness"], indent=2))
     typer.echo(f"report: {paths['md']}")

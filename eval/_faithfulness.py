@@ -117,13 +117,13 @@ class LocalFaithfulness:
             evidence = [
                 self._evidence(sent, row, ctx, j) for (sent, _), row, j in zip(sents, rows, best, strict=True)
             ]
-            total = combine(answer_features(rows, weights))
+            features = answer_features(rows, weights)
             return FaithfulnessResult(
-                score=total,
+                score=combine(features),
                 sentences=evidence,
                 details={
                     "version": self.version,
-                    "features": dict(zip(FEATURE_NAMES, answer_features(rows, weights), strict=True)),
+                    "features": dict(zip(FEATURE_NAMES, features, strict=True)),
                 },
             )
         except Exception as exc:  # noqa: BLE001 - a scorer failure is recorded, never raised into a turn

@@ -182,6 +182,7 @@ def run_dataset(
             "collection": run_settings.collection,
             "index_version": _index_version(service),
             "faithfulness_version": faithfulness.version,
+            "corpus": [str(p) for p in corpus_paths] if corpus_paths else "default",
             "git_commit": _git_commit(),
         },
         "metrics": summarize(rows),
