@@ -80,7 +80,7 @@ def reference(
     source: str = typer.Option(
         "python-faq",
         "--from",
-        help="python-faq, halueval-qa, halueval-dialogue or file:PATH (one question a line).",
+        help="python-faq, halueval-qa, halueval-dialogue, file:PATH (a question a line) or index (Chroma).",
     ),
     limit: int = typer.Option(5000, help="At most this many questions (random sample above)."),
 ) -> None:
@@ -92,6 +92,13 @@ def reference(
     from ragloop.settings import get_settings
 
     settings = get_settings()
+    if source == "index":
+        from monitoring.drift._windows import index_vectors, save_reference_vectors
+
+        texts, vectors = index_vectors(settings, limit)
+        path = save_reference_vectors(name, texts, vectors, settings)
+        typer.echo(f"saved {len(texts)} indexed chunks as reference {name!r}: {path}")
+        return
     questions, answers = load_questions(settings, source)
     if len(questions) > limit:
         idx = np.sort(np.random.default_rng(settings.drift_seed).choice(len(questions), limit, replace=False))

@@ -172,6 +172,31 @@ def drift_dir(settings: Settings) -> Path:
     return settings.drift_dir or settings.data_dir / "drift"
 
 
+def save_reference_vectors(name: str, texts: Sequence[str], query: np.ndarray, settings: Settings) -> Path:
+    """Save already-embedded texts as the reference set ``name`` (no answers)."""
+    path = references_dir(settings) / f"{name}.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    answer = np.zeros((0, query.shape[1]), np.float32)
+    np.savez_compressed(
+        path, query=query.astype(np.float32), answer=answer, questions=np.array(list(texts), dtype=object)
+    )
+    log.info("saved reference set %s (%d vectors) at %s", name, len(texts), path)
+    return path
+
+
+def index_vectors(settings: Settings, limit: int) -> tuple[list[str], np.ndarray]:
+    """Texts and embeddings of up to ``limit`` chunks of the indexed corpus (Chroma), for a reference.
+
+    Chunks are not questions: their style differs, so a chunk reference mostly serves the cluster
+    explanation (which asked topics the corpus lacks); prefer a question set for alarms.
+    """
+    from retrieval import open_collection
+
+    got = open_collection(settings).get(include=["embeddings", "documents"], limit=limit)
+    vectors = np.asarray(got["embeddings"], dtype=np.float32)
+    return [str(d) for d in got["documents"]], vectors
+
+
 def save_reference(
     name: str, questions: Sequence[str], settings: Settings, answers: Sequence[str] | None = None
 ) -> Path:

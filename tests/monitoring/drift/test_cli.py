@@ -44,3 +44,23 @@ def test_saved_reference_from_a_file(drift_settings, drift_corpus, tmp_path):
     assert result.exit_code == 0, result.output
     tested = [line.split()[0] for line in result.output.splitlines() if line.endswith(("ok", "ALARM"))]
     assert tested == ["query_embedding"]  # a question-only reference has no answers or features
+
+
+def test_reference_from_the_indexed_corpus(drift_settings, drift_corpus):
+    """A reference built from the real (embedded) Chroma index before any traffic."""
+    from retrieval import open_collection
+
+    settings = drift_settings
+    collection = open_collection(settings)
+    collection.add(
+        ids=[f"c{i}" for i in range(40)],
+        embeddings=drift_corpus.query[:40].tolist(),
+        documents=drift_corpus.questions[:40],
+    )
+    result = CliRunner().invoke(app, ["drift", "reference", "corpus", "--from", "index"], env=_env(settings))
+    assert result.exit_code == 0, result.output
+    assert "saved 40 indexed chunks" in result.output
+    from monitoring.drift import load_reference
+
+    ref = load_reference("corpus", settings)
+    assert ref.query.shape == (40, 384) and ref.questions[0] in drift_corpus.questions[:40]
