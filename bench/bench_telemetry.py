@@ -3,9 +3,10 @@
 "On" is the whole :class:`monitoring.Telemetry`: OpenLLMetry spans (LangChain, OpenAI, Chroma),
 our turn/retrieval/chat-log spans, the privacy filter with redaction, metrics (Prometheus + OTLP
 push), logs over OTLP, exported to a real rotel collector. "Off" is the no-op observer. Both write
-the chat log (it is the product, not monitoring). OpenTelemetry instrumentation is process-wide, so
-each block of turns runs in a fresh worker process; off and on blocks alternate so machine load
-drifts equally on both sides.
+the chat log (it is the product, not monitoring). Off and on turns alternate in one worker process
+(off turns run with every instrumentation suppressed), so the machine's load, shared with other
+work, hits both sides alike; the paired difference (each on turn minus its neighbouring off turn)
+is reported too.
 
 Endpoints: a zero-latency OpenAI-compatible server (exposes the fixed cost) and the real local LLM
 (temperature 0, the same question each turn, so both sides generate the same tokens).
@@ -54,8 +55,7 @@ also keep metadata such as modification times.
 def _parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--turns", type=int, default=300, help="Turns per side, zero-latency endpoint.")
-    p.add_argument("--llm-turns", type=int, default=12, help="Turns per side, real LLM (0 skips).")
-    p.add_argument("--blocks", type=int, default=2, help="Alternating off/on blocks per side.")
+    p.add_argument("--llm-turns", type=int, default=10, help="Turns per side, real LLM (0 skips).")
     p.add_argument("--outage-turns", type=int, default=500, help="Turns with the collector stopped.")
     p.add_argument("--max-tokens", type=int, default=32, help="Answer cap with the real LLM.")
     p.add_argument("--worker", help=argparse.SUPPRESS)
@@ -74,37 +74,87 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-# --- worker (one process per block) -----------------------------------------------------------
-def _worker(spec: dict[str, Any]) -> dict[str, Any]:
+# --- workers -----------------------------------------------------------------------------------
+def _suppressed() -> Any:
+    """Attach a context in which OpenTelemetry instrumentations (OpenLLMetry included) do nothing."""
+    from opentelemetry import context
+    from opentelemetry.instrumentation.utils import _SUPPRESS_INSTRUMENTATION_KEY
+
+    return context.attach(context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+
+
+def _interleaved(spec: dict[str, Any]) -> dict[str, Any]:
+    """Off and on turns alternate in one process, so machine load hits both sides alike.
+
+    "Off" is the no-op observer with every instrumentation suppressed for the turn (what is left
+    is OpenLLMetry's early-return check, microseconds); "on" is the full Telemetry.
+    """
+    from opentelemetry import context
+
     from chatbot import TurnObserver, build_service
     from monitoring import Telemetry
 
     settings = Settings(**spec["settings"])
-    observer = Telemetry(settings) if spec["mode"] != "off" else TurnObserver()
-    service = build_service(settings, observer=observer)
+    tel = Telemetry(settings)
+    on = build_service(settings, observer=tel)
+    off_settings = settings.model_copy(update={"database_url": spec["settings"]["database_url"] + ".off"})
+    off = build_service(off_settings, observer=TurnObserver(), retriever=on.retriever)
 
-    async def run() -> dict[str, Any]:
-        for _ in range(spec["warmup"]):
-            await service.run_turn(QUESTION)
-        rss0 = _rss_mb()
-        times = []
-        for _ in tqdm(range(spec["turns"]), desc=f"{spec['label']} {spec['mode']}", leave=False):
+    async def turn(mode: str) -> float:
+        token = _suppressed() if mode == "off" else None
+        try:
             t0 = time.perf_counter()
-            result = await service.run_turn(QUESTION)
-            times.append((time.perf_counter() - t0) * 1000)
-            assert result.status == "ok", result
-        return {"ms": times, "rss_growth_mb": _rss_mb() - rss0}
+            result = await (off if mode == "off" else on).run_turn(QUESTION)
+            elapsed = (time.perf_counter() - t0) * 1000
+        finally:
+            if token is not None:
+                context.detach(token)
+        assert result.status == "ok", result
+        return elapsed
 
-    out = asyncio.run(run())
-    if isinstance(observer, Telemetry):
-        out["export_failures"] = dict(observer.errors.counts)
-    observer.shutdown()
+    async def run() -> dict[str, list[float]]:
+        for _ in range(spec["warmup"]):
+            await turn("off")
+            await turn("on")
+        times: dict[str, list[float]] = {"off": [], "on": []}
+        for i in tqdm(range(spec["turns"]), desc=spec["label"], leave=False):
+            order = ("off", "on") if i % 2 == 0 else ("on", "off")
+            for mode in order:
+                times[mode].append(await turn(mode))
+        return times
+
+    out: dict[str, Any] = asyncio.run(run())
+    out["export_failures"] = dict(tel.errors.counts)
+    tel.shutdown()
     return out
 
 
-def _spawn(spec: dict[str, Any]) -> dict[str, Any]:
+def _rss(spec: dict[str, Any]) -> dict[str, Any]:
+    """RSS growth over ``turns`` turns in a fresh process (monitoring on or off)."""
+    from chatbot import TurnObserver, build_service
+    from monitoring import Telemetry
+
+    settings = Settings(**spec["settings"])
+    observer = Telemetry(settings) if spec["mode"] == "on" else TurnObserver()
+    service = build_service(settings, observer=observer)
+
+    async def run() -> float:
+        for _ in range(spec["warmup"]):
+            await service.run_turn(QUESTION)
+        rss0 = _rss_mb()
+        for _ in tqdm(range(spec["turns"]), desc=f"rss {spec['mode']}", leave=False):
+            assert (await service.run_turn(QUESTION)).status == "ok"
+        return _rss_mb() - rss0
+
+    growth = asyncio.run(run())
+    failures = dict(observer.errors.counts) if isinstance(observer, Telemetry) else {}
+    observer.shutdown()
+    return {"rss_growth_mb": growth, "export_failures": failures}
+
+
+def _spawn(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
     proc = subprocess.run(
-        [sys.executable, __file__, "--worker", json.dumps(spec)],
+        [sys.executable, __file__, "--worker", json.dumps({**spec, "kind": kind})],
         stdout=subprocess.PIPE,
         text=True,
         check=True,
@@ -123,20 +173,8 @@ def _index(data_dir: Path) -> None:
     retrieval.ingest([corpus], Settings(data_dir=data_dir, collection="bench"), progress=False)
 
 
-def _compare(label: str, base: dict[str, Any], turns: int, blocks: int, bar: tqdm) -> dict[str, Any]:
-    """Alternate off/on blocks (fresh processes); return latencies and the on/off statistics."""
-    sides: dict[str, list[float]] = {"off": [], "on": []}
-    for block in range(blocks):
-        order = ("off", "on") if block % 2 == 0 else ("on", "off")
-        for mode in order:
-            spec = {**base, "mode": mode, "label": label, "turns": max(1, turns // blocks)}
-            spec["settings"] = {
-                **base["settings"],
-                "database_url": f"sqlite:///{base['tmp']}/{label}-{mode}.db",
-            }
-            sides[mode] += _spawn(spec)["ms"]
-            bar.update(1)
-    off, on = sides["off"], sides["on"]
+def _stats(times: dict[str, list[float]]) -> dict[str, Any]:
+    off, on = times["off"], times["on"]
     return {
         "turns_per_side": len(off),
         "off_ms_p50": statistics.median(off),
@@ -145,7 +183,10 @@ def _compare(label: str, base: dict[str, Any], turns: int, blocks: int, bar: tqd
         "on_ms_p95": _pct(on, 0.95),
         "added_ms_p50": statistics.median(on) - statistics.median(off),
         "added_ms_p95": _pct(on, 0.95) - _pct(off, 0.95),
+        # Paired: turn i "on" minus its neighbour "off" (same moment, same load).
+        "paired_added_ms_p50": statistics.median(b - a for a, b in zip(off, on, strict=True)),
         "ratio_p50": statistics.median(on) / statistics.median(off),
+        "export_failures": times.get("export_failures", {}),
     }
 
 
@@ -158,10 +199,11 @@ def _start_llm(tmp: Path) -> tuple[ManagedProcess, str]:
 
 
 def main() -> None:
-    """Run the benchmark (or one worker block when re-invoked with --worker)."""
+    """Run the benchmark (or one worker when re-invoked with --worker)."""
     args = _parse()
     if args.worker:
-        print(json.dumps(_worker(json.loads(args.worker))))
+        spec = json.loads(args.worker)
+        print(json.dumps(_interleaved(spec) if spec["kind"] == "interleaved" else _rss(spec)))
         return
     from monitoring._instant_llm import InstantLLM
     from monitoring._stack import start_collector
@@ -170,39 +212,47 @@ def main() -> None:
     data_dir = tmp / "data"
     _index(data_dir)
     grpc, http = free_port(), free_port()
-    collector_settings = Settings(data_dir=tmp, collector_grpc_port=grpc, collector_http_port=http)
-    collector = start_collector(collector_settings, None, tmp)  # a real collector that drops data
+    collector = start_collector(
+        Settings(data_dir=tmp, collector_grpc_port=grpc, collector_http_port=http), None, tmp
+    )
     common = {
         "data_dir": str(data_dir),
         "collection": "bench",
-        "otlp_endpoint": f"http://127.0.0.1:{grpc}",
+        "otlp_endpoint": f"http://127.0.0.1:{grpc}",  # a real collector that drops what it gets
         "metrics_export_interval_s": 5.0,
         "temperature": 0.0,
     }
-    steps = 2 * args.blocks * (1 + (args.llm_turns > 0)) + 1
     results: dict[str, Any] = {"load_before": os.getloadavg()}
-    with InstantLLM() as instant, tqdm(total=steps, desc="blocks") as bar:
-        base = {"tmp": str(tmp), "warmup": 10, "settings": {**common, "openai_base_url": instant.base_url}}
-        results["instant"] = _compare("instant", base, args.turns, args.blocks, bar)
+    with InstantLLM() as instant, tqdm(total=3 + (args.llm_turns > 0), desc="phases") as bar:
+        s = {**common, "openai_base_url": instant.base_url, "database_url": f"sqlite:///{tmp}/instant.db"}
+        results["instant"] = _stats(
+            _spawn("interleaved", {"settings": s, "warmup": 10, "turns": args.turns, "label": "instant"})
+        )
+        bar.update(1)
         if args.llm_turns > 0:
             llm, url = _start_llm(tmp)
             try:
-                s = {**common, "openai_base_url": url, "max_tokens": args.max_tokens}
-                base = {"tmp": str(tmp), "warmup": 1, "settings": s}
-                results["llm"] = _compare("llm", base, args.llm_turns, args.blocks, bar)
+                s = {
+                    **common,
+                    "openai_base_url": url,
+                    "max_tokens": args.max_tokens,
+                    "database_url": f"sqlite:///{tmp}/llm.db",
+                }
+                spec = {"settings": s, "warmup": 1, "turns": args.llm_turns, "label": "llm"}
+                results["llm"] = _stats(_spawn("interleaved", spec))
             finally:
                 llm.stop()
+            bar.update(1)
         collector.stop()
         down = {
             **common,
             "openai_base_url": instant.base_url,
             "otlp_endpoint": f"http://127.0.0.1:{free_port()}",
         }
-        spec = {"tmp": str(tmp), "warmup": 30, "mode": "on", "label": "down", "turns": args.outage_turns}
-        spec["settings"] = {**down, "database_url": f"sqlite:///{tmp}/down.db"}
-        results["collector_down"] = _spawn(spec)
-        results["collector_down"].pop("ms", None)
-        bar.update(1)
+        for mode in ("on", "off"):
+            spec = {"settings": {**down, "database_url": f"sqlite:///{tmp}/rss-{mode}.db"}, "warmup": 30}
+            results[f"rss_{mode}"] = _spawn("rss", {**spec, "mode": mode, "turns": args.outage_turns})
+            bar.update(1)
     _report(results, args)
 
 
@@ -212,7 +262,8 @@ def _report(results: dict[str, Any], args: argparse.Namespace) -> None:
         "added_ms_p50": round(inst["added_ms_p50"], 3),
         "added_ms_p95": round(inst["added_ms_p95"], 3),
         "overhead_ratio_p50": round(llm["ratio_p50"], 4) if llm else None,
-        "rss_growth_mb_collector_down": round(results["collector_down"]["rss_growth_mb"], 2),
+        "rss_growth_mb_collector_down": round(results["rss_on"]["rss_growth_mb"], 2),
+        "rss_growth_mb_monitoring_off": round(results["rss_off"]["rss_growth_mb"], 2),
         "added_ms_p50_real_llm": round(llm["added_ms_p50"], 2) if llm else None,
         "overhead_ratio_p50_instant": round(inst["ratio_p50"], 4),
         "details": results,
@@ -227,15 +278,18 @@ def _report(results: dict[str, Any], args: argparse.Namespace) -> None:
     rows = [("zero-latency endpoint", inst)] + ([("real local LLM", llm)] if llm else [])
     print(
         f"\n{'endpoint':<24}{'turns':>7}{'off p50 ms':>12}{'on p50 ms':>12}{'added p50':>11}"
-        f"{'added p95':>11}{'on/off':>8}"
+        f"{'added p95':>11}{'paired p50':>12}{'on/off':>8}"
     )
     for name, r in rows:
         print(
             f"{name:<24}{r['turns_per_side']:>7}{r['off_ms_p50']:>12.2f}{r['on_ms_p50']:>12.2f}"
-            f"{r['added_ms_p50']:>11.2f}{r['added_ms_p95']:>11.2f}{r['ratio_p50']:>8.3f}"
+            f"{r['added_ms_p50']:>11.2f}{r['added_ms_p95']:>11.2f}{r['paired_added_ms_p50']:>12.2f}"
+            f"{r['ratio_p50']:>8.3f}"
         )
     print(
-        f"RSS growth over {args.outage_turns} turns, collector down: {summary['rss_growth_mb_collector_down']} MiB"
+        f"RSS growth over {args.outage_turns} turns: collector down"
+        f" {summary['rss_growth_mb_collector_down']} MiB,"
+        f" monitoring off {summary['rss_growth_mb_monitoring_off']} MiB"
     )
     print(f"load average {summary['load_after']}; results in {RESULTS}")
 
