@@ -45,11 +45,14 @@ def test_answer_features_aggregate_mean_counts_and_min():
 def test_expand_and_combine_are_a_logistic_on_products():
     assert expand([2.0, 3.0]) == [2.0, 3.0, 4.0, 6.0, 9.0]
     n = len(expand([0.0] * len(FEATURE_NAMES)))
-    clean = [1.0] * 9 + [0.0, 0.0] + [1.0] * 3  # full coverage, nothing novel
+    clean = [1.0] * 6 + [0.5, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.5]  # full coverage, similarity 0.5
     assert combine(clean, weights=[0.0] * n, bias=0.0) == 0.5
     assert combine(clean, weights=[1.0] + [0.0] * (n - 1), bias=-1.0) == 0.5
     # The evidence gate: a novel number and no coverage caps the score whatever the weights say.
     assert combine([0.0] * len(FEATURE_NAMES), weights=[0.0] * n, bias=5.0) == 0.2
+    # The support floor: everything covered and similar sentences is never scored unsupported.
+    similar = clean[:6] + [0.9] + clean[7:13] + [0.9]
+    assert combine(similar, weights=[0.0] * n, bias=-5.0) == 0.55
 
 
 @pytest.fixture(scope="module")
