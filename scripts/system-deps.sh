@@ -7,8 +7,13 @@ command -v prometheus >/dev/null || need+=(prometheus)
 command -v docker-compose >/dev/null || need+=(docker-compose)
 command -v npm >/dev/null || need+=(nodejs npm)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+# The default corpus is fetched with `apt-get download python3.11-doc`, which needs package lists.
+if ! apt-cache policy python3.11-doc 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+  echo "refreshing Debian package lists (apt-get update)"
+  $SUDO apt-get update -qq
+fi
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 echo "installing Debian packages: ${need[*]}"
-SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 $SUDO apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
