@@ -9,7 +9,8 @@ command -v npm >/dev/null || need+=(nodejs npm)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 # The default corpus is fetched with `apt-get download python3.11-doc`, which needs package lists.
-if ! apt-cache policy python3.11-doc 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+policy=$(apt-cache policy python3.11-doc 2>/dev/null || true)
+if [[ "$policy" != *"Candidate: "[0-9]* ]]; then
   echo "refreshing Debian package lists (apt-get update)"
   $SUDO apt-get update -qq
 fi
