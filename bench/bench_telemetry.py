@@ -138,18 +138,26 @@ def _rss(spec: dict[str, Any]) -> dict[str, Any]:
     observer = Telemetry(settings) if spec["mode"] == "on" else TurnObserver()
     service = build_service(settings, observer=observer)
 
-    async def run() -> float:
+    async def run() -> list[float]:
         for _ in range(spec["warmup"]):
             await service.run_turn(QUESTION)
-        rss0 = _rss_mb()
-        for _ in tqdm(range(spec["turns"]), desc=f"rss {spec['mode']}", leave=False):
+        rss = [_rss_mb()]
+        for i in tqdm(range(spec["turns"]), desc=f"rss {spec['mode']}", leave=False):
             assert (await service.run_turn(QUESTION)).status == "ok"
-        return _rss_mb() - rss0
+            if i + 1 == spec["turns"] // 2:
+                rss.append(_rss_mb())
+        return [*rss, _rss_mb()]
 
-    growth = asyncio.run(run())
+    rss = asyncio.run(run())
     failures = dict(observer.errors.counts) if isinstance(observer, Telemetry) else {}
     observer.shutdown()
-    return {"rss_growth_mb": growth, "export_failures": failures}
+    # The second half shows whether growth stops once the bounded export queues are full.
+    return {
+        "rss_growth_mb": rss[-1] - rss[0],
+        "rss_growth_mb_second_half": rss[-1] - rss[1],
+        "rss_mb": rss,
+        "export_failures": failures,
+    }
 
 
 def _spawn(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -263,6 +271,7 @@ def _report(results: dict[str, Any], args: argparse.Namespace) -> None:
         "added_ms_p95": round(inst["added_ms_p95"], 3),
         "overhead_ratio_p50": round(llm["ratio_p50"], 4) if llm else None,
         "rss_growth_mb_collector_down": round(results["rss_on"]["rss_growth_mb"], 2),
+        "rss_growth_mb_collector_down_second_half": round(results["rss_on"]["rss_growth_mb_second_half"], 2),
         "rss_growth_mb_monitoring_off": round(results["rss_off"]["rss_growth_mb"], 2),
         "added_ms_p50_real_llm": round(llm["added_ms_p50"], 2) if llm else None,
         "overhead_ratio_p50_instant": round(inst["ratio_p50"], 4),
