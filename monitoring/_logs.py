@@ -8,12 +8,13 @@ its own failures forever).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from opentelemetry import trace
 
-from monitoring._tracing import ErrorCounter
+from monitoring._tracing import PAUSE_S, ErrorCounter
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +59,23 @@ def install_console(root: logging.Logger | None = None) -> None:
 def _guarded_log_exporter(inner: Any, errors: ErrorCounter) -> Any:
     from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 
+    paused_until = [0.0]
+
     class Guarded(LogRecordExporter):
         def export(self, batch: Sequence[Any]) -> Any:
+            # Circuit breaker, as for spans: no connection attempts while the collector is down.
+            if time.monotonic() < paused_until[0]:
+                errors.failed("logs", f"{len(batch)} records dropped (collector unreachable)")
+                return LogRecordExportResult.FAILURE
             try:
                 result = inner.export(batch)
             except Exception as exc:  # noqa: BLE001 - telemetry never raises
-                errors.failed("logs", type(exc).__name__)
-                return LogRecordExportResult.FAILURE
+                result, detail = LogRecordExportResult.FAILURE, type(exc).__name__
+            else:
+                detail = f"{len(batch)} records dropped"
             if getattr(result, "name", "SUCCESS") != "SUCCESS":
-                errors.failed("logs", f"{len(batch)} records dropped")
+                paused_until[0] = time.monotonic() + PAUSE_S
+                errors.failed("logs", detail)
             return result
 
         def shutdown(self) -> None:

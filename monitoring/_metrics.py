@@ -7,11 +7,12 @@ own series, and several setups can live in one process (tests, benchmarks).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from monitoring import semconv as sc
-from monitoring._tracing import ErrorCounter
+from monitoring._tracing import PAUSE_S, ErrorCounter
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,8 @@ class _GuardedMetricExporter:
     def wrap(inner: Any, errors: ErrorCounter) -> Any:
         from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
 
+        paused_until = [0.0]
+
         class Guarded(MetricExporter):
             def __init__(self) -> None:
                 super().__init__(
@@ -48,13 +51,19 @@ class _GuardedMetricExporter:
                 )
 
             def export(self, metrics_data: Any, timeout_millis: float = 10_000, **kwargs: Any) -> Any:
+                # Circuit breaker, as for spans: no connection attempts while the collector is down.
+                if time.monotonic() < paused_until[0]:
+                    errors.failed("metrics", "collector unreachable")
+                    return MetricExportResult.FAILURE
                 try:
                     result = inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
                 except Exception as exc:  # noqa: BLE001 - telemetry never raises
-                    errors.failed("metrics", type(exc).__name__)
-                    return MetricExportResult.FAILURE
+                    result, detail = MetricExportResult.FAILURE, type(exc).__name__
+                else:
+                    detail = "export rejected or unreachable"
                 if result is not MetricExportResult.SUCCESS:
-                    errors.failed("metrics", "export rejected or unreachable")
+                    paused_until[0] = time.monotonic() + PAUSE_S
+                    errors.failed("metrics", detail)
                 return result
 
             def force_flush(self, timeout_millis: float = 10_000) -> bool:

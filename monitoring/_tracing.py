@@ -25,6 +25,9 @@ from monitoring._attributes import filter_attributes
 
 log = logging.getLogger(__name__)
 
+#: Seconds exports are skipped after a failure (circuit breaker for a down collector).
+PAUSE_S = 15.0
+
 _lock = threading.Lock()
 _dispatcher: SpanDispatcher | None = None
 
@@ -100,20 +103,31 @@ class ErrorCounter:
 class GuardedSpanExporter(SpanExporter):
     """Wraps an exporter: failures and exceptions are counted and rate-limit-logged, never raised."""
 
-    def __init__(self, inner: SpanExporter, errors: ErrorCounter) -> None:
+    def __init__(self, inner: SpanExporter, errors: ErrorCounter, pause_s: float = PAUSE_S) -> None:
         """Guard ``inner``."""
         self.inner = inner
         self.errors = errors
+        self.pause_s = pause_s
+        self._paused_until = 0.0
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        """Export, converting any error into a counted FAILURE."""
+        """Export, converting any error into a counted FAILURE.
+
+        After a failure, batches are dropped without a connection attempt for ``pause_s`` seconds
+        (a circuit breaker): a down collector then costs neither retries nor their memory churn.
+        """
+        if time.monotonic() < self._paused_until:
+            self.errors.failed("traces", f"{len(spans)} spans dropped (collector unreachable)")
+            return SpanExportResult.FAILURE
         try:
             result = self.inner.export(spans)
         except Exception as exc:  # noqa: BLE001 - telemetry never raises
-            self.errors.failed("traces", type(exc).__name__)
-            return SpanExportResult.FAILURE
+            result, detail = SpanExportResult.FAILURE, type(exc).__name__
+        else:
+            detail = f"{len(spans)} spans dropped"
         if result is not SpanExportResult.SUCCESS:
-            self.errors.failed("traces", f"{len(spans)} spans dropped")
+            self._paused_until = time.monotonic() + self.pause_s
+            self.errors.failed("traces", detail)
         return result
 
     def shutdown(self) -> None:
