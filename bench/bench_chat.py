@@ -176,7 +176,9 @@ def _measure(settings: Settings, llm_url: str, args: argparse.Namespace) -> list
     server, app_url = _start_app(settings)
     log = ChatLog(settings.chatlog_url)
     rows = []
-    with httpx.Client(timeout=300) as client:
+    # No keep-alive: the llama.cpp server may close a connection after a streamed reply, and a
+    # retry on a stale pooled connection would be timed as part of the next call.
+    with httpx.Client(timeout=300, limits=httpx.Limits(max_keepalive_connections=0)) as client:
         _flush(client, llm_url, settings.llm_model)  # warm-up: load the system prefix once
         for i, q in enumerate(tqdm(questions, desc="questions")):
             # First turn of a conversation: the standalone question is the message, so the same

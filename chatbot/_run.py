@@ -77,11 +77,41 @@ def start_monitoring(settings: Settings) -> list[Any]:
     except Exception:  # noqa: BLE001 - monitoring is optional: the chat comes up without it
         log.warning("the local monitoring stack did not start; continuing without it", exc_info=True)
         return []
+    procs.extend(_start_drift_ui(settings))
     for proc in procs:
         url = getattr(proc, "url", None)
         if url:
             _echo(f"  {getattr(proc, 'name', 'service')}: {url}")
     return procs
+
+
+def _start_drift_ui(settings: Settings) -> list[Any]:
+    """The Evidently UI over the drift snapshots, beside the other local tools (optional)."""
+    try:
+        from monitoring.drift import start_evidently_ui
+
+        return [start_evidently_ui(settings)]
+    except Exception:  # noqa: BLE001 - optional like the rest of the local stack
+        log.warning("the Evidently UI did not start; continuing without it", exc_info=True)
+        return []
+
+
+def _start_online_eval(settings: Settings, observer: Any) -> Any | None:
+    """Score every finished turn in the background (local faithfulness), if enabled."""
+    if not settings.eval_online:
+        return None
+    try:
+        from eval import OnlineEvaluator, telemetry_callback
+        from monitoring.chatlog import ChatLog
+
+        # Scores reach the turn's trace, the metrics and LangSmith through the app's telemetry.
+        callbacks = [telemetry_callback(observer)] if hasattr(observer, "record_score") else []
+        evaluator = OnlineEvaluator(settings, ChatLog(settings.chatlog_url), callbacks=callbacks)
+        evaluator.start()
+        return evaluator
+    except Exception:  # noqa: BLE001 - evaluation never keeps the chat from starting
+        log.warning("the online evaluator did not start; continuing without it", exc_info=True)
+        return None
 
 
 def _announce_when_ready(settings: Settings, stop: threading.Event) -> None:
@@ -100,12 +130,15 @@ def serve_app(settings: Settings) -> None:
     from chatbot._app import create_app
 
     app = create_app(settings)
+    evaluator = _start_online_eval(settings, app.state.service.observer)
     stop = threading.Event()
     threading.Thread(target=_announce_when_ready, args=(settings, stop), daemon=True).start()
     try:
         uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
     finally:
         stop.set()
+        if evaluator is not None:
+            evaluator.stop()
 
 
 def _raise_on_sigterm(_signum: int, _frame: FrameType | None) -> None:
