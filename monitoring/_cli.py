@@ -45,6 +45,7 @@ def outbox(deliver: bool = typer.Option(False, help="Try to deliver due items no
     finally:
         reporter.shutdown()
 
+
 # The drift commands live with the drift package (imports stay lazy inside each command).
 from monitoring.drift._cli import register as _register_drift  # noqa: E402
 

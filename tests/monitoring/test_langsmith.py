@@ -160,7 +160,9 @@ def test_runs_and_feedback_reach_langsmith_and_survive_an_outage(
     def tree() -> dict[str, dict[str, Any]]:
         return {rid: r for rid, r in list(rec.runs.items()) if r.get("trace_id") == root_id}
 
-    assert _wait(lambda: expected <= {r.get("name") for r in tree().values()}), ",".join(sorted(str(r.get("name")) for r in tree().values()))
+    assert _wait(lambda: expected <= {r.get("name") for r in tree().values()}), ",".join(
+        sorted(str(r.get("name")) for r in tree().values())
+    )
     runs = tree()
     for rid, run in runs.items():
         assert rid == root_id or run.get("parent_run_id") in runs, run.get("name")

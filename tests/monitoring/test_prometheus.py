@@ -100,7 +100,9 @@ def test_promql_sees_turns_tokens_latency_and_feedback(
             positive=True,
         )
         assert rate and float(rate[0]["value"][1]) > 0
-        rejected = _query(prom, 'sum(http_server_request_duration_seconds_count{http_response_status_code="422"})')
+        rejected = _query(
+            prom, 'sum(http_server_request_duration_seconds_count{http_response_status_code="422"})'
+        )
         assert float(rejected[0]["value"][1]) == 1
         p50 = _query(prom, "histogram_quantile(0.5, sum by (le) (ragloop_turn_duration_seconds_bucket))")
         assert 0 < float(p50[0]["value"][1]) < 60

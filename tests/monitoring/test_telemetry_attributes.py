@@ -80,7 +80,9 @@ def test_parse_kv_and_prices() -> None:
 
 
 def test_resource_attributes_otel_resource_attributes_win() -> None:
-    attrs = resource_attributes("svc", "1.0", "prod", "m", "rag-v1", "idx1", {"deployment.environment.name": "x"})
+    attrs = resource_attributes(
+        "svc", "1.0", "prod", "m", "rag-v1", "idx1", {"deployment.environment.name": "x"}
+    )
     assert attrs[sc.SERVICE_NAME] == "svc" and attrs[sc.RAGLOOP_INDEX_VERSION] == "idx1"
     assert attrs[sc.DEPLOYMENT_ENVIRONMENT] == "x" and attrs[sc.DEPLOYMENT_ENVIRONMENT_LEGACY] == "prod"
     assert sc.RAGLOOP_INDEX_VERSION not in resource_attributes("s", "1", "e", "m", "p", None, {})
