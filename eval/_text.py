@@ -6,6 +6,8 @@ No models and no I/O here, so every feature the local scorers use is cheap and t
 from __future__ import annotations
 
 import re
+from collections.abc import Hashable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 # Why a hand list: NLTK's list would be a new dependency, and these are the words whose presence in
@@ -94,7 +96,7 @@ def bigrams(tokens: tuple[str, ...]) -> set[tuple[str, str]]:
     return set(zip(tokens, tokens[1:], strict=False))
 
 
-def coverage(part: set[str] | frozenset[str], whole: set[str] | frozenset[str], empty: float = 1.0) -> float:
+def coverage(part: AbstractSet[Hashable], whole: AbstractSet[Hashable], empty: float = 1.0) -> float:
     """Share of ``part`` found in ``whole``; ``empty`` when ``part`` is empty (nothing to check)."""
     if not part:
         return empty

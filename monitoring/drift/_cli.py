@@ -103,8 +103,8 @@ def reference(
     if len(questions) > limit:
         idx = np.sort(np.random.default_rng(settings.drift_seed).choice(len(questions), limit, replace=False))
         questions, answers = [questions[i] for i in idx], [answers[i] for i in idx]
-    texts = [a for a in answers if a] if all(answers) else None
-    path = save_reference(name, questions, settings, answers=texts)
+    kept = [str(a) for a in answers if a] if all(answers) else None
+    path = save_reference(name, questions, settings, answers=kept)
     typer.echo(f"saved {len(questions)} questions from {source} as reference {name!r}: {path}")
 
 
