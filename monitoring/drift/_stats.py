@@ -259,6 +259,24 @@ def _components(names: list[str], stats: np.ndarray, alpha: float, adjusted: np.
 
 
 @_single_threaded_blas
+def _decide(
+    name: str, columns: list[str], stats: np.ndarray, alpha: float, sizes: tuple[int, int]
+) -> DriftTest:
+    """Combine per-component permutation statistics (row 0 observed) into one calibrated decision."""
+    statistic, threshold, p_value, adjusted = min_p_combine(stats, alpha)
+    return DriftTest(
+        name=name,
+        statistic=statistic,
+        threshold=threshold,
+        p_value=p_value,
+        alarm=p_value <= alpha,
+        alpha=alpha,
+        n_reference=sizes[0],
+        n_current=sizes[1],
+        components=_components(columns, stats, alpha, adjusted),
+    )
+
+
 def embedding_drift_test(
     reference: np.ndarray,
     current: np.ndarray,
@@ -306,19 +324,7 @@ def embedding_drift_test(
     # Neighbours of a label-blind random subset of anchors: same validity, bounded cost.
     anchors = np.sort(rng.choice(len(z), size=min(len(z), nn_anchors), replace=False))
     nn = nn_same_label_share(anchors, knn_indices(z, k, anchors), labels)
-    stats = np.column_stack([ks, nn])
-    statistic, threshold, p_value, adjusted = min_p_combine(stats, alpha)
-    return DriftTest(
-        name=name,
-        statistic=statistic,
-        threshold=threshold,
-        p_value=p_value,
-        alarm=p_value <= alpha,
-        alpha=alpha,
-        n_reference=len(ref),
-        n_current=len(cur),
-        components=_components(["ks_max", "nn"], stats, alpha, adjusted),
-    )
+    return _decide(name, ["ks_max", "nn"], np.column_stack([ks, nn]), alpha, (len(ref), len(cur)))
 
 
 def _varies(a: np.ndarray, b: np.ndarray) -> bool:
@@ -365,16 +371,4 @@ def feature_drift_test(
     # One permutation per row for all features: the min-p null keeps the features' dependence.
     labels = permutation_labels(len(ref), len(cur), n_perm, rng)
     matrix = ks_statistics(np.vstack([ref, cur]), labels)
-    statistic, threshold, p_value, adjusted = min_p_combine(matrix, alpha)
-    sizes = (len(ref), len(cur))
-    return DriftTest(
-        name=name,
-        statistic=statistic,
-        threshold=threshold,
-        p_value=p_value,
-        alarm=p_value <= alpha,
-        alpha=alpha,
-        n_reference=sizes[0],
-        n_current=sizes[1],
-        components=_components(names, matrix, alpha, adjusted),
-    )
+    return _decide(name, names, matrix, alpha, (len(ref), len(cur)))
