@@ -10,7 +10,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -32,6 +32,28 @@ def logs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def settings(tmp_path: Path) -> Settings:
     """Settings with a private data dir; the model cache stays shared."""
     return Settings(data_dir=tmp_path / "data")
+
+
+@pytest.fixture(scope="session")
+def index_docs() -> Callable[[Path, dict[str, str], Settings], Path]:
+    """Write ``docs`` (file name -> text) into ``root/corpus``, ingest them, return ``root/data``.
+
+    ``settings`` must point at ``root/data``; the packages' fixtures index their small corpora
+    with it so every test index is built the same way.
+    """
+
+    def index(root: Path, docs: dict[str, str], settings: Settings) -> Path:
+        import retrieval
+
+        corpus = root / "corpus"
+        corpus.mkdir(parents=True, exist_ok=True)
+        for name, text in docs.items():
+            (corpus / name).write_text(text)
+        report = retrieval.ingest([corpus], settings, progress=False)
+        assert report.chunks_added > 0 and not report.files_failed, report.summary()
+        return settings.data_dir
+
+    return index
 
 
 @pytest.fixture(scope="session")

@@ -68,19 +68,10 @@ def _app_settings(data_dir: Path, **overrides: object) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def indexed_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def indexed_dir(tmp_path_factory: pytest.TempPathFactory, index_docs: Callable[..., Path]) -> Path:
     """A data dir whose embedded Chroma holds the small corpus (indexed once per session)."""
-    import retrieval
-
     root = tmp_path_factory.mktemp("chatbot-app")
-    corpus = root / "corpus"
-    corpus.mkdir()
-    for name, text in DOCS.items():
-        (corpus / name).write_text(text)
-    data_dir = root / "data"
-    report = retrieval.ingest([corpus], _app_settings(data_dir), progress=False)
-    assert report.chunks_added > 0, report.summary()
-    return data_dir
+    return index_docs(root, DOCS, _app_settings(root / "data"))
 
 
 @contextlib.contextmanager

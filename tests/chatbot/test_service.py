@@ -37,22 +37,10 @@ def run():
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("docs")
-    for name, text in DOCS.items():
-        (root / name).write_text(text)
-    return root
-
-
-@pytest.fixture(scope="module")
-def indexed(tmp_path_factory: pytest.TempPathFactory, corpus: Path) -> Path:
+def indexed(tmp_path_factory: pytest.TempPathFactory, index_docs) -> Path:
     """A data dir whose embedded Chroma holds the small corpus."""
-    from retrieval import ingest
-
-    data = tmp_path_factory.mktemp("svc-data")
-    report = ingest([corpus], Settings(data_dir=data), progress=False)
-    assert report.chunks_added > 0 and not report.files_failed
-    return data
+    root = tmp_path_factory.mktemp("svc")
+    return index_docs(root, DOCS, Settings(data_dir=root / "data"))
 
 
 def _service(data: Path, llm_url: str, **kw: object) -> ChatService:

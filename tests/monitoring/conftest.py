@@ -54,19 +54,10 @@ def telemetry_settings(data_dir: Path, **overrides: Any) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def indexed_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def indexed_dir(tmp_path_factory: pytest.TempPathFactory, index_docs: Callable[..., Path]) -> Path:
     """A data dir whose embedded Chroma holds a tiny corpus (indexed once per session)."""
-    import retrieval
-
     root = tmp_path_factory.mktemp("telemetry-corpus")
-    corpus = root / "corpus"
-    corpus.mkdir()
-    for name, text in DOCS.items():
-        (corpus / name).write_text(text)
-    data_dir = root / "data"
-    report = retrieval.ingest([corpus], telemetry_settings(data_dir), progress=False)
-    assert report.chunks_added > 0
-    return data_dir
+    return index_docs(root, DOCS, telemetry_settings(root / "data"))
 
 
 @pytest.fixture(scope="session")
