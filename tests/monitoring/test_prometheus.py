@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,17 +51,32 @@ def _scrape(prom: str, config: Path, target: str) -> None:
     assert httpx.post(f"{prom}/-/reload", timeout=10).status_code == 200
 
 
-def _query(prom: str, promql: str, timeout: float = 30.0, positive: bool = False) -> list[dict[str, Any]]:
-    """Poll an instant query until it returns a non-empty vector (with a value > 0 if ``positive``)."""
+def _query(
+    prom: str,
+    promql: str,
+    timeout: float = 30.0,
+    positive: bool = False,
+    until: Callable[[list[dict[str, Any]]], bool] | None = None,
+) -> list[dict[str, Any]]:
+    """Poll an instant query until it returns a non-empty vector (with a value > 0 if ``positive``).
+
+    ``until`` waits for a later scrape too: a scrape can land between two increments of one burst
+    (the feedback posts), so the first non-empty answer may not hold every series yet.
+    """
     deadline = time.monotonic() + timeout
     while True:
         body = httpx.get(f"{prom}/api/v1/query", params={"query": promql}, timeout=10).json()
         assert body["status"] == "success", body
         result = list(body["data"]["result"])
         ok = bool(result) and (not positive or float(result[0]["value"][1]) > 0)
+        ok = ok and (until is None or until(result))
         if ok or time.monotonic() > deadline:
             return result
         time.sleep(0.5)
+
+
+def _value_is(expected: float) -> Callable[[list[dict[str, Any]]], bool]:
+    return lambda result: float(result[0]["value"][1]) == expected
 
 
 def test_promql_sees_turns_tokens_latency_and_feedback(
@@ -101,19 +116,21 @@ def test_promql_sees_turns_tokens_latency_and_feedback(
         )
         assert rate and float(rate[0]["value"][1]) > 0
         rejected = _query(
-            prom, 'sum(http_server_request_duration_seconds_count{http_response_status_code="422"})'
+            prom,
+            'sum(http_server_request_duration_seconds_count{http_response_status_code="422"})',
+            until=_value_is(1),
         )
         assert float(rejected[0]["value"][1]) == 1
         p50 = _query(prom, "histogram_quantile(0.5, sum by (le) (ragloop_turn_duration_seconds_bucket))")
         assert 0 < float(p50[0]["value"][1]) < 60
-        ttft = _query(prom, "sum(ragloop_turn_time_to_first_token_seconds_count)")
+        ttft = _query(prom, "sum(ragloop_turn_time_to_first_token_seconds_count)", until=_value_is(3))
         assert float(ttft[0]["value"][1]) == 3
         tokens = _query(prom, "sum by (gen_ai_token_type) (gen_ai_client_token_usage_sum)")
         by_type = {r["metric"]["gen_ai_token_type"]: float(r["value"][1]) for r in tokens}
         assert by_type["output"] > 0 and by_type["input"] > by_type["output"]
-        feedback = _query(prom, "sum by (value) (ragloop_feedback_total)")
+        feedback = _query(prom, "sum by (value) (ragloop_feedback_total)", until=lambda r: len(r) == 2)
         assert {r["metric"]["value"]: float(r["value"][1]) for r in feedback} == {"up": 2, "down": 1}
-        top = _query(prom, "sum(ragloop_retrieval_top_score_count)")
+        top = _query(prom, "sum(ragloop_retrieval_top_score_count)", until=_value_is(3))
         assert float(top[0]["value"][1]) == 3
         gauge = _query(prom, 'ragloop_job_value{ragloop_gauge_name="drift.share"}')
         assert float(gauge[0]["value"][1]) == 0.25 and gauge[0]["metric"]["window"] == "1h"
