@@ -155,7 +155,7 @@ def test_runs_and_feedback_reach_langsmith_and_survive_an_outage(
     root = rec.runs[root_id]
     assert root["name"] == "rag_chain" and root.get("session_name") == "ragloop-tests"
     assert root["extra"]["metadata"]["turn_id"] == second.turn_id
-    expected = {"condense_question", "retrieve", "route_answer", "ChatOpenAI"}
+    expected = {"condense_question", "retrieve", "ChatOpenAI"}
 
     def tree() -> dict[str, dict[str, Any]]:
         return {rid: r for rid, r in list(rec.runs.items()) if r.get("trace_id") == root_id}
