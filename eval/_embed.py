@@ -1,8 +1,13 @@
 """A lean embedding encoder for the per-turn evaluators, plus a small cache of context embeddings.
 
-``sentence_transformers.encode`` spends ~5 ms per call on bookkeeping, a third of the local
+``sentence_transformers.encode`` spends ~5 ms per call on bookkeeping, a quarter of the local
 faithfulness budget, so the evaluators run the same all-MiniLM-L6-v2 weights through a bare
-forward pass (mean pooling, L2 norm: the same vectors to 1e-7). torch is imported lazily.
+forward pass (mean pooling, L2 norm). By default its Linear layers are quantized to int8
+(dynamic quantization) and the model runs as a frozen TorchScript trace: on one core a check's
+forward pass drops from ~32 to ~9 ms CPU, and cosines move by up to ~0.07, least for related
+texts (the faithfulness combiner is fitted on this encoder). Activations are quantized per batch,
+so a vector depends a little on its batch-mates (cosine ~0.96 to the same text embedded alone).
+torch is imported lazily.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -39,7 +45,7 @@ def model_path(settings: Settings) -> Path:
 class FastEncoder:
     """all-MiniLM-L6-v2 (or any mean-pooled sentence-transformers folder) without the encode() overhead."""
 
-    def __init__(self, path: Path, threads: int | None = None) -> None:
+    def __init__(self, path: Path, threads: int | None = None, quantize: bool = True) -> None:
         """Load tokenizer and transformer from a local folder (no network).
 
         Args:
@@ -47,6 +53,7 @@ class FastEncoder:
             threads: set torch's (process-wide) thread count; None leaves it to the application.
                 One thread suits a loaded machine: a check is a handful of short sentences, and two
                 spinning threads were measured 4x slower than one when the cores were busy.
+            quantize: int8 dynamic quantization of the Linear layers (~2.7x faster on CPU).
         """
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         import torch
@@ -56,7 +63,12 @@ class FastEncoder:
             torch.set_num_threads(threads)
         self._torch = torch
         self._tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        self._model = AutoModel.from_pretrained(str(path), local_files_only=True).eval()
+        model = AutoModel.from_pretrained(str(path), local_files_only=True).eval()
+        model.config.return_dict = False  # tuples, which TorchScript can trace
+        if quantize:
+            model = _quantized(torch, model)
+        self.quantized = quantize
+        self._model = _traced(torch, model, self._tok)
         self._lock = threading.Lock()
         log.info("evaluation encoder loaded from %s", path)
 
@@ -67,22 +79,59 @@ class FastEncoder:
             batch = self._tok(
                 texts, padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt"
             )
-            hidden = self._model(**batch).last_hidden_state
+            hidden = self._model(batch["input_ids"], batch["attention_mask"])[0]
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
             return torch.nn.functional.normalize(pooled, dim=-1).numpy().astype(np.float32)
 
 
-_encoders: dict[str, FastEncoder] = {}
+def _quantized(torch: Any, model: Any) -> Any:
+    """The model with int8 dynamic quantization of its Linear layers (weights int8, activations per batch)."""
+    with warnings.catch_warnings():
+        # torch.ao.quantization is deprecated in favour of torchao, which is not a dependency here.
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+#: Texts of two shapes: the trace is made on the first and checked against eager mode on the second.
+_PROBES = (
+    ["a short probe", "a somewhat longer probe sentence for tracing the encoder"],
+    ["three", "texts of other lengths", "so the traced graph must not have fixed any shape at all, none"],
+)
+
+
+def _traced(torch: Any, model: Any, tok: Any) -> Any:
+    """The model as a frozen TorchScript graph (no Python per layer: ~3 ms less per check).
+
+    Falls back to the eager model when tracing fails or the traced graph disagrees with it on
+    inputs of another shape (a trace can bake in shapes).
+    """
+    try:
+        with warnings.catch_warnings(), torch.inference_mode():
+            warnings.simplefilter("ignore")  # tracer warnings about Python control flow in the model
+            a = tok(_PROBES[0], padding=True, return_tensors="pt")
+            traced = torch.jit.freeze(torch.jit.trace(model, (a["input_ids"], a["attention_mask"])))
+            b = tok(_PROBES[1], padding=True, return_tensors="pt")
+            want = model(b["input_ids"], b["attention_mask"])[0]
+            got = traced(b["input_ids"], b["attention_mask"])[0]
+            if got.shape == want.shape and torch.allclose(got, want, atol=1e-4):
+                return traced
+            log.warning("traced encoder disagrees with eager mode; using eager mode")
+    except Exception as exc:  # noqa: BLE001 - tracing is an optimisation; eager mode always works
+        log.warning("encoder tracing failed (%s); using eager mode", exc)
+    return model
+
+
+_encoders: dict[tuple[str, bool], FastEncoder] = {}
 _enc_lock = threading.Lock()
 
 
-def get_encoder(settings: Settings, threads: int | None = None) -> FastEncoder:
-    """The process-wide evaluation encoder for ``settings`` (``threads``: see :class:`FastEncoder`)."""
-    key = str(model_path(settings).resolve())
+def get_encoder(settings: Settings, threads: int | None = None, quantize: bool = True) -> FastEncoder:
+    """The process-wide evaluation encoder for ``settings`` (arguments: see :class:`FastEncoder`)."""
+    key = (str(model_path(settings).resolve()), quantize)
     with _enc_lock:
         if key not in _encoders:
-            _encoders[key] = FastEncoder(Path(key), threads)
+            _encoders[key] = FastEncoder(Path(key[0]), threads, quantize)
         return _encoders[key]
 
 
