@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chatbot._observer import TurnObserver, dont_throw
 from chatbot._service import ChatError, ChatService, TurnEvent
+from ragloop._fastapi import native_telemetry_off, new_app
 from ragloop.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -213,7 +214,7 @@ def create_app(
         if owns_service:
             service.chatlog.close()
 
-    app = FastAPI(title="ragloop", version="0.1.0", lifespan=lifespan)
+    app = new_app(title="ragloop", version="0.1.0", lifespan=lifespan)
     app.state.service = service
     app.state.settings = settings
     _install_error_handlers(app)
@@ -222,7 +223,9 @@ def create_app(
     if callable(instrument):
         dont_throw(instrument)(app)
     # Mounted last: a mount at "/" would shadow any route added after it.
-    return gr.mount_gradio_app(app, build_ui(service), path="/", footer_links=[])
+    return gr.mount_gradio_app(
+        app, build_ui(service), path="/", footer_links=[], app_kwargs=native_telemetry_off()
+    )
 
 
 def _default_observer(settings: Settings) -> TurnObserver:

@@ -5,6 +5,7 @@ Nothing here touches OpenTelemetry objects or I/O, so every rule is tested on sm
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -46,8 +47,13 @@ def _phone_or_keep(match: re.Match[str]) -> str:
     return PHONE_MASK if digits >= 7 else match.group(0)
 
 
+@functools.lru_cache(maxsize=4096)
 def is_content_key(key: str) -> bool:
-    """True when an attribute key carries prompt, completion or document text."""
+    """True when an attribute key carries prompt, completion or document text.
+
+    Cached: span attribute keys are a small vocabulary, and the check runs for every attribute of
+    every exported span.
+    """
     if key.endswith(sc.CONTENT_SUFFIXES):
         return True
     return any(key == k or (k.endswith(".") and key.startswith(k)) for k in sc.CONTENT_KEYS)
@@ -62,25 +68,33 @@ def filter_attributes(
     """
     changed = False
     out: dict[str, Any] = {}
+    # OpenLLMetry writes each input/output twice (traceloop.entity.* and gen_ai.*): redact once.
+    seen: dict[str, str] = {}
     for key, value in attributes.items():
         if is_content_key(key):
             if not trace_content:
                 changed = True
                 continue
             if redaction:
-                new = _redact_value(value)
+                new = _redact_value(value, seen)
                 changed = changed or new != value
                 value = new
         out[key] = value
     return out if changed else None
 
 
-def _redact_value(value: Any) -> Any:
+def _redact_value(value: Any, seen: dict[str, str]) -> Any:
     if isinstance(value, str):
-        return redact(value)
+        return _redact_once(value, seen)
     if isinstance(value, tuple | list):
-        return type(value)(redact(v) if isinstance(v, str) else v for v in value)
+        return type(value)(_redact_once(v, seen) if isinstance(v, str) else v for v in value)
     return value
+
+
+def _redact_once(text: str, seen: dict[str, str]) -> str:
+    if text not in seen:
+        seen[text] = redact(text)
+    return seen[text]
 
 
 def parse_kv(text: str | None) -> dict[str, str]:

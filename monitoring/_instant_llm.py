@@ -19,6 +19,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from ragloop._fastapi import new_app
 from ragloop.process import free_port, http_ok
 
 #: The answer, cut into streamed pieces; it cites source [1] like a real answer would.
@@ -58,7 +59,7 @@ def _stream(model: str, messages: list[dict[str, Any]]) -> Iterator[str]:
 
 def build_app() -> FastAPI:
     """The FastAPI app: ``GET /v1/models`` and ``POST /v1/chat/completions``."""
-    app = FastAPI()
+    app = new_app()
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
