@@ -32,7 +32,7 @@ from eval._results import FaithfulnessResult, SentenceEvidence, TextEmbedder, si
 log = logging.getLogger(__name__)
 
 #: Version of features + coefficients, recorded with every score so runs stay comparable.
-LOCAL_FAITHFULNESS_VERSION = "local-faithfulness-4"
+LOCAL_FAITHFULNESS_VERSION = "local-faithfulness-5"
 
 
 def expand(features: Sequence[float]) -> list[float]:
@@ -119,12 +119,9 @@ class LocalFaithfulness:
             An answer without content (empty, or only stopwords) scores 1.0: it claims nothing.
         """
         try:
-            ctx = index_context(list(contexts), question)
-            sents = answer_sentences(answer)
+            ctx, sents, rows, best = self._analyse(answer, contexts, question)
             if not sents:
                 return FaithfulnessResult(score=1.0, details={"version": self.version, "sentences": 0})
-            sims, best = self._similarities(sents, ctx)
-            rows = [sentence_features(tok, ctx, sim) for (_, tok), sim in zip(sents, sims, strict=True)]
             weights = [float(max(1, len(tok.content))) for _, tok in sents]
             evidence = [
                 self._evidence(sent, row, ctx, j) for (sent, _), row, j in zip(sents, rows, best, strict=True)
@@ -141,6 +138,27 @@ class LocalFaithfulness:
         except Exception as exc:  # noqa: BLE001 - a scorer failure is recorded, never raised into a turn
             log.warning("local faithfulness failed: %s", exc)
             return FaithfulnessResult.failed(f"{type(exc).__name__}: {exc}")
+
+    def features(
+        self, answer: str, contexts: Sequence[str], question: str | None = None
+    ) -> list[float] | None:
+        """The :data:`FEATURE_NAMES` vector of ``answer`` (None if it has no content), as ``--tune`` fits."""
+        _, sents, rows, _ = self._analyse(answer, contexts, question)
+        if not sents:
+            return None
+        return answer_features(rows, [float(max(1, len(tok.content))) for _, tok in sents])
+
+    def _analyse(
+        self, answer: str, contexts: Sequence[str], question: str | None
+    ) -> tuple[ContextIndex, list, list[list[float]], list[int | None]]:
+        """Context index, content sentences, their feature rows and best context sentences."""
+        ctx = index_context(list(contexts), question)
+        sents = answer_sentences(answer)
+        if not sents:
+            return ctx, [], [], []
+        sims, best = self._similarities(sents, ctx)
+        rows = [sentence_features(tok, ctx, sim) for (_, tok), sim in zip(sents, sims, strict=True)]
+        return ctx, sents, rows, best
 
     def _similarities(self, sents: list, ctx: ContextIndex) -> tuple[list[float], list[int | None]]:
         """Max cosine similarity of each answer sentence to its lexical candidates, and the argmax."""

@@ -27,9 +27,12 @@ SENTENCE_FEATURES = (
     "no_novel_number",
     "novel_words",
     "novel_names",
+    "context_name_coverage",
+    "new_context_names",
+    "question_coverage",
 )
-#: Sentence features that are counts of unsupported tokens: summed over the answer, then log1p.
-COUNT_FEATURES = ("novel_words", "novel_names")
+#: Sentence features that are counts of tokens: summed over the answer, then log1p.
+COUNT_FEATURES = ("novel_words", "novel_names", "new_context_names")
 #: Answer features: the content-weighted mean of every share feature, log1p of the summed counts, then
 #: the minimum over sentences of the shares where a single unsupported sentence should count.
 MIN_FEATURES = ("content_coverage", "best_sentence_coverage", "embedding_similarity")
@@ -108,6 +111,12 @@ def sentence_features(tokens: Tokens, ctx: ContextIndex, similarity: float) -> l
         float(numbers <= ctx.numbers),
         float(len(words - known)),
         float(len(names - known)),
+        # Names backed by the context itself, not merely repeated from the question or dialogue
+        # history: a hallucinated dialogue turn often reuses names the user said, a right one
+        # brings in the knowledge's own.
+        coverage(names, ctx.vocab),
+        float(len((names & ctx.vocab) - ctx.given)),
+        coverage(words, ctx.given, 0.0),
     ]
 
 

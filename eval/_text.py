@@ -33,6 +33,9 @@ _SENT_END = re.compile(
 )
 _WORD = re.compile(r"[A-Za-z0-9]+(?:['’][A-Za-z]+)?(?:[.,][0-9]+)*")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+# A lower-case letter followed by a capital inside a word: HaluEval's knowledge glues entities
+# together ("Louisa May AlcottLouisa May Alcott is a/an Writer"), so such words are split in two.
+_GLUE = re.compile(r"(?<=[a-z])(?=[A-Z])")
 # Dialogue speaker tags ("[Human]:") are markup, not claims.
 _TAG = re.compile(r"\[(?:Human|Assistant|User|System)\]:?", re.IGNORECASE)
 
@@ -79,7 +82,7 @@ def tokenize(text: str) -> Tokens:
     names: set[str] = set()
     numbers = {n.replace(",", "") for n in _NUMBER.findall(text or "")}
     for sentence in split_sentences(text):
-        for i, match in enumerate(_WORD.finditer(sentence)):
+        for i, match in enumerate(_WORD.finditer(_GLUE.sub(" ", sentence))):
             raw = match.group(0)
             low = raw.lower().replace("’", "'")
             if low in STOPWORDS or (len(low) < 2 and not low.isdigit()):

@@ -29,6 +29,10 @@ def test_tokenize_content_numbers_names():
     assert t.numbers == frozenset({"31"})
     assert t.names == frozenset({"oberoi", "group", "delhi"})  # "The" starts the sentence
     assert tokenize("It cost 1,200 dollars.").numbers == frozenset({"1200"})
+    # HaluEval's knowledge glues entities together; a capital after a lower-case letter splits them.
+    glued = tokenize("Little Women is written by Louisa May AlcottLouisa May Alcott is a/an Writer")
+    assert glued.content.count("alcott") == 2 and glued.content.count("louisa") == 2
+    assert {"alcott", "louisa", "writer"} <= glued.names
 
 
 def test_coverage_and_bigrams():
