@@ -309,7 +309,11 @@ def main() -> None:
         return
     updates: dict[str, dict[str, Any]] = {}
     if not args.only_judge:
-        timing = f"cold: context-embedding cache cleared per check; torch threads={args.threads}"
+        timing = (
+            f"cold: context-embedding cache cleared before every check (nothing cached across checks, "
+            f"not even between an item's right and hallucinated output); torch threads={args.threads}; "
+            f"encoder int8={local.cache.embedder.quantized}, TorchScript-traced; wall and CPU (process) time"
+        )
         updates["local"] = {"per_task": loc, "version": local.version, "timing": timing}
         updates["length_only"] = {"per_task": length}
     if not args.no_judge:
