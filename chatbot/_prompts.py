@@ -35,11 +35,14 @@ _NUMBER = re.compile(r"\d{1,2}")
 
 
 class SourceLike(Protocol):
-    """What a prompt needs to know of a retrieved chunk."""
+    """What a prompt needs to know of a retrieved chunk (read-only, so frozen dataclasses fit)."""
 
-    text: str
-    title: str
-    source: str
+    @property
+    def text(self) -> str: ...  # noqa: D102
+    @property
+    def title(self) -> str: ...  # noqa: D102
+    @property
+    def source(self) -> str: ...  # noqa: D102
 
 
 def format_sources(chunks: Sequence[SourceLike], max_chars: int | None = None) -> str:
