@@ -2,7 +2,8 @@
 
 Input: ``{"message": str, "history": [(question, answer), ...]}``. Streaming the chain yields dict
 chunks: first the keys ``question`` (the standalone question) and ``retrieval`` (a
-:class:`Retrieval`), then ``answer`` chunks (``AIMessageChunk``; the last carries token usage).
+:class:`Retrieval`), then ``answer`` chunks (``AIMessageChunk``; the last carries token usage),
+then ``answer_text`` (the whole answer, unless the chain refused).
 Because it is one runnable, LangChain tracers (LangSmith, OpenLLMetry) see one run tree per turn:
 rag_chain -> condense_question, retrieve, ChatOpenAI.
 """
@@ -10,7 +11,6 @@ rag_chain -> condense_question, retrieve, ChatOpenAI.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from langchain_core.language_models import BaseChatModel
@@ -54,15 +54,38 @@ class RetrieverLike(Protocol):
         ...
 
 
-@dataclass
 class Retrieval:
-    """What the retrieve step found: all chunks with scores, and those relevant enough to use."""
+    """What the retrieve step found: all chunks with scores, and those relevant enough to use.
 
-    query_embedding: Any
-    retrieved: list[ChunkLike]
-    relevant: list[ChunkLike]
-    retrieval_ms: float
-    error: str | None = field(default=None)
+    A plain class with ``to_json`` (LangChain's convention, which tracers honour) rather than a
+    dataclass: tracers deep-copied a dataclass with ``asdict`` and serialised every chunk's text
+    and the query vector into the retrieve run's output, the costliest step of tracing a turn.
+    The documents themselves are traced once, by the retrieval span.
+    """
+
+    __slots__ = ("query_embedding", "relevant", "retrieval_ms", "retrieved")
+
+    def __init__(
+        self, query_embedding: Any, retrieved: list[ChunkLike], relevant: list[ChunkLike], retrieval_ms: float
+    ) -> None:
+        """Hold one retrieval's results."""
+        self.query_embedding = query_embedding
+        self.retrieved = retrieved
+        self.relevant = relevant
+        self.retrieval_ms = retrieval_ms
+
+    def to_json(self) -> dict[str, Any]:
+        """A compact summary for traces: chunk ids and scores, how many were relevant, the time."""
+        return {
+            "chunk_ids": [c.chunk_id for c in self.retrieved],
+            "scores": [round(float(c.score), 4) for c in self.retrieved],
+            "relevant": len(self.relevant),
+            "retrieval_ms": round(self.retrieval_ms, 2),
+        }
+
+    def __repr__(self) -> str:
+        """The compact summary (also what a tracer that falls back to ``repr`` shows)."""
+        return f"Retrieval({self.to_json()})"
 
 
 def _condense_step(llm: BaseChatModel) -> Runnable:
@@ -124,8 +147,13 @@ def build_rag_chain(llm: BaseChatModel, retriever: RetrieverLike, k: int, thresh
             # Nothing relevant: refuse rather than let the model invent an answer.
             yield {"answer": AIMessage(prompts.NO_CONTEXT_ANSWER)}
             return
+        text = []
         async for piece in llm.astream(_answer_messages(question, retrieval), config):
+            text.append(str(piece.content or ""))
             yield {"answer": piece}
+        # Last, the whole answer as text: tracers record a streamed run's last chunk as its output,
+        # and the text reads better (and serialises faster) than the final usage-only chunk.
+        yield {"answer_text": "".join(text)}
 
     return RunnableLambda(rag_chain, name="rag_chain")
 
