@@ -204,16 +204,18 @@ class Telemetry(TurnObserver):
             sc.SPAN_RETRIEVAL, context=_turn_context(), start_time=end - int(ms * 1e6), attributes=attrs
         )
         span.end(end_time=end)
-        self.metrics.retrieval.record(ms / 1000)
+        m = self.metrics
+        m.defer((m.retrieval.record, ms / 1000, None))
         if chunks:
-            self.metrics.top_score.record(max(float(c.score) for c in chunks))
+            m.defer((m.top_score.record, max(float(c.score) for c in chunks), None))
 
     def on_first_token(self, turn: dict[str, Any], ttft_ms: float) -> None:
         """Time to first token: an attribute of the turn span, and a histogram."""
         span = self._turn_spans.get(turn["turn_id"])
         if span is not None:
             span.set_attribute(sc.GEN_AI_SERVER_TTFT, ttft_ms / 1000)
-        self.metrics.ttft.record(ttft_ms / 1000, {sc.GEN_AI_REQUEST_MODEL: self.settings.llm_model})
+        attrs = {sc.GEN_AI_REQUEST_MODEL: self.settings.llm_model}
+        self.metrics.defer((self.metrics.ttft.record, ttft_ms / 1000, attrs))
 
     def on_turn_end(self, record: dict[str, Any]) -> None:
         """Outcome attributes on the turn span; latency, token, cost metrics."""
@@ -232,14 +234,15 @@ class Telemetry(TurnObserver):
         self._record_turn_metrics(record, model, cost)
 
     def _record_turn_metrics(self, record: dict[str, Any], model: str, cost: float) -> None:
-        status = str(record.get("status"))
+        m = self.metrics
+        m.defer((m.cost.add, cost, {sc.GEN_AI_REQUEST_MODEL: model}))
         if record.get("total_ms") is not None:
-            self.metrics.turn_duration.record(float(record["total_ms"]) / 1000, {sc.TURN_STATUS: status})
+            status = {sc.TURN_STATUS: str(record.get("status"))}
+            m.defer((m.turn_duration.record, float(record["total_ms"]) / 1000, status))
         for key, kind in (("input_tokens", "input"), ("output_tokens", "output")):
             if record.get(key) is not None:
                 attrs = {sc.GEN_AI_TOKEN_TYPE: kind, sc.GEN_AI_REQUEST_MODEL: model}
-                self.metrics.tokens.record(int(record[key]), attrs)
-        self.metrics.cost.add(cost, {sc.GEN_AI_REQUEST_MODEL: model})
+                m.defer((m.tokens.record, int(record[key]), attrs))
 
     # --- feedback, scores, gauges ----------------------------------------------------------
     def on_feedback(self, turn: dict[str, Any], value: int, comment: str | None) -> None:
@@ -292,12 +295,14 @@ class Telemetry(TurnObserver):
         """Add HTTP server spans and request metrics to a FastAPI app, and its ``/metrics`` route."""
         from monitoring._http import add_metrics_route, instrument
 
-        instrument(app, self.tracer, self.metrics.http_duration.record)
+        record = self.metrics.http_duration.record
+        instrument(app, self.tracer, lambda seconds, attrs: self.metrics.defer((record, seconds, attrs)))
         add_metrics_route(app, self.metrics.prometheus_text)
 
     def force_flush(self, timeout_s: float = 10.0) -> bool:
         """Export everything queued so far (tests, shutdown)."""
         ok = all(p.force_flush(int(timeout_s * 1000)) for p in self._processors)
+        self.metrics.deferred.drain()
         if self.langsmith is not None:
             self.langsmith.flush()
         return ok
