@@ -10,7 +10,7 @@ rag_chain -> condense_question, retrieve, ChatOpenAI.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Protocol
 
 from langchain_core.language_models import BaseChatModel
@@ -108,12 +108,17 @@ def _condense_step(llm: BaseChatModel) -> Runnable:
     return RunnableLambda(condense, name="condense_question")
 
 
-def _retrieve_step(retriever: RetrieverLike, k: int, threshold: float) -> Runnable:
+def _retrieve_step(
+    retriever: RetrieverLike, k: int, threshold: float, on_retrieved: Callable[[Retrieval], None] | None
+) -> Runnable:
     def retrieve(question: str) -> Retrieval:
         result = retriever.search(question, k=k)
         chunks = list(result.chunks)
         relevant = [c for c in chunks if c.score >= threshold]
-        return Retrieval(result.query_embedding, chunks, relevant, result.retrieval_ms)
+        retrieval = Retrieval(result.query_embedding, chunks, relevant, result.retrieval_ms)
+        if on_retrieved is not None:
+            on_retrieved(retrieval)
+        return retrieval
 
     return RunnableLambda(retrieve, name="retrieve")
 
@@ -126,8 +131,17 @@ def _answer_messages(question: str, retrieval: Retrieval) -> list[Any]:
     ]
 
 
-def build_rag_chain(llm: BaseChatModel, retriever: RetrieverLike, k: int, threshold: float) -> Runnable:
+def build_rag_chain(
+    llm: BaseChatModel,
+    retriever: RetrieverLike,
+    k: int,
+    threshold: float,
+    on_retrieved: Callable[[Retrieval], None] | None = None,
+) -> Runnable:
     """Compose condense -> retrieve -> answer as one LCEL runnable named ``rag_chain``.
+
+    ``on_retrieved`` is called inside the retrieve step, while its run is the current one, so a
+    tracer can put the documents on the step's own span. It must not raise.
 
     Why one runnable with three children rather than ``RunnablePassthrough.assign`` pipes: every
     LCEL runnable is a run for each tracer, and the pipes added nine plumbing runs per turn
@@ -135,7 +149,7 @@ def build_rag_chain(llm: BaseChatModel, retriever: RetrieverLike, k: int, thresh
     is exactly rag_chain -> condense_question, retrieve, ChatOpenAI.
     """
     condense = _condense_step(llm)
-    retrieve = _retrieve_step(retriever, k, threshold)
+    retrieve = _retrieve_step(retriever, k, threshold, on_retrieved)
 
     async def rag_chain(inputs: dict[str, Any], config: RunnableConfig) -> AsyncIterator[dict[str, Any]]:
         # ``config`` carries this run's child callbacks, so the steps nest under rag_chain.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from chatbot._chain import RetrieverLike, build_chat_model, build_rag_chain
-from chatbot._observer import TurnObserver
+from chatbot._observer import TurnObserver, dont_throw
 from chatbot._service import ChatService
 from monitoring.chatlog import ChatLog
 from ragloop.settings import Settings
@@ -29,5 +29,12 @@ def build_service(
         max_tokens=settings.max_tokens,
         timeout_s=settings.llm_timeout_s,
     )
-    chain = build_rag_chain(llm, retriever, k=settings.top_k, threshold=settings.score_threshold)
+    observer = observer or TurnObserver()
+    chain = build_rag_chain(
+        llm,
+        retriever,
+        k=settings.top_k,
+        threshold=settings.score_threshold,
+        on_retrieved=dont_throw(observer.annotate_retrieval),
+    )
     return ChatService(settings, chatlog or ChatLog(settings.chatlog_url), chain, retriever, observer)

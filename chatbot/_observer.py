@@ -52,6 +52,9 @@ class TurnObserver:
         """(trace_id, span_id) of the current turn as hex, to store with the chat-log row."""
         return None
 
+    def annotate_retrieval(self, retrieval: Any) -> None:
+        """Inside the chain's retrieve step (its run is current): chunk ids and scores are known."""
+
     def on_retrieval(self, turn: dict[str, Any], retrieval: Any) -> None:
         """Retrieval finished: chunk ids and scores are known."""
 

@@ -18,14 +18,13 @@ from monitoring import Telemetry
 from monitoring import semconv as sc
 from tests.monitoring.conftest import telemetry_settings
 
-#: Spans of a first turn (no history), by name: the request, our turn and chat-log spans, our
-#: retrieval span, OpenLLMetry's chain/step/LLM spans and its Chroma query span.
+#: Spans of a first turn (no history), by name: the request, our turn and chat-log spans,
+#: OpenLLMetry's chain/step/LLM spans (the retrieve step carries the documents) and its Chroma query.
 EXPECTED = {
     "POST /api/chat": 1,
     sc.SPAN_TURN: 1,
     "chatlog.start_turn": 1,
     "chatlog.finish_turn": 1,
-    "retrieval.documents": 1,
     "rag_chain.workflow": 1,
     "execute_task condense_question": 1,
     "execute_task retrieve": 1,
@@ -64,3 +63,10 @@ def test_one_turn_makes_exactly_the_expected_spans(
     for step in ("execute_task condense_question", "execute_task retrieve", "ChatOpenAI.chat"):
         parent = by_name[step].parent
         assert parent is not None and parent.span_id == chain, step
+    # The retrieve step is the RETRIEVER span: documents with ids and scores, Chroma beneath it.
+    retriever = by_name["execute_task retrieve"]
+    attrs = dict(retriever.attributes or {})
+    assert attrs[sc.OPENINFERENCE_SPAN_KIND] == "RETRIEVER"
+    assert attrs[f"{sc.RETRIEVAL_DOCUMENTS}.0.{sc.DOCUMENT_ID}"]
+    chroma_parent = by_name["chroma.query"].parent
+    assert chroma_parent is not None and chroma_parent.span_id == retriever.context.span_id
