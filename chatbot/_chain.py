@@ -20,19 +20,13 @@ from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from chatbot import _prompts as prompts
 
 
-class ChunkLike(Protocol):
-    """A retrieved chunk as the retrieval package returns it (read-only)."""
+class ChunkLike(prompts.SourceLike, Protocol):
+    """A retrieved chunk as the retrieval package returns it (read-only): a source with id and score."""
 
     @property
     def chunk_id(self) -> str: ...  # noqa: D102
     @property
-    def text(self) -> str: ...  # noqa: D102
-    @property
     def score(self) -> float: ...  # noqa: D102
-    @property
-    def source(self) -> str: ...  # noqa: D102
-    @property
-    def title(self) -> str: ...  # noqa: D102
 
 
 class SearchResultLike(Protocol):
