@@ -10,7 +10,6 @@ would take hours.
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from ragloop._fastapi import new_app
-from ragloop.process import free_port, http_ok
+from ragloop.process import ThreadedServer
 
 #: The answer, cut into streamed pieces; it cites source [1] like a real answer would.
 ANSWER_PIECES = ("Use ", "the ", "documented ", "function ", "[1]", ".")
@@ -96,32 +95,18 @@ class InstantLLM:
 
     def __init__(self) -> None:
         """Pick a port; :meth:`start` serves."""
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}/v1"
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
+        self._server = ThreadedServer(build_app(), "/v1/models", name="instant-llm", timeout_s=30)
+        self.port = self._server.port
+        self.base_url = f"{self._server.base}/v1"
 
     def start(self) -> InstantLLM:
         """Start and wait until ``/v1/models`` answers."""
-        import uvicorn
-
-        config = uvicorn.Config(build_app(), host="127.0.0.1", port=self.port, log_level="warning")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name="instant-llm", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 30
-        while not http_ok(f"{self.base_url}/models"):
-            if time.monotonic() > deadline:
-                raise TimeoutError("instant LLM did not start")
-            time.sleep(0.05)
+        self._server.start()
         return self
 
     def stop(self) -> None:
         """Stop serving."""
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        self._server.stop(timeout_s=10)
 
     def __enter__(self) -> InstantLLM:
         return self.start()

@@ -10,11 +10,13 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +118,65 @@ class ManagedProcess:
 
     def __enter__(self) -> ManagedProcess:
         return self.start() if self.proc is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class ThreadedServer:
+    """An ASGI app under uvicorn in a daemon thread on a free 127.0.0.1 port (tests, benchmarks).
+
+    ``with ThreadedServer(app, "/healthz") as server:`` serves until the block ends; ``server.base``
+    is ``http://127.0.0.1:PORT``. Extra keyword arguments go to ``uvicorn.Config``.
+    """
+
+    def __init__(
+        self, app: Any, ready_path: str, *, name: str = "asgi-server", timeout_s: float = 60.0, **config: Any
+    ) -> None:
+        """Configure; :meth:`start` serves."""
+        self.app = app
+        self.ready_path = ready_path
+        self.name = name
+        self.timeout_s = timeout_s
+        self.config = {"log_level": "warning", **config}
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> ThreadedServer:
+        """Serve, and wait until ``ready_path`` answers 2xx.
+
+        Raises:
+            RuntimeError: the server thread died while starting.
+            TimeoutError: it did not answer within ``timeout_s``.
+        """
+        import uvicorn
+
+        self._server = uvicorn.Server(
+            uvicorn.Config(self.app, host="127.0.0.1", port=self.port, **self.config)
+        )
+        self._thread = threading.Thread(target=self._server.run, name=self.name, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + self.timeout_s
+        while not http_ok(self.base + self.ready_path):
+            if not self._thread.is_alive():
+                raise RuntimeError(f"{self.name} died while starting")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError(f"{self.name} did not answer {self.ready_path} in {self.timeout_s:.0f} s")
+            time.sleep(0.05)
+        return self
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Ask uvicorn to exit and wait for the thread."""
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=timeout_s)
+
+    def __enter__(self) -> ThreadedServer:
+        return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

@@ -5,14 +5,13 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from monitoring.chatlog import ChatLog
-from ragloop.process import free_port, http_ok
+from ragloop.process import ThreadedServer
 from ragloop.settings import Settings
 
 # Small hand-written documents: fast to embed, and each question below has one clear home.
@@ -77,29 +76,13 @@ def indexed_dir(tmp_path_factory: pytest.TempPathFactory, index_docs: Callable[.
 @contextlib.contextmanager
 def serve(settings: Settings) -> Iterator[str]:
     """Run ``create_app(settings)`` under uvicorn in a thread on a free port; yield its base URL."""
-    import uvicorn
-
     from chatbot import create_app
 
-    port = free_port()
     # A browser keeps Gradio's event stream open: do not wait long for it on shutdown.
-    config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=2
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while not http_ok(f"{base}/healthz") and time.monotonic() < deadline:
-            if not thread.is_alive():
-                raise RuntimeError("the app server thread died while starting")
-            time.sleep(0.1)
-        yield base
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    with ThreadedServer(
+        create_app(settings), "/healthz", name="chat-app", timeout_graceful_shutdown=2
+    ) as server:
+        yield server.base
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

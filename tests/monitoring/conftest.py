@@ -4,7 +4,6 @@ corpus, a zero-latency OpenAI-compatible endpoint, and apps served over real HTT
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ragloop.process import free_port, http_ok
+from ragloop.process import ThreadedServer, free_port
 from ragloop.settings import Settings
 
 DOCS = {
@@ -126,27 +125,14 @@ def phoenix_spans(phoenix: str, trace_id: str, min_count: int = 1, timeout: floa
 @contextlib.contextmanager
 def serve_app(settings: Settings, observer: Any, retriever: Any) -> Iterator[str]:
     """Serve the chat app with ``observer`` under uvicorn in a thread; yield its base URL."""
-    import uvicorn
-
     from chatbot import build_service, create_app
 
     service = build_service(settings, observer=observer, retriever=retriever)
     app = create_app(settings, service=service, observer=observer)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while not http_ok(f"{base}/healthz"):
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the app did not start")
-            time.sleep(0.1)
-        yield base
+        with ThreadedServer(app, "/healthz", name="chat-app") as server:
+            yield server.base
     finally:
-        server.should_exit = True
-        thread.join(timeout=30)
         service.chatlog.close()
 
 
