@@ -132,7 +132,6 @@ class Telemetry(TurnObserver):
         self.logs = OtlpLogs(self.resource, otlp.logs, self.errors) if otlp else None
         self.langsmith = _build_langsmith(settings, langsmith_client, self.errors)
         self._turn_spans: dict[str, Any] = {}
-        self._annotated: set[int] = set()  # ids of Retrieval objects whose step span was annotated
         self._closed = False
         self._lock = threading.Lock()
         log.info("telemetry on: OTLP %s, content %s", self.otlp_endpoint or "off", settings.trace_content)
@@ -196,40 +195,31 @@ class Telemetry(TurnObserver):
         """Make the chain's retrieve step span (OpenLLMetry's) the RETRIEVER span with the documents.
 
         Called inside the step, where that span is current; its child is the Chroma query span.
-        Annotating it rather than starting a span of our own saves a span per turn.
+        Annotating it rather than starting a span of our own saves a span per turn. Where no step
+        span is current (LangChain not instrumented), a ``retrieval.documents`` span stands in.
         """
-        span = trace.get_current_span()
-        turn_span = _turn_span.get()
-        if not span.is_recording() or span is turn_span:
-            return  # no step span here (LangChain not instrumented): on_retrieval makes one
-        attrs = self._retrieval_attributes(retrieval)
-        if turn_span is not None and turn_span.attributes:
-            attrs[sc.TURN_ID] = turn_span.attributes.get(sc.TURN_ID)
-        span.set_attributes(attrs)
-        with self._lock:
-            self._annotated.add(id(retrieval))
-
-    def _retrieval_attributes(self, retrieval: Any) -> dict[str, Any]:
-        chunks = list(getattr(retrieval, "retrieved", []) or [])
-        attrs: dict[str, Any] = dict(retrieval_attributes(chunks, self.settings.trace_content))
-        attrs[sc.OPENINFERENCE_SPAN_KIND] = "RETRIEVER"
-        attrs[sc.RETRIEVAL_MS] = float(getattr(retrieval, "retrieval_ms", 0.0) or 0.0)
-        return attrs
-
-    def on_retrieval(self, turn: dict[str, Any], retrieval: Any) -> None:
-        """Retrieval latency and top score metrics; a RETRIEVER span if the step had none to annotate."""
         chunks = list(getattr(retrieval, "retrieved", []) or [])
         ms = float(getattr(retrieval, "retrieval_ms", 0.0) or 0.0)
-        with self._lock:
-            annotated = id(retrieval) in self._annotated
-            self._annotated.discard(id(retrieval))
-        if not annotated:
-            end = time.time_ns()
-            attrs = {**self._retrieval_attributes(retrieval), sc.TURN_ID: turn["turn_id"]}
-            span = self.tracer.start_span(
-                sc.SPAN_RETRIEVAL, context=_turn_context(), start_time=end - int(ms * 1e6), attributes=attrs
-            )
-            span.end(end_time=end)
+        attrs: dict[str, Any] = dict(retrieval_attributes(chunks, self.settings.trace_content))
+        attrs[sc.OPENINFERENCE_SPAN_KIND] = "RETRIEVER"
+        attrs[sc.RETRIEVAL_MS] = ms
+        turn_span = _turn_span.get()
+        if turn_span is not None and turn_span.attributes:
+            attrs[sc.TURN_ID] = turn_span.attributes.get(sc.TURN_ID)
+        span = trace.get_current_span()
+        if span.is_recording() and span is not turn_span:
+            span.set_attributes(attrs)
+            return
+        end = time.time_ns()
+        own = self.tracer.start_span(
+            sc.SPAN_RETRIEVAL, context=_turn_context(), start_time=end - int(ms * 1e6), attributes=attrs
+        )
+        own.end(end_time=end)
+
+    def on_retrieval(self, turn: dict[str, Any], retrieval: Any) -> None:
+        """Retrieval latency and top score metrics (the documents were traced inside the step)."""
+        chunks = list(getattr(retrieval, "retrieved", []) or [])
+        ms = float(getattr(retrieval, "retrieval_ms", 0.0) or 0.0)
         m = self.metrics
         m.defer((m.retrieval.record, ms / 1000, None))
         if chunks:

@@ -70,3 +70,27 @@ def test_one_turn_makes_exactly_the_expected_spans(
     assert attrs[f"{sc.RETRIEVAL_DOCUMENTS}.0.{sc.DOCUMENT_ID}"]
     chroma_parent = by_name["chroma.query"].parent
     assert chroma_parent is not None and chroma_parent.span_id == retriever.context.span_id
+
+
+def test_without_a_step_span_the_documents_get_a_span_of_their_own(indexed_dir: Path) -> None:
+    from types import SimpleNamespace
+
+    memory = InMemorySpanExporter()
+    tel = Telemetry(telemetry_settings(indexed_dir), span_exporters=[memory])
+    chunk = SimpleNamespace(chunk_id="c1", text="shutil.copy", score=0.8)
+    retrieval = SimpleNamespace(retrieved=[chunk], retrieval_ms=12.0)
+    try:
+        with tel.turn_scope({"turn_id": "t1", "conversation_id": "c1", "user_message": "q"}):
+            tel.annotate_retrieval(retrieval)  # the turn span is current: no step span to annotate
+        assert tel.force_flush()
+        spans = {s.name: s for s in memory.get_finished_spans()}
+    finally:
+        tel.shutdown()
+    own, turn = spans[sc.SPAN_RETRIEVAL], spans[sc.SPAN_TURN]
+    assert own.parent is not None and own.parent.span_id == turn.context.span_id
+    attrs = dict(own.attributes or {})
+    assert attrs[sc.OPENINFERENCE_SPAN_KIND] == "RETRIEVER" and attrs[sc.TURN_ID] == "t1"
+    assert attrs[f"{sc.RETRIEVAL_DOCUMENTS}.0.{sc.DOCUMENT_ID}"] == "c1"
+    assert (
+        turn.attributes is not None and f"{sc.RETRIEVAL_DOCUMENTS}.0.{sc.DOCUMENT_ID}" not in turn.attributes
+    )
