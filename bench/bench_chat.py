@@ -167,7 +167,7 @@ def main() -> None:
 
 
 def _measure(settings: Settings, llm_url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
-    from monitoring.chatlog import ChatLog
+    from chatlog import ChatLog
     from retrieval import Retriever, load_python_faq
 
     faq = load_python_faq(settings)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from chatbot._chain import RetrieverLike, build_chat_model, build_rag_chain
 from chatbot._observer import TurnObserver, dont_throw
 from chatbot._service import ChatService
-from monitoring.chatlog import ChatLog
+from chatlog import ChatLog
 from ragloop.settings import Settings
 
 

@@ -102,7 +102,7 @@ def _start_online_eval(settings: Settings, observer: Any) -> Any | None:
         return None
     try:
         from eval import OnlineEvaluator, telemetry_callback
-        from monitoring.chatlog import ChatLog
+        from chatlog import ChatLog
 
         # Scores reach the turn's trace, the metrics and LangSmith through the app's telemetry.
         callbacks = [telemetry_callback(observer)] if hasattr(observer, "record_score") else []

@@ -23,7 +23,7 @@ from langchain_core.runnables import Runnable
 from chatbot import _prompts as prompts
 from chatbot._chain import Retrieval
 from chatbot._observer import TurnObserver, dont_throw
-from monitoring import chatlog as cl
+import chatlog as cl
 from ragloop.settings import Settings
 
 log = logging.getLogger(__name__)

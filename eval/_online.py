@@ -17,7 +17,7 @@ from typing import Any
 
 from eval._results import EvalResult
 from eval._store import EvaluationStore
-from monitoring.chatlog import ChatLog
+from chatlog import ChatLog
 from ragloop.settings import Settings
 
 log = logging.getLogger(__name__)

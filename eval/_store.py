@@ -1,6 +1,6 @@
 """The ``evaluations`` table: one score (or recorded error) per (turn, evaluator), in the chat log.
 
-It lives on :data:`monitoring.chatlog.metadata`, beside ``turns``, so the online worker's progress is
+It lives on :data:`chatlog.metadata`, beside ``turns``, so the online worker's progress is
 durable: a turn is pending for an evaluator exactly while it has no row here, and a restart resumes.
 """
 
@@ -29,7 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from eval._results import EvalResult
-from monitoring.chatlog import STATUS_OK, ChatLog, metadata, now, turns
+from chatlog import STATUS_OK, ChatLog, metadata, now, turns
 
 evaluations = Table(
     "evaluations",

@@ -1,7 +1,7 @@
 """Monitoring: the chat log, telemetry (traces, metrics, logs, LangSmith), the local stack, drift.
 
 Public API:
-    ChatLog: the durable log of turns and feedback (``monitoring.chatlog``).
+    ChatLog: the durable log of turns and feedback (``chatlog``).
     setup_telemetry: settings -> a TurnObserver (a :class:`Telemetry` unless RAGLOOP_TELEMETRY=false).
     Telemetry: the observer; ``instrument_app(app)``, ``record_score(...)``, ``set_gauge(...)``.
     start_local_stack: start the local collector (rotel) and Phoenix for ``ragloop run``.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from monitoring.chatlog import ChatLog
+from chatlog import ChatLog
 
 if TYPE_CHECKING:
     from monitoring._stack import start_local_stack

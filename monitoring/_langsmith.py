@@ -30,7 +30,7 @@ from sqlalchemy import (
     update,
 )
 
-from monitoring import chatlog as cl
+import chatlog as cl
 from monitoring._tracing import ErrorCounter
 from ragloop.settings import Settings
 

@@ -110,7 +110,7 @@ def reference(
 
 def show(limit: int = typer.Option(5, help="Runs to list.")) -> None:
     """List the latest drift runs and the clusters of the newest one, as JSON lines."""
-    from monitoring.chatlog import ChatLog
+    from chatlog import ChatLog
     from monitoring.drift import clusters_of, latest_runs
     from ragloop.settings import get_settings
 

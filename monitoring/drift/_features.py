@@ -53,7 +53,7 @@ def turn_features(
     """Scalar features of one chat-log turn.
 
     Args:
-        turn: a turn dict as :meth:`monitoring.chatlog.ChatLog.iter_turns` yields it.
+        turn: a turn dict as :meth:`chatlog.ChatLog.iter_turns` yields it.
         score_threshold: retrieval score below which a chunk counts as not relevant.
         thumbs_down: whether the turn received negative feedback.
 

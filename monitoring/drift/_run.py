@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from monitoring.chatlog import ChatLog, new_id, now
+from chatlog import ChatLog, new_id, now
 from monitoring.drift import _metrics, _store
 from monitoring.drift._explain import Cluster, explain_drift
 from monitoring.drift._stats import DriftTest, embedding_drift_test, feature_drift_test

@@ -1,4 +1,4 @@
-"""Drift runs and their clusters, stored next to the chat log (tables on ``monitoring.chatlog.metadata``).
+"""Drift runs and their clusters, stored next to the chat log (tables on ``chatlog.metadata``).
 
 The clusters are what labeling and corpus-gap work consume: each row names the turns it holds.
 """
@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, Column, DateTime, Float, Integer, String, Table, Text, insert, select
 from sqlalchemy.engine import Engine
 
-from monitoring.chatlog import metadata
+from chatlog import metadata
 
 drift_runs = Table(
     "drift_runs",

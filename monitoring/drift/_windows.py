@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import select
 
-from monitoring.chatlog import STATUS_IN_PROGRESS, ChatLog, feedback
+from chatlog import STATUS_IN_PROGRESS, ChatLog, feedback
 from monitoring.drift._features import feature_columns, turn_features
 from ragloop.settings import Settings
 

@@ -154,7 +154,7 @@ def new_turns_since_last_run(settings: Settings) -> int:
     """Turns logged after the newest drift run (all turns before the first run)."""
     from sqlalchemy import func, select
 
-    from monitoring.chatlog import ChatLog, turns
+    from chatlog import ChatLog, turns
 
     log = ChatLog(settings.chatlog_url)
     try:

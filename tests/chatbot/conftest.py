@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from monitoring.chatlog import ChatLog
+from chatlog import ChatLog
 from ragloop.process import ThreadedServer
 from ragloop.settings import Settings
 

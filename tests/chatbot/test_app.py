@@ -16,7 +16,7 @@ import pytest
 from chatbot._app import parse_feedback_value, sse_event
 from chatbot._service import ChatError
 from chatbot._ui import render_sources
-from monitoring import chatlog as cl
+import chatlog as cl
 from ragloop.process import free_port
 
 QUESTION = "How do I copy a file in Python?"

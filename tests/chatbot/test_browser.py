@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from monitoring import chatlog as cl
+import chatlog as cl
 
 pytestmark = [pytest.mark.browser, pytest.mark.llm]
 

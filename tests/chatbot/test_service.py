@@ -12,7 +12,7 @@ import pytest
 
 from chatbot import ChatError, ChatService, build_service
 from chatbot._prompts import NO_CONTEXT_ANSWER, PROMPT_VERSION
-from monitoring import chatlog as cl
+import chatlog as cl
 from ragloop.process import free_port
 from ragloop.settings import Settings
 

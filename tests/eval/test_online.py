@@ -8,7 +8,7 @@ import pytest
 
 from eval import EvaluationStore, LocalFaithfulness, OnlineEvaluator
 from eval._online import JUDGE, LOCAL, sampled
-from monitoring.chatlog import STATUS_IN_PROGRESS, STATUS_OK, ChatLog
+from chatlog import STATUS_IN_PROGRESS, STATUS_OK, ChatLog
 from ragloop.settings import Settings
 
 CONTEXT = [

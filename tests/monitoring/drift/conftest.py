@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from monitoring.chatlog import ChatLog
+from chatlog import ChatLog
 from monitoring.drift._sources import load_questions
 from ragloop.settings import Settings
 

@@ -32,7 +32,7 @@ def _materialize(settings, window, reference):
 
 
 def test_shifted_window_fails_the_query_check(drift_settings):
-    from monitoring.chatlog import ChatLog
+    from chatlog import ChatLog
 
     result = _materialize(drift_settings, day(2), day(0))
     assert result.success  # a failed check is an ERROR-severity evaluation, not a crashed run

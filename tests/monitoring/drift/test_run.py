@@ -7,7 +7,7 @@ import urllib.request
 
 import numpy as np
 
-from monitoring.chatlog import ChatLog
+from chatlog import ChatLog
 from monitoring.drift import clusters_of, latest_runs, read_metrics_textfile, run_drift, start_evidently_ui
 from ragloop.process import free_port
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sqlalchemy import text
 
-from monitoring import chatlog as cl
+import chatlog as cl
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
