@@ -28,6 +28,7 @@ from eval._features import (
     sentence_features,
 )
 from eval._results import FaithfulnessResult, SentenceEvidence, TextEmbedder, sigmoid
+from monitoring import semconv
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ def combine(
 class LocalFaithfulness:
     """Sentence-level support from an embedding model and lexical evidence; no network, no LLM."""
 
-    name = "faithfulness_local"
+    name = semconv.SCORE_FAITHFULNESS_LOCAL
     version = LOCAL_FAITHFULNESS_VERSION
 
     def __init__(

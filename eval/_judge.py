@@ -16,6 +16,7 @@ from typing import Any
 
 from eval._features import answer_sentences, best_sentences, index_context
 from eval._results import FaithfulnessResult, SentenceEvidence
+from monitoring import semconv
 from ragloop.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,7 @@ def openai_complete(settings: Settings, max_tokens: int = 64) -> Complete:
 class LLMJudgeFaithfulness:
     """Claim-by-claim verification by the configured OpenAI-compatible model."""
 
-    name = "faithfulness_llm"
+    name = semconv.SCORE_FAITHFULNESS_LLM
     version = JUDGE_PROMPT_VERSION
 
     def __init__(

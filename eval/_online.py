@@ -15,9 +15,10 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from chatlog import ChatLog
 from eval._results import EvalResult
 from eval._store import EvaluationStore
-from chatlog import ChatLog
+from monitoring import semconv
 from ragloop.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -25,10 +26,10 @@ log = logging.getLogger(__name__)
 #: ``callback(turn, evaluator_name, result)``; exceptions are logged, never propagated.
 ScoreCallback = Callable[[dict[str, Any], str, EvalResult], None]
 
-LOCAL = "faithfulness_local"
-JUDGE = "faithfulness_llm"
-ANSWER_RELEVANCE = "answer_relevance"
-CONTEXT_RELEVANCE = "context_relevance"
+LOCAL = semconv.SCORE_FAITHFULNESS_LOCAL
+JUDGE = semconv.SCORE_FAITHFULNESS_LLM
+ANSWER_RELEVANCE = semconv.SCORE_ANSWER_RELEVANCE
+CONTEXT_RELEVANCE = semconv.SCORE_CONTEXT_RELEVANCE
 
 
 def sampled(turn_id: str, rate: float) -> bool:

@@ -14,6 +14,7 @@ import numpy as np
 from eval._embed import CachedEmbedder
 from eval._features import answer_sentences
 from eval._results import EvalResult, SentenceEvidence, TextEmbedder
+from monitoring import semconv
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ def cosine_to_score(cos: float) -> float:
 class AnswerRelevance:
     """Cosine similarity of the answer to the question; per sentence, which ones address it."""
 
-    name = "answer_relevance"
+    name = semconv.SCORE_ANSWER_RELEVANCE
     version = RELEVANCE_VERSION
 
     def __init__(self, embedder: TextEmbedder, threshold: float = 0.3) -> None:
@@ -59,7 +60,7 @@ class AnswerRelevance:
 class ContextRelevance:
     """How well the retrieved passages match the question: the best passage's similarity."""
 
-    name = "context_relevance"
+    name = semconv.SCORE_CONTEXT_RELEVANCE
     version = RELEVANCE_VERSION
 
     def __init__(self, embedder: TextEmbedder, threshold: float = 0.3) -> None:

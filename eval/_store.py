@@ -28,8 +28,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from eval._results import EvalResult
 from chatlog import STATUS_OK, ChatLog, metadata, now, turns
+from eval._results import EvalResult
 
 evaluations = Table(
     "evaluations",

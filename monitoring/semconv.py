@@ -159,7 +159,12 @@ M_TOKEN_USAGE = "gen_ai.client.token.usage"
 M_COST = "ragloop.llm.cost"
 """Counter (USD): estimated LLM cost from the price table, by model."""
 M_FEEDBACK = "ragloop.feedback"
-"""Counter: feedback by value."""
+"""Counter: ratings given, by value; counts raters, not clicks. A rater's first rating adds one to
+its value; repeating the same rating or adding a comment to it adds nothing; changing it adds one to
+the new value (and one to :data:`M_FEEDBACK_RETRACTED` for the old). Ratings standing in a window
+are ``increase(given) - increase(retracted)`` per value."""
+M_FEEDBACK_RETRACTED = "ragloop.feedback.retracted"
+"""Counter: ratings withdrawn (changed or removed) by their rater, by the value they had."""
 M_TOP_SCORE = "ragloop.retrieval.top_score"
 """Histogram: best retrieval score per turn."""
 M_SCORE = "ragloop.eval.score"
@@ -174,6 +179,90 @@ SIGNAL = "ragloop.telemetry.signal"
 """Attribute: traces, metrics, logs or langsmith."""
 FEEDBACK_VALUE_ATTR = "value"
 """Metric attribute of :data:`M_FEEDBACK`: ``up`` or ``down``."""
+FEEDBACK_UP = "up"
+"""Value of :data:`FEEDBACK_VALUE_ATTR` for a thumbs up (+1)."""
+FEEDBACK_DOWN = "down"
+"""Value of :data:`FEEDBACK_VALUE_ATTR` for a thumbs down (-1)."""
+HTTP_ROUTE_UNMATCHED = "unmatched"
+"""The one :data:`HTTP_ROUTE` value of every request no route template matched (404s, scanners):
+a label never takes its value from the request path."""
+M_OUTBOX_ITEMS = "ragloop.outbox.items"
+"""Observable gauge: outbox items by :data:`OUTBOX_SINK` and :data:`OUTBOX_STATUS` (pending, dead ...)."""
+OUTBOX_SINK = "sink"
+"""Attribute of :data:`M_OUTBOX_ITEMS`: the sink's registered name (langsmith, arize ...)."""
+OUTBOX_STATUS = "status"
+"""Attribute of :data:`M_OUTBOX_ITEMS`: the delivery state of the items."""
+
+# --- evaluation score names (values of :data:`SCORE_NAME`) ---------------------------------------
+SCORE_FAITHFULNESS_LOCAL = "faithfulness_local"
+"""Score: share of the answer supported by the retrieved context, by the local NLI/embedding scorer
+(``eval.OnlineEvaluator``'s default; in [0, 1])."""
+SCORE_FAITHFULNESS_LLM = "faithfulness_llm"
+"""Score: faithfulness judged by an LLM (``eval`` judge; in [0, 1])."""
+SCORE_ANSWER_RELEVANCE = "answer_relevance"
+"""Score: how well the answer addresses the question (in [0, 1])."""
+SCORE_CONTEXT_RELEVANCE = "context_relevance"
+"""Score: how relevant the retrieved context is to the question (in [0, 1])."""
+#: The faithfulness score the low-faithfulness alert and the quality dashboard's default use.
+SCORE_FAITHFULNESS_ALERTED = SCORE_FAITHFULNESS_LOCAL
+#: Every score name the evaluators emit.
+SCORE_NAMES = (
+    SCORE_FAITHFULNESS_LOCAL,
+    SCORE_FAITHFULNESS_LLM,
+    SCORE_ANSWER_RELEVANCE,
+    SCORE_CONTEXT_RELEVANCE,
+)
+
+# --- Prometheus names (what the OpenTelemetry Prometheus exporter makes of the names above) --------
+# Dots become underscores, the unit is appended and counters get ``_total``. The dashboards
+# (grafana/build_dashboards.py) and alert rules (grafana/alerts/ragloop.rules.yml) use these; a test
+# checks every query against the series the real code emits.
+PROM_HTTP_DURATION = "http_server_request_duration_seconds"
+"""Prometheus histogram of :data:`M_HTTP_DURATION`."""
+PROM_TURN_DURATION = "ragloop_turn_duration_seconds"
+"""Prometheus histogram of :data:`M_TURN_DURATION`."""
+PROM_TTFT = "ragloop_turn_time_to_first_token_seconds"
+"""Prometheus histogram of :data:`M_TTFT`."""
+PROM_RETRIEVAL_DURATION = "ragloop_retrieval_duration_seconds"
+"""Prometheus histogram of :data:`M_RETRIEVAL_DURATION`."""
+PROM_TOKEN_USAGE = "gen_ai_client_token_usage"
+"""Prometheus histogram of :data:`M_TOKEN_USAGE`."""
+PROM_COST = "ragloop_llm_cost_USD_total"
+"""Prometheus counter of :data:`M_COST`."""
+PROM_FEEDBACK = "ragloop_feedback_total"
+"""Prometheus counter of :data:`M_FEEDBACK`."""
+PROM_FEEDBACK_RETRACTED = "ragloop_feedback_retracted_total"
+"""Prometheus counter of :data:`M_FEEDBACK_RETRACTED`."""
+PROM_TOP_SCORE = "ragloop_retrieval_top_score"
+"""Prometheus histogram of :data:`M_TOP_SCORE`."""
+PROM_SCORE = "ragloop_eval_score"
+"""Prometheus histogram of :data:`M_SCORE`."""
+PROM_JOB_GAUGE = "ragloop_job_value"
+"""Prometheus gauge of :data:`M_GAUGE`."""
+PROM_EXPORT_ERRORS = "ragloop_telemetry_export_errors_total"
+"""Prometheus counter of :data:`M_EXPORT_ERRORS`."""
+PROM_OUTBOX_ITEMS = "ragloop_outbox_items"
+"""Prometheus gauge of :data:`M_OUTBOX_ITEMS`."""
+PROM_LABEL_ROUTE = "http_route"
+"""Prometheus label of :data:`HTTP_ROUTE`."""
+PROM_LABEL_METHOD = "http_request_method"
+"""Prometheus label of :data:`HTTP_METHOD`."""
+PROM_LABEL_STATUS = "http_response_status_code"
+"""Prometheus label of :data:`HTTP_STATUS`."""
+PROM_LABEL_SCORE_NAME = "ragloop_score_name"
+"""Prometheus label of :data:`SCORE_NAME`."""
+PROM_LABEL_FEEDBACK_VALUE = FEEDBACK_VALUE_ATTR
+"""Prometheus label of :data:`FEEDBACK_VALUE_ATTR`."""
+PROM_LABEL_SIGNAL = "ragloop_telemetry_signal"
+"""Prometheus label of :data:`SIGNAL`."""
+PROM_LABEL_MODEL = "gen_ai_request_model"
+"""Prometheus label of :data:`GEN_AI_REQUEST_MODEL`."""
+PROM_LABEL_TOKEN_TYPE = "gen_ai_token_type"
+"""Prometheus label of :data:`GEN_AI_TOKEN_TYPE`."""
+PROM_LABEL_TURN_STATUS = "ragloop_turn_status"
+"""Prometheus label of :data:`TURN_STATUS`."""
+PROM_LABEL_GAUGE_NAME = "ragloop_gauge_name"
+"""Prometheus label of :data:`GAUGE_NAME`."""
 
 #: Histogram buckets (seconds) for LLM-scale latencies: tens of milliseconds to a minute.
 LATENCY_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
