@@ -34,7 +34,7 @@ fetch: install  ## Fetch the local model (sha256-checked) and the default corpus
 run: install fetch phoenix  ## Index the corpus, start the local LLM, monitoring and the chatbot.
 	$(BIN)/ragloop run
 
-test: install system-deps phoenix  ## Install, fetch test data and run the whole test suite.
+test: install system-deps phoenix labeling-servers  ## Install, fetch test data and run the whole test suite.
 	$(BIN)/ragloop llm fetch
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -80,3 +80,31 @@ dagster: install  ## Dagster UI with the drift assets, checks, schedule and sens
 
 clean:  ## Remove the virtual environments (data/ and the model cache stay).
 	rm -rf $(VENV) .venv-tools
+
+# Labeling servers, each in its own venv (tests start them in session fixtures; `ragloop run` starts Argilla).
+# argilla-server 2.8 with noida-db standing in for Elasticsearch + Redis (../shared/RECIPES.md).
+ARGILLA_SERVER_VERSION ?= 2.8.0
+NOIDA_DB_VERSION ?= 0.2.3
+ARGILLA_STAMP := .venv-tools/argilla/.installed-$(ARGILLA_SERVER_VERSION)-$(NOIDA_DB_VERSION)
+LABEL_STUDIO_VERSION ?= 1.23.2
+LABEL_STUDIO_STAMP := .venv-tools/label-studio/.installed-$(LABEL_STUDIO_VERSION)
+
+.PHONY: argilla label-studio labeling-servers
+$(ARGILLA_STAMP):
+	test -x .venv-tools/argilla/bin/python || $(PYTHON) -m venv .venv-tools/argilla
+	.venv-tools/argilla/bin/pip install -q --upgrade pip
+	.venv-tools/argilla/bin/pip install -q 'argilla-server==$(ARGILLA_SERVER_VERSION)' 'click<8.2' \
+		'noida-db==$(NOIDA_DB_VERSION)'
+	touch $@
+
+argilla: $(ARGILLA_STAMP)  ## argilla-server + noida-db (Elasticsearch/Redis stand-in) in .venv-tools/argilla.
+
+$(LABEL_STUDIO_STAMP):
+	test -x .venv-tools/label-studio/bin/python || $(PYTHON) -m venv .venv-tools/label-studio
+	.venv-tools/label-studio/bin/pip install -q --upgrade pip
+	.venv-tools/label-studio/bin/pip install -q 'label-studio==$(LABEL_STUDIO_VERSION)'
+	touch $@
+
+label-studio: $(LABEL_STUDIO_STAMP)  ## Label Studio server in .venv-tools/label-studio (never run `label-studio --version`).
+
+labeling-servers: argilla label-studio  ## Both labeling servers (the tests use both).
