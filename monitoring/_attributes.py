@@ -134,12 +134,19 @@ def parse_prices(text: str) -> dict[str, Price]:
 
 def estimate_cost(
     prices: Mapping[str, Price], model: str | None, input_tokens: int | None, output_tokens: int | None
-) -> float:
-    """Estimated USD of one call; 0 when the model has no price (and no ``*`` fallback)."""
+) -> float | None:
+    """Estimated USD of one turn's calls.
+
+    Returns:
+        The cost; 0.0 when the model has no price (and no ``*`` fallback); None when a token count
+        is unknown (None: the endpoint returned no usage), since an unknown count is not zero.
+    """
     price = prices.get(model or "") or prices.get("*")
     if price is None:
         return 0.0
-    return ((input_tokens or 0) * price.input_per_m + (output_tokens or 0) * price.output_per_m) / 1e6
+    if input_tokens is None or output_tokens is None:
+        return None
+    return (input_tokens * price.input_per_m + output_tokens * price.output_per_m) / 1e6
 
 
 def resource_attributes(
@@ -180,7 +187,7 @@ def retrieval_attributes(chunks: Iterable[Any], trace_content: bool) -> Iterator
         yield sc.RETRIEVAL_TOP_SCORE, top
 
 
-def turn_end_attributes(record: Mapping[str, Any], cost: float) -> Iterator[tuple[str, Any]]:
+def turn_end_attributes(record: Mapping[str, Any], cost: float | None) -> Iterator[tuple[str, Any]]:
     """Span attributes of a finished turn from its chat-log row (no text: that is content)."""
     yield sc.TURN_STATUS, str(record.get("status"))
     for key, attr in (
@@ -201,4 +208,23 @@ def turn_end_attributes(record: Mapping[str, Any], cost: float) -> Iterator[tupl
 
 def feedback_label(value: int) -> str:
     """``up`` for +1, ``down`` otherwise (the metric attribute value)."""
-    return "up" if value > 0 else "down"
+    return sc.FEEDBACK_UP if value > 0 else sc.FEEDBACK_DOWN
+
+
+def feedback_moves(previous: int | None, value: int | None) -> list[tuple[str, str]]:
+    """Counter moves of one rater's feedback event: ``[("given" | "retracted", "up" | "down"), ...]``.
+
+    Counters count raters, not clicks: the same rating again (or a comment added to it) moves
+    nothing; a first rating adds one ``given``; a changed rating retracts the old value and gives
+    the new one; a withdrawn rating (value None or 0) only retracts.
+    """
+    old = feedback_label(previous) if previous else None
+    new = feedback_label(value) if value else None
+    if old == new:
+        return []
+    moves = []
+    if old is not None:
+        moves.append(("retracted", old))
+    if new is not None:
+        moves.append(("given", new))
+    return moves

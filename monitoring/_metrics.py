@@ -129,6 +129,28 @@ class DeferredMeasurements:
             self.drain()
 
 
+def outbox_rows(counts: Any) -> list[tuple[str, str, int]]:
+    """Normalise outbox counts to ``(sink, status, n)`` rows (see :meth:`Metrics.observe_outbox`).
+
+    Accepts ``{(sink, status): n}``, ``{sink: {status: n}}``, rows of ``(sink, status, n)`` or
+    mappings with ``sink``, ``status`` and ``count``.
+    """
+    items: list[Any]
+    if isinstance(counts, dict):
+        items = []
+        for k, v in counts.items():
+            if isinstance(v, dict):  # {sink: {status: n}}
+                items.extend((k, status, n) for status, n in v.items())
+            else:  # {(sink, status): n}
+                items.append((*k, v))
+    else:
+        items = [
+            (r["sink"], r["status"], r.get("count", r.get("n", 0))) if isinstance(r, dict) else tuple(r)
+            for r in counts
+        ]
+    return [(str(sink), str(status), int(n)) for sink, status, n in items]
+
+
 class Metrics:
     """The app's instruments, a Prometheus registry and (optionally) an OTLP push reader."""
 
@@ -171,13 +193,47 @@ class Metrics:
         self.retrieval = meter.create_histogram(sc.M_RETRIEVAL_DURATION, unit="s", description="Retrieval")
         self.tokens = meter.create_histogram(sc.M_TOKEN_USAGE, unit="{token}", description="Tokens per call")
         self.cost = meter.create_counter(sc.M_COST, unit="USD", description="Estimated LLM cost")
-        self.feedback = meter.create_counter(sc.M_FEEDBACK, description="Feedback by value")
+        self.feedback = meter.create_counter(
+            sc.M_FEEDBACK, description="Ratings given by raters, by value (a rater counts once)"
+        )
+        self.feedback_retracted = meter.create_counter(
+            sc.M_FEEDBACK_RETRACTED, description="Ratings changed or withdrawn by their rater, by old value"
+        )
+        # Both values exist from the start (at 0): share queries and their differences have data.
+        for label in (sc.FEEDBACK_UP, sc.FEEDBACK_DOWN):
+            self.feedback.add(0, {sc.FEEDBACK_VALUE_ATTR: label})
+            self.feedback_retracted.add(0, {sc.FEEDBACK_VALUE_ATTR: label})
+        self._meter = meter
         self.top_score = meter.create_histogram(sc.M_TOP_SCORE, description="Best retrieval score per turn")
         self.score = meter.create_histogram(sc.M_SCORE, description="Evaluation scores by name")
         self.gauge = meter.create_gauge(sc.M_GAUGE, description="Values set by drift and evaluation jobs")
         self.export_errors = meter.create_counter(sc.M_EXPORT_ERRORS, description="Failed exports")
         errors.listeners.append(lambda signal: self.export_errors.add(1, {sc.SIGNAL: signal}))
         self.deferred = DeferredMeasurements()
+
+    def observe_outbox(self, counts: Callable[[], Any]) -> None:
+        """Register the :data:`~monitoring.semconv.M_OUTBOX_ITEMS` gauge, read at each collection.
+
+        Args:
+            counts: returns the outbox counts, ``{(sink, status): n}`` or rows of
+                ``(sink, status, n)`` / ``{"sink", "status", "count"}``; an exception yields no
+                points for that collection (logged at debug level), never a failed scrape.
+        """
+        from opentelemetry.metrics import Observation
+
+        def observe(_options: Any) -> list[Any]:
+            try:
+                rows = outbox_rows(counts())
+            except Exception:  # noqa: BLE001 - a scrape never fails because the database did
+                log.debug("outbox counts failed", exc_info=True)
+                return []
+            return [
+                Observation(n, {sc.OUTBOX_SINK: sink, sc.OUTBOX_STATUS: status}) for sink, status, n in rows
+            ]
+
+        self._meter.create_observable_gauge(
+            sc.M_OUTBOX_ITEMS, callbacks=[observe], description="Outbox items by sink and status"
+        )
 
     def defer(self, *measurements: Measurement) -> None:
         """Record ``measurements`` off the caller's path (the turn's hooks use this)."""

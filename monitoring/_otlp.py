@@ -47,7 +47,8 @@ def build_exporters(settings: Settings) -> OtlpExporters | None:
     endpoint = resolve_endpoint(settings)
     if endpoint is None:
         return None
-    headers = parse_kv(settings.otlp_headers)
+    secret = settings.otlp_headers
+    headers = parse_kv(secret.get_secret_value() if secret is not None else None)
     try:
         if _is_grpc(settings):
             return _grpc(endpoint, headers, settings.otlp_insecure and not endpoint.startswith("https"))

@@ -1,4 +1,9 @@
-"""Telemetry: the TurnObserver that traces, measures and reports every chat turn.
+"""Telemetry: the turn observer that traces, measures and reports every chat turn.
+
+:class:`Telemetry` implements the chat service's observer hooks structurally (``turn_scope``,
+``chatlog_scope``, ``langchain_config``, ``trace_ids``, ``annotate_retrieval``, ``on_retrieval``,
+``on_first_token``, ``on_turn_end``, ``on_feedback``, ``shutdown``): monitoring never imports the
+chat layer; the composition root hands it the prompt version.
 
 Spans go through OpenLLMetry's global provider (LangChain, OpenAI and Chroma spans come from its
 instrumentations) to this object's privacy filter and batch processor; metrics and logs have their
@@ -22,12 +27,10 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
 
-from chatbot._observer import TurnObserver
-from chatbot._prompts import PROMPT_VERSION
 from monitoring import semconv as sc
 from monitoring._attributes import (
     estimate_cost,
-    feedback_label,
+    feedback_moves,
     parse_kv,
     parse_prices,
     resource_attributes,
@@ -49,10 +52,13 @@ from ragloop.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# The turn span of the running turn (task-local). OpenLLMetry's LangChain handler leaves the chain
+# The turn span and turn id of the running turn (task-local). OpenLLMetry's LangChain handler leaves the chain
 # span attached as "current" while a stream is consumed and after it ends, so spans we start from
 # the service's hooks name the turn span as parent explicitly instead of trusting the current one.
 _turn_span: contextvars.ContextVar[Any] = contextvars.ContextVar("ragloop_turn_span", default=None)
+# Kept apart from the span: with tracing off (OTEL_SDK_DISABLED) the span is a NonRecordingSpan,
+# which has no attributes to read the id back from.
+_turn_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("ragloop_turn_id", default=None)
 
 
 def _version() -> str:
@@ -79,8 +85,8 @@ def _span_context(trace_id: str | None, span_id: str | None) -> SpanContext | No
         return None
 
 
-class Telemetry(TurnObserver):
-    """Traces, metrics, logs and LangSmith for the chat service; build it with :func:`setup_telemetry`."""
+class Telemetry:
+    """Traces, metrics, logs and LangSmith runs of the chat service; see :func:`setup_telemetry`."""
 
     def __init__(
         self,
@@ -89,9 +95,20 @@ class Telemetry(TurnObserver):
         span_exporters: list[SpanExporter] | None = None,
         langsmith_client: Any | None = None,
         index_version: str | None = None,
+        prompt_version: str = "unknown",
     ) -> None:
-        """Wire every signal; ``span_exporters`` adds exporters next to OTLP (tests, benchmarks)."""
+        """Wire every signal.
+
+        Args:
+            settings: the application settings.
+            span_exporters: exporters next to OTLP (tests, benchmarks).
+            langsmith_client: a LangSmith client for the LangChain tracer (tests).
+            index_version: the retrieval index version (resource attribute).
+            prompt_version: the chat layer's prompt version (``chatbot.PROMPT_VERSION``), passed
+                in by the composition root; a resource and turn-span attribute.
+        """
         self.settings = settings
+        self.prompt_version = prompt_version
         self.errors = ErrorCounter()
         self.prices = parse_prices(settings.prices)
         quiet_exporter_logs()
@@ -101,7 +118,7 @@ class Telemetry(TurnObserver):
             _version(),
             settings.environment,
             settings.llm_model,
-            PROMPT_VERSION,
+            prompt_version,
             index_version,
             parse_kv(settings.resource_attributes),
         )
@@ -146,7 +163,7 @@ class Telemetry(TurnObserver):
             sc.SESSION_ID: turn["conversation_id"],
             sc.GEN_AI_CONVERSATION_ID: turn["conversation_id"],
             sc.OPENINFERENCE_SPAN_KIND: "CHAIN",
-            sc.RAGLOOP_PROMPT_VERSION: PROMPT_VERSION,
+            sc.RAGLOOP_PROMPT_VERSION: self.prompt_version,
             sc.GEN_AI_REQUEST_MODEL: self.settings.llm_model,
         }
         if self.settings.trace_content and turn.get("user_message"):
@@ -154,10 +171,11 @@ class Telemetry(TurnObserver):
         with self.tracer.start_as_current_span(sc.SPAN_TURN, attributes=attrs, end_on_exit=True) as span:
             with self._lock:
                 self._turn_spans[turn["turn_id"]] = span
-            token = _turn_span.set(span)
+            token, id_token = _turn_span.set(span), _turn_id.set(str(turn["turn_id"]))
             try:
                 yield
             finally:
+                _turn_id.reset(id_token)
                 _turn_span.reset(token)
                 with self._lock:
                     self._turn_spans.pop(turn["turn_id"], None)
@@ -203,10 +221,12 @@ class Telemetry(TurnObserver):
         attrs: dict[str, Any] = dict(retrieval_attributes(chunks, self.settings.trace_content))
         attrs[sc.OPENINFERENCE_SPAN_KIND] = "RETRIEVER"
         attrs[sc.RETRIEVAL_MS] = ms
-        turn_span = _turn_span.get()
-        if turn_span is not None and turn_span.attributes:
-            attrs[sc.TURN_ID] = turn_span.attributes.get(sc.TURN_ID)
+        turn_span, turn_id = _turn_span.get(), _turn_id.get()
+        if turn_id is not None:
+            attrs[sc.TURN_ID] = turn_id
         span = trace.get_current_span()
+        if not span.is_recording() and (turn_span is None or not turn_span.is_recording()):
+            return  # tracing off: nothing records spans
         if span.is_recording() and span is not turn_span:
             span.set_attributes(attrs)
             return
@@ -236,6 +256,7 @@ class Telemetry(TurnObserver):
     def on_turn_end(self, record: dict[str, Any]) -> None:
         """Outcome attributes on the turn span; latency, token, cost metrics."""
         model = str(record.get("model") or self.settings.llm_model)
+        # None when a token count is unknown (the endpoint returned no usage): no cost is made up.
         cost = estimate_cost(self.prices, model, record.get("input_tokens"), record.get("output_tokens"))
         span = self._turn_spans.get(str(record.get("turn_id")))
         if span is not None:
@@ -249,9 +270,10 @@ class Telemetry(TurnObserver):
                 span.set_status(Status(StatusCode.ERROR, str(record.get("error_type"))))
         self._record_turn_metrics(record, model, cost)
 
-    def _record_turn_metrics(self, record: dict[str, Any], model: str, cost: float) -> None:
+    def _record_turn_metrics(self, record: dict[str, Any], model: str, cost: float | None) -> None:
         m = self.metrics
-        m.defer((m.cost.add, cost, {sc.GEN_AI_REQUEST_MODEL: model}))
+        if cost is not None:
+            m.defer((m.cost.add, cost, {sc.GEN_AI_REQUEST_MODEL: model}))
         if record.get("total_ms") is not None:
             status = {sc.TURN_STATUS: str(record.get("status"))}
             m.defer((m.turn_duration.record, float(record["total_ms"]) / 1000, status))
@@ -261,15 +283,35 @@ class Telemetry(TurnObserver):
                 m.defer((m.tokens.record, int(record[key]), attrs))
 
     # --- feedback, scores, gauges ----------------------------------------------------------
-    def on_feedback(self, turn: dict[str, Any], value: int, comment: str | None) -> None:
-        """A feedback span in the turn's trace (linked to the turn span), a counter, LangSmith feedback."""
-        attrs: dict[str, Any] = {sc.FEEDBACK_VALUE: int(value), sc.TURN_ID: str(turn.get("turn_id"))}
+    def on_feedback(
+        self,
+        turn: dict[str, Any],
+        value: int | None,
+        comment: str | None,
+        previous_value: int | None = None,
+    ) -> None:
+        """A rater's feedback on ``turn`` was stored (a new rating, a changed one, or a comment).
+
+        A feedback span goes into the turn's trace (linked to the turn span). The counters count
+        raters, not clicks (see :data:`~monitoring.semconv.M_FEEDBACK`): the same rating again or a
+        comment added to it counts nothing; a changed rating moves one count from the old value to
+        the new. Delivery to vendors (LangSmith ...) goes through the chat log's outbox, not here.
+
+        Args:
+            turn: the turn's chat-log row (turn_id, trace_id, span_id).
+            value: the rater's rating now: +1, -1, or None/0 when the rating was withdrawn.
+            comment: the rater's comment, if any (traced only with content tracing on).
+            previous_value: the rater's rating before this call; None for a first rating.
+        """
+        attrs: dict[str, Any] = {sc.TURN_ID: str(turn.get("turn_id"))}
+        if value:
+            attrs[sc.FEEDBACK_VALUE] = int(value)
         if comment and self.settings.trace_content:
             attrs[sc.FEEDBACK_COMMENT] = comment
         self._linked_span(sc.SPAN_FEEDBACK, turn, attrs, "EVALUATOR")
-        self.metrics.feedback.add(1, {sc.FEEDBACK_VALUE_ATTR: feedback_label(value)})
-        if self.langsmith is not None:
-            self.langsmith.enqueue(str(turn.get("turn_id")), "user_score", 1.0 if value > 0 else 0.0, comment)
+        for counter, delta in feedback_moves(previous_value, value):
+            target = self.metrics.feedback if counter == "given" else self.metrics.feedback_retracted
+            target.add(1, {sc.FEEDBACK_VALUE_ATTR: delta})
 
     def record_score(
         self,
@@ -281,13 +323,15 @@ class Telemetry(TurnObserver):
         span_id: str | None = None,
         comment: str | None = None,
     ) -> None:
-        """Attach an evaluation score to a turn: a span in its trace, a histogram, LangSmith feedback."""
+        """Attach an evaluation score to a turn: a span in its trace and a histogram.
+
+        Delivery to vendors goes through the outbox (``eval.EvaluationStore.record``), not here.
+        """
         attrs = {sc.TURN_ID: turn_id, sc.SCORE_NAME: name, sc.SCORE_VALUE: float(value)}
         turn = {"turn_id": turn_id, "trace_id": trace_id, "span_id": span_id}
         self._linked_span(sc.SPAN_SCORE, turn, attrs)
         self.metrics.score.record(float(value), {sc.SCORE_NAME: name})
-        if self.langsmith is not None:
-            self.langsmith.enqueue(turn_id, name, float(value), comment)
+        del comment  # kept for callers; a comment is free text, never a metric label
 
     def set_gauge(self, name: str, value: float, attrs: dict[str, Any] | None = None) -> None:
         """Set a member of the job gauge family (drift share, eval pass rate, ...)."""
@@ -305,6 +349,18 @@ class Telemetry(TurnObserver):
         span = self.tracer.start_span(name, context=parent, links=links, attributes=attrs)
         span.add_event(sc.EVENT_FEEDBACK if name == sc.SPAN_FEEDBACK else name, attrs)
         span.end()
+
+    def observe_outbox(self, engine: Any) -> None:
+        """Expose ``ragloop_outbox_items{sink,status}`` from ``chatlog.outbox.counts(engine)``.
+
+        Called by the composition root with the chat log's engine; read at each scrape/export.
+        """
+        try:
+            from chatlog import outbox
+        except ImportError:  # the outbox package is not there yet: no gauge
+            log.info("chatlog.outbox is missing: no outbox gauge")
+            return
+        self.metrics.observe_outbox(lambda: outbox.counts(engine))
 
     # --- app & lifecycle ---------------------------------------------------------------------
     def instrument_app(self, app: Any) -> None:
@@ -346,9 +402,76 @@ def _build_langsmith(settings: Settings, client: Any | None, errors: ErrorCounte
     return LangSmithReporter(settings, client=client, errors=errors)
 
 
-def setup_telemetry(settings: Settings, **kwargs: Any) -> TurnObserver:
-    """The observer for ``settings``: a :class:`Telemetry`, or a no-op when RAGLOOP_TELEMETRY=false."""
+class NoTelemetry:
+    """The observer hooks doing nothing: what :func:`setup_telemetry` returns with telemetry off."""
+
+    @contextlib.contextmanager
+    def turn_scope(self, turn: dict[str, Any]) -> Iterator[None]:
+        """No span."""
+        yield
+
+    @contextlib.contextmanager
+    def chatlog_scope(self, operation: str) -> Iterator[None]:
+        """No span."""
+        yield
+
+    def langchain_config(self, turn: dict[str, Any]) -> dict[str, Any]:
+        """No callbacks."""
+        return {}
+
+    def trace_ids(self) -> tuple[str, str] | None:
+        """No trace."""
+        return None
+
+    def annotate_retrieval(self, retrieval: Any) -> None:
+        """Nothing."""
+
+    def on_retrieval(self, turn: dict[str, Any], retrieval: Any) -> None:
+        """Nothing."""
+
+    def on_first_token(self, turn: dict[str, Any], ttft_ms: float) -> None:
+        """Nothing."""
+
+    def on_turn_end(self, record: dict[str, Any]) -> None:
+        """Nothing."""
+
+    def on_feedback(
+        self, turn: dict[str, Any], value: int | None, comment: str | None, previous_value: int | None = None
+    ) -> None:
+        """Nothing."""
+
+    def record_score(self, turn_id: str, trace_id: str | None, name: str, value: float, **_: Any) -> None:
+        """Nothing."""
+
+    def set_gauge(self, name: str, value: float, attrs: dict[str, Any] | None = None) -> None:
+        """Nothing."""
+
+    def observe_outbox(self, engine: Any) -> None:
+        """Nothing."""
+
+    def instrument_app(self, app: Any) -> None:
+        """Nothing (no ``/metrics`` route)."""
+
+    def force_flush(self, timeout_s: float = 10.0) -> bool:
+        """Nothing to flush."""
+        return True
+
+    def shutdown(self) -> None:
+        """Nothing to stop."""
+
+
+def setup_telemetry(
+    settings: Settings, *, prompt_version: str = "unknown", **kwargs: Any
+) -> Telemetry | NoTelemetry:
+    """The observer: a :class:`Telemetry`, or :class:`NoTelemetry` when RAGLOOP_TELEMETRY=false.
+
+    Args:
+        settings: the application settings.
+        prompt_version: the chat layer's prompt version (the composition root passes
+            ``chatbot.PROMPT_VERSION``).
+        **kwargs: passed to :class:`Telemetry`.
+    """
     if not settings.telemetry:
         log.info("telemetry off (RAGLOOP_TELEMETRY=false)")
-        return TurnObserver()
-    return Telemetry(settings, **kwargs)
+        return NoTelemetry()
+    return Telemetry(settings, prompt_version=prompt_version, **kwargs)

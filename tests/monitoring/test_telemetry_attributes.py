@@ -13,6 +13,7 @@ from monitoring._attributes import (
     Price,
     estimate_cost,
     feedback_label,
+    feedback_moves,
     filter_attributes,
     is_content_key,
     parse_kv,
@@ -22,7 +23,7 @@ from monitoring._attributes import (
     retrieval_attributes,
     turn_end_attributes,
 )
-from monitoring._http import route_template
+from monitoring._http import normalize_method, route_template
 from monitoring._langsmith import MAX_BACKOFF_S, backoff_s, run_id_for
 from monitoring._stack import rotel_command
 from monitoring._tracing import RateLimitFilter, _vector_summary
@@ -125,9 +126,32 @@ def test_route_template_bounds_cardinality() -> None:
         path = "/api/conversations/{conversation_id}"
 
     assert route_template({"route": Route(), "path": "/api/conversations/abc"}) == Route.path
-    assert route_template({"path": "/gradio_api/queue/join"}) == "/gradio_api"
-    assert route_template({"path": "/"}) == "/"
+    # Unmatched paths share one value, whatever the path: no label value comes from the request.
+    for path in ("/gradio_api/queue/join", "/", "/nope-1f3a", "/nope-9c2b/x?y=1", "/%00"):
+        assert route_template({"path": path}) == sc.HTTP_ROUTE_UNMATCHED
     assert route_template({"path": "/metrics"}) == "/metrics"
+    # A declared mount is a template of its own; a lookalike prefix is not under it.
+    mounts = ("/static",)
+    assert route_template({"path": "/static/app.js"}, mounts) == "/static/{path}"
+    assert route_template({"path": "/staticx"}, mounts) == sc.HTTP_ROUTE_UNMATCHED
+    assert normalize_method("GET") == "GET" and normalize_method("FOO-BAR") == "_OTHER"
+
+
+def test_feedback_counts_raters_not_clicks() -> None:
+    assert feedback_moves(None, 1) == [("given", "up")]
+    assert feedback_moves(1, 1) == []  # the same rating again, or a comment added to it
+    assert feedback_moves(-1, -1) == []
+    assert feedback_moves(1, -1) == [("retracted", "up"), ("given", "down")]
+    assert feedback_moves(-1, None) == [("retracted", "down")]
+    assert feedback_moves(None, None) == []
+
+
+def test_unknown_tokens_make_an_unknown_cost() -> None:
+    prices = parse_prices("*=1:2")
+    assert estimate_cost(prices, "m", 1_000_000, 1_000_000) == 3.0
+    assert estimate_cost(prices, "m", None, 10) is None
+    assert estimate_cost(prices, "m", 10, None) is None
+    assert estimate_cost(parse_prices(""), "m", None, None) == 0.0
 
 
 def test_langsmith_run_ids_and_backoff() -> None:
