@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -51,6 +52,8 @@ class FeedbackRequest(BaseModel):
     turn_id: str = Field(..., min_length=1, max_length=_ID_MAX)
     value: Any
     comment: str | None = None
+    # One feedback row per (turn, rater): the same rater rating again updates it.
+    rater: str = Field("anonymous", min_length=1, max_length=200)
 
 
 def parse_feedback_value(value: Any) -> int:
@@ -146,8 +149,17 @@ def _add_chat_routes(app: FastAPI, service: ChatService) -> None:
     async def add_feedback(req: FeedbackRequest) -> dict[str, Any]:
         """Store thumbs up/down and an optional comment for a turn."""
         value = parse_feedback_value(req.value)
-        feedback_id = await asyncio.to_thread(service.add_feedback, req.turn_id, value, req.comment, "api")
-        return {"feedback_id": feedback_id, "turn_id": req.turn_id, "value": value}
+        result = await asyncio.to_thread(
+            functools.partial(service.add_feedback, req.turn_id, value, req.comment, "api", rater=req.rater)
+        )
+        return {
+            "feedback_id": result.feedback_id,
+            "turn_id": req.turn_id,
+            "rater": req.rater,
+            "value": value,
+            "created": result.created,
+            "previous_value": result.previous_value,
+        }
 
     @app.post("/api/conversations", status_code=201)
     async def new_conversation() -> dict[str, str]:

@@ -64,8 +64,14 @@ class TurnObserver:
     def on_turn_end(self, record: dict[str, Any]) -> None:
         """The turn finished (any status); ``record`` is the chat-log row as written."""
 
-    def on_feedback(self, turn: dict[str, Any], value: int, comment: str | None) -> None:
-        """Feedback was stored for ``turn`` (its chat-log row, with trace_id)."""
+    def on_feedback(
+        self, turn: dict[str, Any], value: int, comment: str | None, previous_value: int | None = None
+    ) -> None:
+        """A rater's feedback was stored for ``turn`` (its chat-log row, with trace_id).
+
+        ``previous_value`` is that rater's value before (None: a first rating), so counters count
+        raters, not clicks.
+        """
 
     def shutdown(self) -> None:
         """Flush and stop exporters."""

@@ -20,10 +20,10 @@ from typing import Any
 
 from langchain_core.runnables import Runnable
 
+import chatlog as cl
 from chatbot import _prompts as prompts
 from chatbot._chain import Retrieval
 from chatbot._observer import TurnObserver, dont_throw
-import chatlog as cl
 from ragloop.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -137,19 +137,33 @@ class ChatService:
         if not self.chatlog.delete_conversation(conversation_id):
             raise ChatError(404, "unknown_conversation", "That conversation does not exist (any more).")
 
-    def add_feedback(self, turn_id: str, value: int, comment: str | None = None, source: str = "api") -> int:
-        """Store thumbs up (+1) / down (-1) and a comment for a turn; returns the feedback id."""
+    def add_feedback(
+        self,
+        turn_id: str,
+        value: int,
+        comment: str | None = None,
+        source: str = "api",
+        *,
+        rater: str = "anonymous",
+    ) -> cl.FeedbackResult:
+        """Store ``rater``'s thumbs up (+1) / down (-1) and comment for a turn: one row per rater.
+
+        A second call by the same rater (a toggle, a comment after the thumbs) updates that row.
+
+        Returns:
+            The row id, whether it is new, and the rater's previous value.
+        """
         if comment is not None and len(comment) > self.settings.max_message_chars:
             raise ChatError(413, "comment_too_long", "The comment is too long.")
         try:
-            feedback_id = self.chatlog.add_feedback(turn_id, value, comment, source=source)
+            result = self.chatlog.add_feedback(turn_id, value, comment, rater=rater, source=source)
         except cl.UnknownTurnError:
             raise ChatError(404, "unknown_turn", f"No turn with id {turn_id!r}.") from None
         except ValueError as exc:
             raise ChatError(422, "bad_feedback", str(exc)) from None
         turn = self.chatlog.get_turn(turn_id) or {"turn_id": turn_id}
-        dont_throw(self.observer.on_feedback)(turn, value, comment)
-        return feedback_id
+        dont_throw(self.observer.on_feedback)(turn, value, comment, previous_value=result.previous_value)
+        return result
 
     def health(self) -> dict[str, Any]:
         """Liveness and a few facts about the index and the model."""

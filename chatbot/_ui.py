@@ -9,6 +9,7 @@ the :class:`~chatbot.ChatService`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import asdict
@@ -111,9 +112,13 @@ class _Session:
             yield messages, "", sources_md, conv_id, turns, messages
 
     async def like(
-        self, data: gr.LikeData, turns: dict[int, str], comment: str
+        self, data: gr.LikeData, turns: dict[int, str], comment: str, request: gr.Request | None = None
     ) -> tuple[str, dict[str, Any] | None, str]:
-        """Store a thumbs click for the turn of the clicked message; returns (status, last, comment)."""
+        """Store a thumbs click for the turn of the clicked message; returns (status, last, comment).
+
+        The rater is the browser session: clicking again, toggling or adding a comment updates
+        that session's one feedback row of the turn.
+        """
         index = data.index if isinstance(data.index, int) else data.index[0]
         turn_id = (turns or {}).get(index)
         value = _like_value(data.liked)
@@ -122,7 +127,11 @@ class _Session:
         if value is None:
             return "Thumbs cleared (earlier feedback stays recorded).", None, comment
         try:
-            await asyncio.to_thread(self.service.add_feedback, turn_id, value, comment or None, "ui")
+            await asyncio.to_thread(
+                functools.partial(
+                    self.service.add_feedback, turn_id, value, comment or None, "ui", rater=ui_rater(request)
+                )
+            )
         except ChatError as err:
             gr.Warning(err.message)
             return error_text(err), None, comment
@@ -130,18 +139,35 @@ class _Session:
         note = " with your comment" if comment else ""
         return f"Thanks: {thumb} recorded{note}.", {"turn_id": turn_id, "value": value}, ""
 
-    async def comment(self, text: str, last: dict[str, Any] | None) -> tuple[str, str]:
-        """Send a comment with the thumbs of the last rated answer; returns (status, comment box)."""
+    async def comment(
+        self, text: str, last: dict[str, Any] | None, request: gr.Request | None = None
+    ) -> tuple[str, str]:
+        """Attach a comment to this session's rating of the last rated answer; returns (status, box)."""
         if not text or not text.strip():
             return "Type a comment first.", text
         if not last:
             return "Click 👍 or 👎 on an answer first; the comment goes with it.", text
         try:
-            await asyncio.to_thread(self.service.add_feedback, last["turn_id"], last["value"], text, "ui")
+            await asyncio.to_thread(
+                functools.partial(
+                    self.service.add_feedback,
+                    last["turn_id"],
+                    last["value"],
+                    text,
+                    "ui",
+                    rater=ui_rater(request),
+                )
+            )
         except ChatError as err:
             gr.Warning(err.message)
             return error_text(err), text
         return "Thanks: comment recorded.", ""
+
+
+def ui_rater(request: gr.Request | None) -> str:
+    """The rater id of a UI session: ``ui:<Gradio session hash>`` (``ui:anonymous`` without one)."""
+    session = getattr(request, "session_hash", None) if request is not None else None
+    return f"ui:{session}" if session else "ui:anonymous"
 
 
 def _reset() -> tuple[Any, ...]:

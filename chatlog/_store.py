@@ -6,14 +6,16 @@ latency breakdown. A turn is inserted (status ``in_progress``) before the model 
 updated before the response completes, so a crash mid-answer still leaves the question behind.
 
 SQLite in WAL mode is the embedded default; any SQLAlchemy URL (PostgreSQL via psycopg2) works.
-Other modules add their own tables to :data:`metadata` and create them with ``checkfirst``.
+Other modules add their own tables to :data:`metadata`; the schema of all of them is created and
+changed only by the Alembic revisions in ``chatlog/migrations`` (see ``chatlog._migrate``).
 """
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -26,10 +28,10 @@ from sqlalchemy import (
     ForeignKey,
     Integer,
     LargeBinary,
-    MetaData,
     String,
     Table,
     Text,
+    UniqueConstraint,
     create_engine,
     event,
     func,
@@ -38,8 +40,11 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 
-metadata = MetaData()
+from chatlog._base import metadata, new_id, now, write_transaction
+from chatlog._migrate import ensure_schema
+from chatlog.outbox import enqueue
 
 #: Turn statuses. ``in_progress`` rows are turns whose answer has not completed (yet, or ever).
 STATUS_IN_PROGRESS = "in_progress"
@@ -47,6 +52,8 @@ STATUS_OK = "ok"
 STATUS_NO_CONTEXT = "no_context"
 STATUS_REJECTED = "rejected"
 STATUS_ERROR = "error"
+#: A turn that never finished: cancelled by its client or the server, or left by a crash.
+STATUS_CANCELLED = "cancelled"
 
 conversations = Table(
     "conversations",
@@ -98,6 +105,10 @@ feedback = Table(
     Column("comment", Text),
     Column("source", String(32)),  # "ui", "api"
     Column("exported", Boolean, default=False),
+    # Who rated: the API caller's rater id, the UI session; "legacy:<id>" for rows before 0003.
+    Column("rater", String(200), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("turn_id", "rater", name="uq_feedback_turn_rater"),
 )
 
 
@@ -109,14 +120,26 @@ class UnknownConversationError(LookupError):
     """A turn named a conversation that does not exist or was deleted."""
 
 
-def now() -> datetime:
-    """Timezone-aware UTC now (the log stores UTC everywhere)."""
-    return datetime.now(UTC)
+@dataclass(frozen=True)
+class FeedbackResult:
+    """What :meth:`ChatLog.add_feedback` did.
 
+    Attributes:
+        feedback_id: the rater's one feedback row of the turn.
+        created: True when the rater had not rated the turn before.
+        previous_value: the rater's value before this call (None when ``created``).
+        value: the value now stored.
+    """
 
-def new_id() -> str:
-    """A fresh random id for a turn or conversation."""
-    return uuid.uuid4().hex
+    feedback_id: int
+    created: bool
+    previous_value: int | None
+    value: int
+
+    @property
+    def changed(self) -> bool:
+        """True when the rater's value is new or different (a comment alone changes nothing)."""
+        return self.previous_value != self.value
 
 
 def encode_vector(vector: Sequence[float] | np.ndarray | None) -> bytes | None:
@@ -165,15 +188,58 @@ def make_engine(url: str) -> Engine:
 class ChatLog:
     """Reads and writes turns, conversations and feedback."""
 
-    def __init__(self, url: str) -> None:
-        """Connect to ``url`` and create the tables that do not exist yet."""
+    def __init__(self, url: str, *, auto_upgrade: bool = True) -> None:
+        """Connect to ``url`` and bring its schema to the newest revision.
+
+        Args:
+            url: SQLAlchemy URL (``sqlite:///path`` or ``postgresql+psycopg2://...``).
+            auto_upgrade: upgrade an older schema at once (RAGLOOP_DB_AUTO_UPGRADE); False refuses
+                to start on one instead.
+
+        Raises:
+            SchemaError: the schema is older and ``auto_upgrade`` is False, or newer than this code.
+        """
         self.url = url
         self.engine = make_engine(url)
-        metadata.create_all(self.engine, tables=[conversations, turns, feedback], checkfirst=True)
+        try:
+            ensure_schema(self.engine, auto_upgrade=auto_upgrade)
+        except BaseException:
+            self.engine.dispose()
+            raise
+        self._routes: dict[str, tuple[str, ...]] = {}
+        self._listeners: list[Callable[[], None]] = []
+        self._lock = threading.Lock()
 
     def close(self) -> None:
         """Release pooled connections."""
         self.engine.dispose()
+
+    # --- outbox routing ------------------------------------------------------------------------
+    def set_routes(self, routes: Mapping[str, Sequence[str]]) -> None:
+        """Which sinks take each item kind, e.g. ``{"feedback": ["langsmith", "argilla"]}``.
+
+        The composition root sets this from the active sinks' ``kinds``; producers read it with
+        :meth:`routes` to enqueue an outbox item per sink.
+        """
+        with self._lock:
+            self._routes = {kind: tuple(dict.fromkeys(names)) for kind, names in routes.items()}
+
+    def routes(self, kind: str) -> tuple[str, ...]:
+        """The sink names that take items of ``kind`` (empty: nothing to enqueue)."""
+        return self._routes.get(kind, ())
+
+    def on_enqueue(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` after a transaction of this log enqueued outbox items (wakes workers)."""
+        with self._lock:
+            self._listeners.append(listener)
+
+    def notify_enqueued(self) -> None:
+        """Tell the :meth:`on_enqueue` listeners that items are waiting (listener errors are dropped)."""
+        for listener in list(self._listeners):
+            try:
+                listener()
+            except Exception:  # noqa: BLE001 - a wake-up hook must never fail the producer
+                pass
 
     # --- conversations -------------------------------------------------------------------------
     def create_conversation(self, conversation_id: str | None = None) -> str:
@@ -270,31 +336,130 @@ class ChatLog:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(turns)).scalar_one())
 
+    def close_interrupted_turns(self) -> int:
+        """Mark turns left ``in_progress`` (by a crash) ``cancelled``, error type ``interrupted``.
+
+        Call at start-up, before serving: any turn still in progress then belongs to a process
+        that is gone. The partial answer, if one was saved, stays.
+
+        Returns:
+            How many turns were closed.
+        """
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                update(turns)
+                .where(turns.c.status == STATUS_IN_PROGRESS)
+                .values(
+                    status=STATUS_CANCELLED,
+                    error_type="interrupted",
+                    error="the process ended before the turn finished",
+                    completed_at=now(),
+                )
+            )
+        return int(res.rowcount or 0)
+
     # --- feedback ------------------------------------------------------------------------------
-    def add_feedback(self, turn_id: str, value: int, comment: str | None = None, source: str = "api") -> int:
-        """Attach thumbs up (+1) or down (-1) and an optional comment to a turn.
+    def add_feedback(
+        self,
+        turn_id: str,
+        value: int,
+        comment: str | None = None,
+        *,
+        rater: str = "anonymous",
+        source: str = "api",
+    ) -> FeedbackResult:
+        """Set ``rater``'s thumbs up (+1) or down (-1) on a turn: one row per (turn, rater).
+
+        A second call by the same rater updates that row in place (a toggle, or a comment sent
+        after the thumbs). In the same transaction a ``feedback`` outbox item keyed
+        ``"<turn_id>:<rater>"`` is enqueued for every sink routed for feedback, so a sink sees the
+        update of one rating, never a second rating.
+
+        Args:
+            turn_id: the rated turn.
+            value: +1 or -1.
+            comment: a comment to attach; None keeps the row's comment, "" clears it.
+            rater: who rated (API body field ``rater``, a UI session id); at most 200 characters.
+            source: where the rating came from ("api", "ui").
+
+        Returns:
+            The row id, whether it was created, and the rater's previous value.
 
         Raises:
             UnknownTurnError: no turn has this id.
-            ValueError: ``value`` is not +1 or -1.
+            ValueError: ``value`` is not +1 or -1, or ``rater`` is empty or too long.
         """
         if value not in (1, -1):
             raise ValueError("feedback value must be 1 (thumbs up) or -1 (thumbs down)")
-        with self.engine.begin() as conn:
-            exists = conn.execute(select(turns.c.turn_id).where(turns.c.turn_id == turn_id)).first()
-            if exists is None:
+        if not rater or len(rater) > 200:
+            raise ValueError("feedback rater must be 1 to 200 characters")
+        for attempt in range(2):
+            try:
+                result, enqueued = self._upsert_feedback(turn_id, value, comment, rater, source)
+                break
+            except IntegrityError:
+                if attempt:  # a concurrent first rating by the same rater won twice: give up
+                    raise
+        if enqueued:
+            self.notify_enqueued()
+        return result
+
+    def _upsert_feedback(
+        self, turn_id: str, value: int, comment: str | None, rater: str, source: str
+    ) -> tuple[FeedbackResult, bool]:
+        stamp = now()
+        with write_transaction(self.engine) as conn:
+            turn = conn.execute(
+                select(turns.c.trace_id, turns.c.span_id).where(turns.c.turn_id == turn_id)
+            ).first()
+            if turn is None:
                 raise UnknownTurnError(turn_id)
-            res = conn.execute(
-                insert(feedback).values(
-                    turn_id=turn_id, created_at=now(), value=value, comment=comment or None, source=source
-                )
+            query = select(feedback.c.feedback_id, feedback.c.value, feedback.c.comment).where(
+                feedback.c.turn_id == turn_id, feedback.c.rater == rater
             )
-        key = res.inserted_primary_key
-        assert key is not None  # an INSERT always reports its key
-        return int(key[0])
+            if conn.dialect.name != "sqlite":
+                query = query.with_for_update()
+            row = conn.execute(query).first()
+            if row is None:
+                res = conn.execute(
+                    insert(feedback).values(
+                        turn_id=turn_id,
+                        rater=rater,
+                        created_at=stamp,
+                        updated_at=stamp,
+                        value=value,
+                        comment=comment or None,
+                        source=source,
+                    )
+                )
+                key = res.inserted_primary_key
+                assert key is not None  # an INSERT always reports its key
+                result = FeedbackResult(int(key[0]), True, None, value)
+                stored_comment = comment or None
+            else:
+                stored_comment = row.comment if comment is None else (comment or None)
+                conn.execute(
+                    update(feedback)
+                    .where(feedback.c.feedback_id == row.feedback_id)
+                    .values(value=value, comment=stored_comment, source=source, updated_at=stamp)
+                )
+                result = FeedbackResult(int(row.feedback_id), False, int(row.value), value)
+            sinks = self.routes("feedback")
+            payload = {
+                "feedback_id": result.feedback_id,
+                "turn_id": turn_id,
+                "rater": rater,
+                "value": value,
+                "comment": stored_comment,
+                "source": source,
+                "trace_id": turn.trace_id,
+                "span_id": turn.span_id,
+            }
+            enqueued = enqueue(conn, kind="feedback", key=f"{turn_id}:{rater}", payload=payload, sinks=sinks)
+        return result, bool(enqueued)
 
     def feedback_for(self, turn_id: str) -> list[dict[str, Any]]:
-        """All feedback rows of a turn, oldest first."""
+        """All feedback rows of a turn (one per rater), oldest first."""
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(feedback).where(feedback.c.turn_id == turn_id).order_by(feedback.c.feedback_id)

@@ -52,10 +52,9 @@ class EvaluationStore:
     """Reads and writes evaluation rows of one chat log."""
 
     def __init__(self, chatlog: ChatLog) -> None:
-        """Create the ``evaluations`` table if it does not exist yet."""
+        """Use the ``evaluations`` table of ``chatlog`` (its migrations created it)."""
         self.chatlog = chatlog
         self.engine = chatlog.engine
-        metadata.create_all(self.engine, tables=[evaluations], checkfirst=True)
 
     def pending_turns(
         self, evaluator: str, limit: int = 50, requires: str | None = None

@@ -29,21 +29,11 @@ def stack() -> None:
             proc.stop()
 
 
-@app.command("outbox")
-def outbox(deliver: bool = typer.Option(False, help="Try to deliver due items now.")) -> None:
-    """Show LangSmith feedback still waiting in the chat log's outbox (and optionally deliver it)."""
-    from monitoring._langsmith import LangSmithReporter
-    from ragloop.settings import Settings
-
-    reporter = LangSmithReporter(Settings())
-    try:
-        if deliver:
-            typer.echo(f"delivered {reporter.deliver_due()}")
-        for row in reporter.pending():
-            status = f"attempts={row['attempts']} {row['last_error'] or ''}"
-            typer.echo(f"{row['turn_id']} {row['key']}={row['score']} {status}")
-    finally:
-        reporter.shutdown()
+@app.command("outbox", hidden=True)
+def outbox(deliver: bool = typer.Option(False, help="(moved)")) -> None:
+    """Moved to `ragloop outbox status` / `ragloop outbox retry` (every sink, not only LangSmith)."""
+    typer.echo("error: moved: run `ragloop outbox status` (and `ragloop outbox retry`)", err=True)
+    raise typer.Exit(1)
 
 
 # The drift commands live with the drift package (imports stay lazy inside each command).

@@ -13,6 +13,7 @@ import typer
 from chatbot import _cli as chatbot_cli
 from eval import _cli as eval_cli
 from monitoring import _cli as monitoring_cli
+from ragloop import _db_cli as db_cli
 from retrieval import _cli as retrieval_cli
 
 app = typer.Typer(
@@ -38,6 +39,8 @@ app.command("run")(chatbot_cli.run)
 app.add_typer(monitoring_cli.app, name="monitoring")
 app.add_typer(monitoring_cli.drift_app, name="drift")
 app.add_typer(eval_cli.app, name="eval")
+app.add_typer(db_cli.db_app, name="db")
+app.add_typer(db_cli.outbox_app, name="outbox")
 
 
 @app.command("config")

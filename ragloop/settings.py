@@ -163,6 +163,46 @@ class Settings(BaseSettings):
         ),
     )
 
+    # --- chat log & outbox -----------------------------------------------------------------------
+    db_auto_upgrade: bool = Field(
+        True,
+        validation_alias=_env("RAGLOOP_DB_AUTO_UPGRADE"),
+        description=(
+            "RAGLOOP_DB_AUTO_UPGRADE: migrate the chat log to the newest schema at start-up "
+            "(false: refuse to start on an older schema; run `ragloop db upgrade`)."
+        ),
+    )
+    outbox_max_attempts: int = Field(
+        8,
+        ge=1,
+        validation_alias=_env("RAGLOOP_OUTBOX_MAX_ATTEMPTS"),
+        description="RAGLOOP_OUTBOX_MAX_ATTEMPTS: failed sends before an outbox item is dead.",
+    )
+    outbox_lease_s: float = Field(
+        60.0,
+        gt=0,
+        validation_alias=_env("RAGLOOP_OUTBOX_LEASE_S"),
+        description="RAGLOOP_OUTBOX_LEASE_S: seconds a worker holds claimed items (> any send).",
+    )
+    outbox_poll_s: float = Field(
+        2.0,
+        gt=0,
+        validation_alias=_env("RAGLOOP_OUTBOX_POLL_S"),
+        description="RAGLOOP_OUTBOX_POLL_S: seconds between idle outbox passes (new items wake it at once).",
+    )
+    outbox_backoff_s: float = Field(
+        5.0,
+        gt=0,
+        validation_alias=_env("RAGLOOP_OUTBOX_BACKOFF_S"),
+        description="RAGLOOP_OUTBOX_BACKOFF_S: first retry delay of a failed send; doubles (with jitter).",
+    )
+    outbox_backoff_max_s: float = Field(
+        600.0,
+        gt=0,
+        validation_alias=_env("RAGLOOP_OUTBOX_BACKOFF_MAX_S"),
+        description="RAGLOOP_OUTBOX_BACKOFF_MAX_S: longest delay between two tries of one outbox item.",
+    )
+
     # --- monitoring (issue: tracing and metrics) ---------------------------------------------
     telemetry: bool = Field(
         True,

@@ -1,5 +1,7 @@
 """Drift runs and their clusters, stored next to the chat log (tables on ``chatlog.metadata``).
 
+The tables are created by the chat log's migrations (``ChatLog(url)`` or ``ragloop db upgrade``).
+
 The clusters are what labeling and corpus-gap work consume: each row names the turns it holds.
 """
 
@@ -49,14 +51,8 @@ drift_clusters = Table(
 )
 
 
-def create_tables(engine: Engine) -> None:
-    """Create the drift tables if they do not exist."""
-    metadata.create_all(engine, tables=[drift_runs, drift_clusters], checkfirst=True)
-
-
 def save_run(engine: Engine, run: Mapping[str, Any], clusters: Sequence[Mapping[str, Any]]) -> None:
     """Insert one drift run and its clusters in one transaction."""
-    create_tables(engine)
     with engine.begin() as conn:
         conn.execute(insert(drift_runs).values(**run))
         if clusters:
@@ -65,7 +61,6 @@ def save_run(engine: Engine, run: Mapping[str, Any], clusters: Sequence[Mapping[
 
 def latest_runs(engine: Engine, limit: int = 10) -> list[dict[str, Any]]:
     """The most recent drift runs, newest first."""
-    create_tables(engine)
     with engine.connect() as conn:
         rows = conn.execute(
             select(drift_runs).order_by(drift_runs.c.created_at.desc()).limit(limit)
@@ -75,7 +70,6 @@ def latest_runs(engine: Engine, limit: int = 10) -> list[dict[str, Any]]:
 
 def clusters_of(engine: Engine, run_id: str) -> list[dict[str, Any]]:
     """The clusters of one run, rank order."""
-    create_tables(engine)
     with engine.connect() as conn:
         rows = conn.execute(
             select(drift_clusters).where(drift_clusters.c.run_id == run_id).order_by(drift_clusters.c.rank)

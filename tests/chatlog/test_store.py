@@ -60,10 +60,11 @@ def test_turn_round_trip_keeps_every_field(log: cl.ChatLog) -> None:
 
 def test_feedback_needs_a_known_turn_and_a_valid_value(log: cl.ChatLog) -> None:
     tid = log.start_turn(conversation_id="c", user_message="q")
-    fid = log.add_feedback(tid, -1, "wrong answer", source="ui")
+    res = log.add_feedback(tid, -1, "wrong answer", source="ui")
+    assert (res.created, res.previous_value, res.value) == (True, None, -1)
     rows = log.feedback_for(tid)
-    assert [(r["feedback_id"], r["value"], r["comment"], r["source"]) for r in rows] == [
-        (fid, -1, "wrong answer", "ui")
+    assert [(r["feedback_id"], r["value"], r["comment"], r["source"], r["rater"]) for r in rows] == [
+        (res.feedback_id, -1, "wrong answer", "ui", "anonymous")
     ]
     with pytest.raises(cl.UnknownTurnError):
         log.add_feedback("nope", 1)
