@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: The GGUF served by default: Qwen2.5-Coder-0.5B-Instruct, Q4_K_M, assembled from PyPI parts.
@@ -440,6 +440,69 @@ class Settings(BaseSettings):
         Path("bench/results/eval_runs"),
         validation_alias=_env("RAGLOOP_EVAL_REPORTS_DIR"),
         description="RAGLOOP_EVAL_REPORTS_DIR: where `ragloop eval run` writes its reports.",
+    )
+
+    # --- Arize -----------------------------------------------------------------------------------
+    arize_api_key: SecretStr | None = Field(
+        None,
+        validation_alias=_env("ARIZE_API_KEY"),
+        description="ARIZE_API_KEY: with ARIZE_SPACE_ID, sends turns, embeddings, feedback and scores to Arize.",
+    )
+    arize_space_id: str | None = Field(
+        None,
+        validation_alias=_env("ARIZE_SPACE_ID"),
+        description="ARIZE_SPACE_ID: the Arize space the project lives in.",
+    )
+    arize_project_name: str = Field(
+        "ragloop",
+        validation_alias=_env("ARIZE_PROJECT_NAME"),
+        description="ARIZE_PROJECT_NAME: the Arize tracing project the turns go to (created on first upload).",
+    )
+    arize_region: str | None = Field(
+        None,
+        validation_alias=_env("ARIZE_REGION"),
+        description="ARIZE_REGION: an Arize region (e.g. 'eu-west-1a'); overrides the hosts below.",
+    )
+    arize_api_host: str | None = Field(
+        None,
+        validation_alias=_env("ARIZE_API_HOST"),
+        description="ARIZE_API_HOST: host of span uploads (HTTP); unset: the SDK's api.arize.com.",
+    )
+    arize_api_port: int | None = Field(
+        None,
+        validation_alias=_env("ARIZE_API_PORT"),
+        description="ARIZE_API_PORT: port of span uploads; unset: the scheme's port.",
+    )
+    arize_api_scheme: str | None = Field(
+        None,
+        validation_alias=_env("ARIZE_API_SCHEME"),
+        description="ARIZE_API_SCHEME: 'https' (the SDK's default) or 'http'.",
+    )
+    arize_flight_host: str | None = Field(
+        None,
+        validation_alias=_env("ARIZE_FLIGHT_HOST"),
+        description="ARIZE_FLIGHT_HOST: Arrow Flight host of evaluations and annotations; unset: flight.arize.com.",
+    )
+    arize_flight_port: int | None = Field(
+        None,
+        validation_alias=_env("ARIZE_FLIGHT_PORT"),
+        description="ARIZE_FLIGHT_PORT: Arrow Flight port; unset: 443.",
+    )
+    arize_flight_scheme: str | None = Field(
+        None,
+        validation_alias=_env("ARIZE_FLIGHT_SCHEME"),
+        description="ARIZE_FLIGHT_SCHEME: 'grpc+tls' (the SDK's default) or 'grpc' (plain text).",
+    )
+    arize_timeout_s: float = Field(
+        30.0,
+        validation_alias=_env("RAGLOOP_ARIZE_TIMEOUT"),
+        description="RAGLOOP_ARIZE_TIMEOUT: seconds before one span upload to Arize is abandoned.",
+    )
+    arize_batch_size: int = Field(
+        500,
+        ge=1,
+        validation_alias=_env("RAGLOOP_ARIZE_BATCH_SIZE"),
+        description="RAGLOOP_ARIZE_BATCH_SIZE: items per Arize upload in `ragloop arize backfill`.",
     )
 
     # ---------------------------------------------------------------------------------------------

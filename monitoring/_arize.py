@@ -1,0 +1,643 @@
+"""Arize: turns (with query and answer embeddings), feedback and evaluations, as an outbox sink.
+
+The only module that imports the ``arize`` SDK (8.x), lazily; without it
+:class:`ArizeNotInstalledError` names ``pip install 'ragloop[arize]'``.
+
+What goes where (read in the SDK: ``arize/spans/client.py``):
+
+* ``turn`` items -> ``client.spans.log``: one OpenInference span per turn, an Arrow IPC stream
+  POSTed over HTTP to ``{api_scheme}://{api_host}:{api_port}/v1/pandas_arrow``. ``client.ml.log``
+  refuses ``GENERATIVE_LLM``, so spans are the only way for LLM data.
+* ``evaluation`` items -> ``client.spans.update_evaluations`` (``eval.<evaluator>.score/label``)
+  and ``feedback`` items -> ``client.spans.update_annotations`` (``annotation.user_feedback.*``),
+  both an Arrow Flight ``DoPut`` to ``{flight_scheme}://{flight_host}:{flight_port}``, keyed by the
+  same ``context.span_id`` as the turn's span.
+
+Every batch is first checked with the SDK's own validators (``arize.spans.validation``), the same
+steps ``spans.log`` runs; a row that fails is reported failed with the validator's message and the
+rest of the batch is still sent. Span ids are the ones the turn was traced with (so Arize lines up
+with Phoenix/SigNoz); a turn logged without tracing gets ids derived from its turn id, so sending a
+turn again always sends the same ids.
+
+The pure mapping functions (:func:`span_row`, :func:`evaluation_rows`, :func:`annotation_rows`,
+:func:`span_ids`) hold no I/O; :class:`ArizeSink` is the thin shell.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from monitoring import semconv
+from monitoring._attributes import redact
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from chatlog import ChatLog
+    from ragloop.settings import Settings
+
+log = logging.getLogger(__name__)
+
+NAME = "arize"
+"""The sink's name in the outbox (``sink`` column) and in ``RAGLOOP_*`` routes."""
+KINDS = frozenset({"turn", "feedback", "evaluation"})
+"""Outbox item kinds this sink takes."""
+INSTALL = "pip install 'ragloop[arize]'"
+
+# --- Arize / OpenInference column names (the SDK's ``arize.spans.columns``) -----------------------
+SPAN_ID = "context.span_id"
+TRACE_ID = "context.trace_id"
+SPAN_NAME = "name"
+START_TIME = "start_time"
+END_TIME = "end_time"
+STATUS_CODE = "status_code"
+STATUS_MESSAGE = "status_message"
+ATTR = "attributes."
+SPAN_KIND = ATTR + semconv.OPENINFERENCE_SPAN_KIND
+INPUT = ATTR + semconv.INPUT_VALUE
+OUTPUT = ATTR + semconv.OUTPUT_VALUE
+SESSION = ATTR + semconv.SESSION_ID
+EMBEDDINGS = ATTR + "embedding.embeddings"
+EMBEDDING_MODEL = ATTR + "embedding.model_name"
+EMBEDDING_VECTOR = "embedding.vector"
+EMBEDDING_TEXT = "embedding.text"
+LLM_MODEL = ATTR + "llm.model_name"
+TOKENS_PROMPT = ATTR + "llm.token_count.prompt"
+TOKENS_COMPLETION = ATTR + "llm.token_count.completion"
+METADATA = ATTR + "metadata"
+FEEDBACK_ANNOTATION = "user_feedback"
+"""Annotation name of thumbs: ``annotation.user_feedback.{label,score,text,updated_by,updated_at}``."""
+
+_OK_STATUSES = {"ok", "no_context", "rejected"}
+_EVAL_NAME_BAD = re.compile(r"[^a-zA-Z0-9_]")
+
+
+class ArizeNotInstalledError(ImportError):
+    """The ``arize`` extra is missing."""
+
+
+def _sdk() -> Any:
+    try:
+        import arize
+    except ImportError as exc:
+        raise ArizeNotInstalledError(f"Arize export needs the arize SDK: {INSTALL}") from exc
+    return arize
+
+
+class ItemLike(Protocol):
+    """What the sink reads of an outbox item (``chatlog.outbox.OutboxItem``)."""
+
+    @property
+    def kind(self) -> str: ...  # noqa: D102
+
+    @property
+    def key(self) -> str: ...  # noqa: D102
+
+    @property
+    def payload(self) -> Mapping[str, Any]: ...  # noqa: D102
+
+
+# --- pure mapping -----------------------------------------------------------------------------------
+def span_ids(turn_id: str, trace_id: str | None = None, span_id: str | None = None) -> tuple[str, str]:
+    """The ``(trace_id, span_id)`` a turn is sent under: the traced ids, else ones derived from its id.
+
+    Derived ids are the first 32 and the next 16 hex digits of ``sha256("ragloop:" + turn_id)``, so
+    a turn logged with tracing off maps to the same span on every send.
+    """
+    if trace_id and span_id:
+        return trace_id, span_id
+    digest = hashlib.sha256(f"ragloop:{turn_id}".encode()).hexdigest()
+    return trace_id or digest[:32], span_id or digest[32:48]
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    # SQLite hands back naive datetimes; the chat log stores UTC everywhere.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _vector(value: Any) -> list[float] | None:
+    if value is None:
+        return None
+    arr = np.asarray(value, dtype=np.float32).reshape(-1)
+    return [float(x) for x in arr] if arr.size else None
+
+
+@dataclass(frozen=True)
+class TextPolicy:
+    """How text leaves the process: ``content`` False drops it, ``redact`` masks e-mails, keys, phones."""
+
+    content: bool = True
+    redact: bool = True
+
+    def __call__(self, text: str | None) -> str | None:
+        """Apply the policy to one text."""
+        if text is None or not self.content:
+            return None
+        return redact(text) if self.redact else text
+
+
+def span_row(
+    turn: Mapping[str, Any], answer_vector: Any = None, text: TextPolicy = TextPolicy()
+) -> dict[str, Any]:
+    """One chat-log turn as one Arize span row (OpenInference columns).
+
+    Args:
+        turn: a ``turns`` row (vectors decoded, as ``ChatLog.get_turn`` returns it).
+        answer_vector: the answer's embedding when the row has none (shape ``(dim,)``).
+        text: the content/redaction policy for input, output and embedding texts.
+
+    Returns:
+        Column name -> value; ``attributes.embedding.embeddings`` holds the query's and (when there is
+        an answer) the answer's ``{"embedding.vector": [...], "embedding.text": ...}``.
+    """
+    trace_id, span_id = span_ids(turn["turn_id"], turn.get("trace_id"), turn.get("span_id"))
+    start = _utc(turn["created_at"])
+    status = str(turn.get("status") or "")
+    question = turn.get("standalone_question") or turn["user_message"]
+    answer = turn.get("answer") or None
+    stored_answer = turn.get("answer_embedding")
+    pairs = [(turn.get("query_embedding"), question)]
+    if answer is not None:
+        pairs.append((stored_answer if stored_answer is not None else answer_vector, answer))
+    embeddings = [
+        {EMBEDDING_VECTOR: values, EMBEDDING_TEXT: text(said) or ""}
+        for vector, said in pairs
+        if (values := _vector(vector)) is not None
+    ]
+    row: dict[str, Any] = {
+        SPAN_ID: span_id,
+        TRACE_ID: trace_id,
+        SPAN_NAME: semconv.SPAN_TURN,
+        START_TIME: start,
+        END_TIME: _utc(turn.get("completed_at")) or start,
+        STATUS_CODE: "OK" if status in _OK_STATUSES else "ERROR",
+        STATUS_MESSAGE: turn.get("error") or "",
+        SPAN_KIND: "CHAIN",
+        INPUT: text(turn["user_message"]),
+        OUTPUT: text(answer),
+        SESSION: turn.get("conversation_id"),
+        EMBEDDINGS: embeddings,
+        EMBEDDING_MODEL: turn.get("embedding_model"),
+        LLM_MODEL: turn.get("model"),
+        TOKENS_PROMPT: turn.get("input_tokens"),
+        TOKENS_COMPLETION: turn.get("output_tokens"),
+        METADATA: {
+            k: turn.get(k)
+            for k in (
+                "turn_id",
+                "status",
+                "prompt_version",
+                "index_version",
+                "retrieval_ms",
+                "ttft_ms",
+                "total_ms",
+            )
+            if turn.get(k) is not None
+        },
+    }
+    return row
+
+
+def eval_name(evaluator: str) -> str:
+    """An evaluator name as an Arize eval name (letters, digits and ``_``; others become ``_``)."""
+    return _EVAL_NAME_BAD.sub("_", evaluator) or "evaluator"
+
+
+def evaluation_rows(
+    payloads: Sequence[Mapping[str, Any]], threshold: float | None = None
+) -> list[dict[str, Any]]:
+    """Evaluation payloads as Arize eval rows: one row per span, ``eval.<name>.score`` (and label).
+
+    Args:
+        payloads: outbox ``evaluation`` payloads (turn_id, evaluator, score, trace_id, span_id).
+        threshold: faithfulness threshold; evaluators named ``faithfulness*`` also get a label,
+            ``faithful`` at or above it, ``unfaithful`` below.
+
+    Returns:
+        Rows keyed by ``context.span_id`` in first-seen order; a later payload for the same span and
+        evaluator replaces the earlier one.
+    """
+    rows: dict[str, dict[str, Any]] = {}
+    for p in payloads:
+        _, span_id = span_ids(p["turn_id"], p.get("trace_id"), p.get("span_id"))
+        name = eval_name(str(p["evaluator"]))
+        row = rows.setdefault(span_id, {SPAN_ID: span_id})
+        score = p.get("score")
+        row[f"eval.{name}.score"] = float(score) if score is not None else None
+        if threshold is not None and name.startswith("faithfulness") and score is not None:
+            row[f"eval.{name}.label"] = "faithful" if float(score) >= threshold else "unfaithful"
+    return list(rows.values())
+
+
+def feedback_label(value: int) -> str:
+    """``thumbs_up`` for +1, ``thumbs_down`` for -1.
+
+    Raises:
+        ValueError: any other value.
+    """
+    if value not in (1, -1):
+        raise ValueError(f"feedback value must be 1 or -1, got {value!r}")
+    return "thumbs_up" if value == 1 else "thumbs_down"
+
+
+def annotation_rows(
+    payloads: Sequence[Mapping[str, Any]], updated_at_ms: int, text: TextPolicy = TextPolicy()
+) -> list[dict[str, Any]]:
+    """Feedback payloads as Arize annotation rows (``annotation.user_feedback.*``), one per span.
+
+    Arize keeps one value per (span, annotation name), so when two raters rated one turn the later
+    payload is the one sent; the chat log keeps both.
+
+    Args:
+        payloads: outbox ``feedback`` payloads (turn_id, rater, value, comment, trace_id, span_id).
+        updated_at_ms: ``updated_at`` of the annotations, milliseconds since the epoch (UTC).
+        text: the content/redaction policy for comments.
+
+    Raises:
+        ValueError: a payload's value is not +1 or -1.
+    """
+    prefix = f"annotation.{FEEDBACK_ANNOTATION}"
+    rows: dict[str, dict[str, Any]] = {}
+    for p in payloads:
+        _, span_id = span_ids(p["turn_id"], p.get("trace_id"), p.get("span_id"))
+        value = int(p["value"])
+        rows[span_id] = {
+            SPAN_ID: span_id,
+            f"{prefix}.label": feedback_label(value),
+            f"{prefix}.score": float(value),
+            f"{prefix}.text": text(p.get("comment") or None),
+            f"{prefix}.updated_by": str(p.get("rater") or "user")[:100],
+            f"{prefix}.updated_at": int(updated_at_ms),
+        }
+    return list(rows.values())
+
+
+# --- validation with the SDK's own validators ----------------------------------------------------------
+def _frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.DataFrame(list(rows))
+
+
+def _messages(errors: Sequence[Any]) -> list[str]:
+    return [e.error_message() if hasattr(e, "error_message") else str(e) for e in errors]
+
+
+def validate_spans(frame: pd.DataFrame, project: str) -> list[str]:
+    """Run the checks ``client.spans.log(validate=True)`` runs, in its order; the error messages."""
+    from arize.constants.spans import DEFAULT_DATETIME_FMT
+    from arize.spans.columns import SPAN_OPENINFERENCE_COLUMNS
+    from arize.spans.conversion import convert_timestamps
+    from arize.spans.validation.spans import spans_validation as v
+    from arize.utils.dataframe import remove_extraneous_columns
+
+    df = frame.reset_index(drop=True).copy()
+    errors = v.validate_argument_types(spans_dataframe=df, project_name=project, dt_fmt=DEFAULT_DATETIME_FMT)
+    errors = errors or v.validate_dataframe_form(spans_dataframe=df)
+    if errors:
+        return _messages(errors)
+    df = remove_extraneous_columns(
+        df=df, column_list=[c.name for c in SPAN_OPENINFERENCE_COLUMNS], regex=r"^attributes\."
+    )
+    try:
+        df = convert_timestamps(df=df, fmt=DEFAULT_DATETIME_FMT)
+    except (KeyError, TypeError, ValueError) as exc:
+        return [f"timestamps: {exc}"]
+    return _messages(v.validate_values(spans_dataframe=df, project_name=project))
+
+
+def validate_evaluations(frame: pd.DataFrame, project: str) -> list[str]:
+    """The checks of ``client.spans.update_evaluations(validate=True)``; the error messages."""
+    from arize.spans.columns import EVAL_COLUMN_PATTERN, SPAN_SPAN_ID_COL
+    from arize.spans.validation.evals import evals_validation as v
+    from arize.utils.dataframe import remove_extraneous_columns
+
+    df = frame.reset_index(drop=True).copy()
+    errors = v.validate_argument_types(evals_dataframe=df, project_name=project)
+    errors = errors or v.validate_dataframe_form(evals_dataframe=df)
+    if errors:
+        return _messages(errors)
+    df = remove_extraneous_columns(df=df, column_list=[SPAN_SPAN_ID_COL.name], regex=EVAL_COLUMN_PATTERN)
+    return _messages(v.validate_values(evals_dataframe=df, project_name=project))
+
+
+def validate_annotations(frame: pd.DataFrame, project: str) -> list[str]:
+    """The checks of ``client.spans.update_annotations(validate=True)``; the error messages."""
+    from arize.spans.columns import ANNOTATION_COLUMN_PATTERN, SPAN_SPAN_ID_COL
+    from arize.spans.validation.annotations import annotations_validation as v
+    from arize.utils.dataframe import remove_extraneous_columns
+
+    df = frame.reset_index(drop=True).copy()
+    errors = v.validate_argument_types(annotations_dataframe=df, project_name=project)
+    errors = errors or v.validate_dataframe_form(annotations_dataframe=df)
+    if errors:
+        return _messages(errors)
+    df = remove_extraneous_columns(
+        df=df, column_list=[SPAN_SPAN_ID_COL.name], regex=ANNOTATION_COLUMN_PATTERN
+    )
+    return _messages(v.validate_values(annotations_dataframe=df, project_name=project))
+
+
+Validator = Callable[["pd.DataFrame", str], list[str]]
+
+
+def split_valid(
+    rows: Sequence[Mapping[str, Any]], validate: Validator, project: str
+) -> tuple[list[int], dict[int, str]]:
+    """Validate a batch; when it fails, each row alone, so one bad row does not hold back the rest.
+
+    Returns:
+        (indices of the rows to send, index -> reason for the rows the validators reject).
+    """
+    if not rows:
+        return [], {}
+    errors = validate(_frame(rows), project)
+    if not errors:
+        return list(range(len(rows))), {}
+    good: list[int] = []
+    bad: dict[int, str] = {}
+    for i, row in enumerate(rows):
+        row_errors = validate(_frame([row]), project)
+        if row_errors:
+            bad[i] = "; ".join(row_errors)
+        else:
+            good.append(i)
+    if not bad:  # the batch as a whole fails (e.g. mixed column types): nothing is sent
+        return [], dict.fromkeys(range(len(rows)), "; ".join(errors))
+    return good, bad
+
+
+# --- the sink ---------------------------------------------------------------------------------------------
+Embed = Callable[[list[str]], Any]
+"""Texts -> an array of shape ``(len(texts), dim)`` (the project's embedder)."""
+
+
+class ArizeSink:
+    """Delivers ``turn``, ``feedback`` and ``evaluation`` outbox items to Arize.
+
+    ``send`` never raises: each item gets True (delivered, or nothing to deliver) or False (retry
+    later; the reason is logged and kept in :attr:`errors` by item key). Sending an item again sends
+    the same span id with the same values: Arize upserts spans, evaluations and annotations by
+    span id, so a retry after a crash does not duplicate.
+    """
+
+    name = NAME
+    kinds = KINDS
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        space_id: str,
+        project: str,
+        chatlog: ChatLog,
+        embed: Embed | None = None,
+        text: TextPolicy = TextPolicy(),
+        faithfulness_threshold: float | None = None,
+        timeout_s: float = 30.0,
+    ) -> None:
+        """Wrap an ``arize.ArizeClient``.
+
+        Args:
+            client: the SDK client (``ArizeClient(api_key=..., ...)``).
+            space_id: the Arize space.
+            project: the Arize tracing project the spans go to.
+            chatlog: where ``turn`` items' rows are read from (by turn id).
+            embed: embeds answers whose turn row has no answer embedding; None sends those spans
+                with the query embedding only.
+            text: content/redaction policy for texts (``TRACELOOP_TRACE_CONTENT``, ``RAGLOOP_REDACT``).
+            faithfulness_threshold: labels faithfulness scores ``faithful``/``unfaithful``.
+            timeout_s: HTTP timeout of one span upload.
+        """
+        self.client = client
+        self.space_id = space_id
+        self.project = project
+        self.chatlog = chatlog
+        self.embed = embed
+        self.text = text
+        self.threshold = faithfulness_threshold
+        self.timeout_s = timeout_s
+        self.errors: dict[str, str] = {}
+
+    # --- Sink --------------------------------------------------------------------------------------------
+    def send(self, items: Sequence[ItemLike]) -> list[bool]:
+        """Deliver a batch: turns first (so their spans exist), then evaluations, then feedback."""
+        results = [False] * len(items)
+        for kind, method in (
+            ("turn", self._send_turns),
+            ("evaluation", self._send_evaluations),
+            ("feedback", self._send_feedback),
+        ):
+            indices = [i for i, item in enumerate(items) if item.kind == kind]
+            if not indices:
+                continue
+            try:
+                for i, ok in zip(indices, method([items[i] for i in indices]), strict=True):
+                    results[i] = ok
+            except Exception as exc:  # a vendor failure never escapes a sink
+                log.warning("arize: %d %s item(s) not delivered: %s", len(indices), kind, exc)
+                for i in indices:
+                    self.errors[items[i].key] = f"{type(exc).__name__}: {exc}"
+        for i, item in enumerate(items):
+            if item.kind not in KINDS:
+                self._fail(item, f"the arize sink does not take {item.kind!r} items")
+            elif results[i]:
+                self.errors.pop(item.key, None)
+        return results
+
+    def shutdown(self, timeout_s: float = 5.0) -> None:
+        """Nothing is buffered here (the outbox holds undelivered items); drop the client."""
+        self.client = None
+
+    # --- per kind ------------------------------------------------------------------------------------------
+    def _fail(self, item: ItemLike, reason: str) -> bool:
+        self.errors[item.key] = reason
+        log.warning("arize: %s %s not delivered: %s", item.kind, item.key, reason)
+        return False
+
+    def _send_turns(self, items: Sequence[ItemLike]) -> list[bool]:
+        turn_ids = [str(item.payload.get("turn_id") or item.key) for item in items]
+        found = self._read_turns(turn_ids)
+        results = [False] * len(items)
+        ready: list[tuple[int, Mapping[str, Any]]] = []
+        for i, (item, turn_id) in enumerate(zip(items, turn_ids, strict=True)):
+            turn = found.get(turn_id)
+            if turn is None:
+                self._fail(item, f"turn {turn_id} is not in the chat log")
+            elif turn["status"] == "in_progress":
+                self._fail(item, f"turn {turn_id} has not finished yet")
+            else:
+                ready.append((i, turn))
+        answers = self._answer_vectors([t for _, t in ready])
+        rows = [span_row(t, answers.get(t["turn_id"]), self.text) for _, t in ready]
+        good, bad = split_valid(rows, validate_spans, self.project)
+        for j, reason in bad.items():
+            self._fail(items[ready[j][0]], f"rejected by the Arize validators: {reason}")
+        if good:
+            self.client.spans.log(
+                space_id=self.space_id,
+                project_name=self.project,
+                dataframe=_frame([rows[j] for j in good]),
+                validate=True,
+                timeout=self.timeout_s,
+            )
+            for j in good:
+                results[ready[j][0]] = True
+        return results
+
+    def _read_turns(self, turn_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        from sqlalchemy import select
+
+        from chatlog import decode_vector, turns
+
+        out: dict[str, dict[str, Any]] = {}
+        unique = list(dict.fromkeys(turn_ids))
+        with self.chatlog.engine.connect() as conn:
+            for start in range(0, len(unique), 500):
+                query = select(turns).where(turns.c.turn_id.in_(unique[start : start + 500]))
+                for row in conn.execute(query).mappings():
+                    turn = dict(row)
+                    turn["query_embedding"] = decode_vector(turn.get("query_embedding"))
+                    turn["answer_embedding"] = decode_vector(turn.get("answer_embedding"))
+                    out[turn["turn_id"]] = turn
+        return out
+
+    def _answer_vectors(self, turns_: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        need = [t for t in turns_ if t.get("answer") and t.get("answer_embedding") is None]
+        if not need or self.embed is None:
+            return {}
+        vectors = self.embed([str(t["answer"]) for t in need])
+        return {t["turn_id"]: vectors[k] for k, t in enumerate(need)}
+
+    def _send_evaluations(self, items: Sequence[ItemLike]) -> list[bool]:
+        results = [False] * len(items)
+        scored: list[int] = []
+        for i, item in enumerate(items):
+            if item.payload.get("score") is None:
+                results[i] = True  # the evaluator failed: there is no score to send
+            else:
+                scored.append(i)
+        rows = evaluation_rows([items[i].payload for i in scored], self.threshold)
+        return self._update(items, results, scored, rows, validate_evaluations, "update_evaluations")
+
+    def _send_feedback(self, items: Sequence[ItemLike]) -> list[bool]:
+        results = [False] * len(items)
+        valid: list[int] = []
+        for i, item in enumerate(items):
+            try:
+                feedback_label(int(item.payload["value"]))
+            except (KeyError, TypeError, ValueError) as exc:
+                self._fail(item, f"bad feedback payload: {exc}")
+            else:
+                valid.append(i)
+        now_ms = int(datetime.now(UTC).timestamp() * 1000)
+        rows = annotation_rows([items[i].payload for i in valid], now_ms, self.text)
+        return self._update(items, results, valid, rows, validate_annotations, "update_annotations")
+
+    def _update(
+        self,
+        items: Sequence[ItemLike],
+        results: list[bool],
+        indices: Sequence[int],
+        rows: Sequence[Mapping[str, Any]],
+        validate: Validator,
+        method: str,
+    ) -> list[bool]:
+        """Send evaluation or annotation rows (one per span) and map the answer back to the items."""
+        by_span: dict[str, list[int]] = {}
+        for i in indices:
+            p = items[i].payload
+            by_span.setdefault(span_ids(p["turn_id"], p.get("trace_id"), p.get("span_id"))[1], []).append(i)
+        good, bad = split_valid(rows, validate, self.project)
+        for j, reason in bad.items():
+            for i in by_span[rows[j][SPAN_ID]]:
+                self._fail(items[i], f"rejected by the Arize validators: {reason}")
+        if not good:
+            return results
+        response = getattr(self.client.spans, method)(
+            space_id=self.space_id,
+            project_name=self.project,
+            dataframe=_frame([rows[j] for j in good]),
+            validate=True,
+        )
+        unmatched = set((response or {}).get("unmatched_ids") or [])
+        for j in good:
+            span_id = rows[j][SPAN_ID]
+            for i in by_span[span_id]:
+                if span_id in unmatched:
+                    self._fail(items[i], f"Arize has no span {span_id} yet (its turn is not delivered)")
+                else:
+                    results[i] = True
+        return results
+
+
+def make_client(settings: Settings) -> Any:
+    """An ``arize.ArizeClient`` from the settings (host/port/scheme overrides only when set).
+
+    Raises:
+        ArizeNotInstalledError: the ``arize`` extra is missing.
+        ValueError: ``ARIZE_API_KEY`` is not set.
+    """
+    arize = _sdk()
+    api_key = _secret(settings)
+    if not api_key:
+        raise ValueError("ARIZE_API_KEY is not set")
+    overrides = {
+        "api_host": settings.arize_api_host,
+        "api_port": settings.arize_api_port,
+        "api_scheme": settings.arize_api_scheme,
+        "flight_host": settings.arize_flight_host,
+        "flight_port": settings.arize_flight_port,
+        "flight_scheme": settings.arize_flight_scheme,
+    }
+    kwargs: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
+    if settings.arize_region:
+        from arize.regions import Region
+
+        kwargs["region"] = Region(settings.arize_region)
+    return arize.ArizeClient(api_key=api_key, enable_caching=False, **kwargs)
+
+
+def _secret(settings: Settings) -> str:
+    key = settings.arize_api_key
+    return key.get_secret_value().strip() if key is not None else ""
+
+
+def _default_embed(settings: Settings) -> Embed:
+    def embed(texts: list[str]) -> Any:
+        # The project's embedder, loaded on first need (only answers without a stored vector).
+        from retrieval import get_embedder
+
+        return get_embedder(settings).embed_documents(texts)
+
+    return embed
+
+
+def from_settings(settings: Settings, chatlog: ChatLog, embed: Embed | None = None) -> ArizeSink | None:
+    """The Arize sink, or None unless ``ARIZE_API_KEY`` and ``ARIZE_SPACE_ID`` are both set.
+
+    Raises:
+        ArizeNotInstalledError: Arize is configured but the ``arize`` extra is missing.
+    """
+    if not _secret(settings) or not settings.arize_space_id:
+        return None
+    return ArizeSink(
+        make_client(settings),
+        space_id=settings.arize_space_id,
+        project=settings.arize_project_name,
+        chatlog=chatlog,
+        embed=embed or _default_embed(settings),
+        text=TextPolicy(content=settings.trace_content, redact=settings.redact),
+        faithfulness_threshold=settings.faithfulness_threshold,
+        timeout_s=settings.arize_timeout_s,
+    )
