@@ -505,6 +505,71 @@ class Settings(BaseSettings):
         description="RAGLOOP_ARIZE_BATCH_SIZE: items per Arize upload in `ragloop arize backfill`.",
     )
 
+    # --- labeling backends -----------------------------------------------------------------------
+    labeling_ui: str = Field(
+        "argilla",
+        validation_alias=_env("RAGLOOP_LABELING_UI"),
+        description=(
+            "RAGLOOP_LABELING_UI: the labeling UI `ragloop run` starts locally: 'argilla' (argilla-server "
+            "with noida-db standing in for Elasticsearch and Redis), 'labelstudio', or 'none'."
+        ),
+    )
+    argilla_api_url: str | None = Field(
+        None,
+        validation_alias=_env("ARGILLA_API_URL"),
+        description="ARGILLA_API_URL: an Argilla server; set (or started by `ragloop run`) makes it a sink.",
+    )
+    argilla_api_key: SecretStr | None = Field(
+        None,
+        validation_alias=_env("ARGILLA_API_KEY"),
+        description="ARGILLA_API_KEY: an owner's or admin's API key (the local server's owner key by default).",
+    )
+    argilla_workspace: str = Field(
+        "ragloop",
+        validation_alias=_env("ARGILLA_WORKSPACE"),
+        description="ARGILLA_WORKSPACE: the workspace holding the preference dataset (created if missing).",
+    )
+    argilla_dataset: str = Field(
+        "ragloop-preferences",
+        validation_alias=_env("RAGLOOP_ARGILLA_DATASET"),
+        description="RAGLOOP_ARGILLA_DATASET: the preference dataset's name (created if missing).",
+    )
+    argilla_port: int = Field(
+        6900,
+        validation_alias=_env("RAGLOOP_ARGILLA_PORT"),
+        description="RAGLOOP_ARGILLA_PORT: port of the local Argilla `ragloop run` starts.",
+    )
+    argilla_venv: Path = Field(
+        Path(".venv-tools/argilla"),
+        validation_alias=_env("RAGLOOP_ARGILLA_VENV"),
+        description="RAGLOOP_ARGILLA_VENV: venv with argilla-server and noida-db (`make argilla`).",
+    )
+    label_studio_url: str | None = Field(
+        None,
+        validation_alias=_env("LABEL_STUDIO_URL"),
+        description="LABEL_STUDIO_URL: a Label Studio server; set (or started by `ragloop run`) makes it a sink.",
+    )
+    label_studio_api_key: SecretStr | None = Field(
+        None,
+        validation_alias=_env("LABEL_STUDIO_API_KEY"),
+        description="LABEL_STUDIO_API_KEY: a Label Studio (legacy) API token.",
+    )
+    label_studio_project: str = Field(
+        "ragloop-preferences",
+        validation_alias=_env("RAGLOOP_LABEL_STUDIO_PROJECT"),
+        description="RAGLOOP_LABEL_STUDIO_PROJECT: title of the pairwise project (created if missing).",
+    )
+    label_studio_port: int = Field(
+        8090,
+        validation_alias=_env("RAGLOOP_LABEL_STUDIO_PORT"),
+        description="RAGLOOP_LABEL_STUDIO_PORT: port of the local Label Studio `ragloop run` starts.",
+    )
+    label_studio_venv: Path = Field(
+        Path(".venv-tools/label-studio"),
+        validation_alias=_env("RAGLOOP_LABEL_STUDIO_VENV"),
+        description="RAGLOOP_LABEL_STUDIO_VENV: venv with the Label Studio server (`make label-studio`).",
+    )
+
     # ---------------------------------------------------------------------------------------------
     @property
     def chroma_path(self) -> Path:

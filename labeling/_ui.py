@@ -1,0 +1,348 @@
+"""Local labeling servers as managed child processes: Argilla (the default) and Label Studio.
+
+``ragloop run`` calls :func:`start_labeling_ui`; the test fixtures and the benchmark start the same
+servers through :class:`LocalArgilla` and :class:`LocalLabelStudio`, so they run exactly as users
+run them.
+
+Argilla 2.8 needs Elasticsearch (records, search) and Redis (background jobs). Neither runs here
+without a container engine, so ``noida-db`` (PyPI), a single binary speaking both wire protocols,
+stands in for them; its data lives beside Argilla's SQLite database, so records survive restarts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from ragloop.process import ManagedProcess, free_port, http_ok, port_open
+from ragloop.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: The owner the local Argilla creates (log in to the UI with these).
+LOCAL_ARGILLA_USER = "ragloop"
+LOCAL_ARGILLA_PASSWORD = "ragloop-local"  # noqa: S105 - a local, loopback-only server
+#: The owner's API key when ARGILLA_API_KEY is unset.
+LOCAL_ARGILLA_API_KEY = "ragloop.local.apikey"
+#: Label Studio's admin (its user name must be an e-mail address) and API token when unset.
+LOCAL_LABEL_STUDIO_USER = "ragloop@localhost.local"
+LOCAL_LABEL_STUDIO_PASSWORD = "ragloop-local"  # noqa: S105 - a local, loopback-only server
+LOCAL_LABEL_STUDIO_TOKEN = "ragloop-local-token"  # noqa: S105
+
+
+def _missing(venv: Path, target: str) -> RuntimeError:
+    return RuntimeError(f"{venv} is missing: run `make {target}` (it builds the server's own venv)")
+
+
+class LocalArgilla:
+    """argilla-server + its worker + the noida-db emulator, on 127.0.0.1, with a known owner API key.
+
+    Attributes:
+        name: "argilla".
+        url: the UI and API base URL.
+        api_key: the owner's API key.
+    """
+
+    name = "argilla"
+
+    def __init__(
+        self,
+        venv: Path,
+        home: Path,
+        *,
+        port: int,
+        api_key: str = LOCAL_ARGILLA_API_KEY,
+        username: str = LOCAL_ARGILLA_USER,
+        password: str = LOCAL_ARGILLA_PASSWORD,
+        log_dir: Path | None = None,
+    ) -> None:
+        """Describe the server; :meth:`start` launches it."""
+        self.venv = venv.resolve()
+        self.home = home.resolve()
+        self.port = port
+        self.api_key = api_key
+        self.username = username
+        self.password = password
+        self.log_dir = log_dir or self.home / "logs"
+        self.url = f"http://127.0.0.1:{port}"
+        self.es_port = free_port()
+        self.redis_port = free_port()
+        self.emulator: ManagedProcess | None = None
+        self.server: ManagedProcess | None = None
+        self.worker: ManagedProcess | None = None
+
+    @property
+    def python(self) -> Path:
+        """The server venv's interpreter."""
+        return self.venv / "bin" / "python"
+
+    def _env(self) -> dict[str, str]:
+        return {
+            "ARGILLA_HOME_PATH": str(self.home),
+            "ARGILLA_DATABASE_URL": f"sqlite+aiosqlite:///{self.home / 'argilla.db'}?check_same_thread=False",
+            "ARGILLA_ELASTICSEARCH": f"http://127.0.0.1:{self.es_port}",
+            "ARGILLA_REDIS_URL": f"redis://127.0.0.1:{self.redis_port}/0",
+            "ARGILLA_ENABLE_TELEMETRY": "0",
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+        }
+
+    def _emulator_binary(self) -> Path:
+        found = sorted(self.venv.glob("lib/python3*/site-packages/noida_db/noida-db"))
+        if not found:
+            raise _missing(self.venv, "argilla")
+        return found[-1]
+
+    def _manage(self, *args: str, timeout: float = 300) -> None:
+        """Run ``python -m argilla_server ARGS`` to completion (migrations, users)."""
+        argv = [str(self.python), "-m", "argilla_server", *args]
+        env = {**os.environ, **self._env()}
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+        if done.returncode != 0:
+            output = (done.stdout + done.stderr)[-2000:]
+            if "already exists" in output or "already taken" in output:
+                return
+            raise RuntimeError(f"argilla_server {' '.join(args[:3])} failed:\n{output}")
+
+    def start(self, timeout: float = 180.0) -> LocalArgilla:
+        """Start the emulator, migrate, create the owner once, then the server and the worker.
+
+        Raises:
+            RuntimeError: the venv is missing, the port is taken, or a step failed (with its log).
+            TimeoutError: the server did not answer in ``timeout`` seconds.
+        """
+        if not self.python.exists():
+            raise _missing(self.venv, "argilla")
+        if port_open("127.0.0.1", self.port):
+            raise RuntimeError(f"port {self.port} is taken: set RAGLOOP_ARGILLA_PORT to a free port")
+        self.home.mkdir(parents=True, exist_ok=True)
+        # The real binary, not the `noida-db` wrapper: killing the wrapper leaves the binary orphaned.
+        argv = [
+            str(self._emulator_binary()), "start", "--host", "127.0.0.1", "--only", "elasticsearch,redis",
+            "--data-dir", str(self.home / "noida"),
+            "--elasticsearch-port", str(self.es_port), "--redis-port", str(self.redis_port),
+        ]  # fmt: skip
+        self.emulator = ManagedProcess("noida-db", argv, self.log_dir / "noida-db.log").start()
+        try:
+            self.emulator.wait_ready(lambda: http_ok(f"http://127.0.0.1:{self.es_port}"), timeout=60)
+            self._manage("database", "migrate")
+            stamp = self.home / f".owner-{self.username}"
+            if not stamp.exists():
+                self._manage(
+                    "database", "users", "create", "--first-name", "ragloop", "--username", self.username,
+                    "--password", self.password, "--role", "owner", "--api-key", self.api_key,
+                )  # fmt: skip
+                stamp.touch()
+            self.start_server(timeout)
+            self.worker = ManagedProcess(
+                "argilla-worker",
+                [str(self.python), "-m", "argilla_server", "worker"],
+                self.log_dir / "argilla-worker.log",
+                env=self._env(),
+            ).start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def start_server(self, timeout: float = 120.0) -> None:
+        """Start (or restart) the API server and wait until the owner's key is accepted."""
+        argv = [
+            str(self.python),
+            "-m",
+            "argilla_server",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+        ]
+        self.server = ManagedProcess(
+            "argilla-server", argv, self.log_dir / "argilla-server.log", env=self._env()
+        )
+        self.server.start()
+        self.server.wait_ready(self.ready, timeout=timeout)
+
+    def ready(self) -> bool:
+        """True when the API answers the owner's key."""
+        import urllib.request
+
+        request = urllib.request.Request(f"{self.url}/api/v1/me", headers={"X-Argilla-Api-Key": self.api_key})
+        try:
+            with urllib.request.urlopen(request, timeout=2) as resp:  # noqa: S310 - loopback only
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+    def kill_server(self) -> None:
+        """SIGKILL the API server's process group (tests: a backend dying mid-push)."""
+        if self.server is not None and self.server.proc is not None and self.server.alive:
+            os.killpg(self.server.proc.pid, signal.SIGKILL)
+            self.server.proc.wait(timeout=30)
+
+    @property
+    def alive(self) -> bool:
+        """True while the API server runs."""
+        return self.server is not None and self.server.alive
+
+    def settings_update(self) -> dict[str, Any]:
+        """The settings that point the app's Argilla sink at this server."""
+        from pydantic import SecretStr
+
+        return {"argilla_api_url": self.url, "argilla_api_key": SecretStr(self.api_key)}
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the worker, the server and the emulator (data stays in ``home``)."""
+        for proc in (self.worker, self.server, self.emulator):
+            if proc is not None:
+                proc.stop(timeout)
+
+    def __enter__(self) -> LocalArgilla:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class LocalLabelStudio:
+    """A Label Studio server (SQLite) on 127.0.0.1 with a known admin and legacy API token.
+
+    Attributes:
+        name: "labelstudio".
+        url: the UI and API base URL.
+        api_key: the admin's API token.
+    """
+
+    name = "labelstudio"
+
+    def __init__(
+        self,
+        venv: Path,
+        data_dir: Path,
+        *,
+        port: int,
+        api_key: str = LOCAL_LABEL_STUDIO_TOKEN,
+        username: str = LOCAL_LABEL_STUDIO_USER,
+        password: str = LOCAL_LABEL_STUDIO_PASSWORD,
+        log_dir: Path | None = None,
+    ) -> None:
+        """Describe the server; :meth:`start` launches it."""
+        self.venv = venv.resolve()
+        self.data_dir = data_dir.resolve()
+        self.port = port
+        self.api_key = api_key
+        self.username = username
+        self.password = password
+        self.log_dir = log_dir or self.data_dir / "logs"
+        self.url = f"http://127.0.0.1:{port}"
+        self.server: ManagedProcess | None = None
+
+    def start(self, timeout: float = 240.0) -> LocalLabelStudio:
+        """Start the server and wait for ``/health`` (about 40 s on 2 cores; the first start migrates).
+
+        Raises:
+            RuntimeError: the venv is missing, the port is taken, or the server exited.
+            TimeoutError: no answer in ``timeout`` seconds.
+        """
+        exe = self.venv / "bin" / "label-studio"
+        if not exe.exists():
+            raise _missing(self.venv, "label-studio")
+        if port_open("127.0.0.1", self.port):
+            raise RuntimeError(f"port {self.port} is taken: set RAGLOOP_LABEL_STUDIO_PORT to a free port")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        # Never `label-studio --version`: it starts a server on 0.0.0.0:8080.
+        argv = [
+            str(exe), "start", "--internal-host", "127.0.0.1", "-p", str(self.port), "--no-browser",
+            "--data-dir", str(self.data_dir), "--username", self.username, "--password", self.password,
+            "--user-token", self.api_key, "--enable-legacy-api-token",
+        ]  # fmt: skip
+        env = {"LABEL_STUDIO_BASE_DATA_DIR": str(self.data_dir), "COLLECT_ANALYTICS": "false"}
+        self.server = ManagedProcess("label-studio", argv, self.log_dir / "label-studio.log", env=env)
+        self.server.start()
+        try:
+            self.server.wait_ready(lambda: http_ok(f"{self.url}/health"), timeout=timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def kill_server(self) -> None:
+        """SIGKILL the server's process group (tests: a backend dying mid-push)."""
+        if self.server is not None and self.server.proc is not None and self.server.alive:
+            os.killpg(self.server.proc.pid, signal.SIGKILL)
+            self.server.proc.wait(timeout=30)
+
+    def start_server(self, timeout: float = 240.0) -> None:
+        """Start the server again after :meth:`kill_server` (same data dir, same token)."""
+        self.start(timeout)
+
+    @property
+    def alive(self) -> bool:
+        """True while the server runs."""
+        return self.server is not None and self.server.alive
+
+    def settings_update(self) -> dict[str, Any]:
+        """The settings that point the app's Label Studio sink at this server."""
+        from pydantic import SecretStr
+
+        return {"label_studio_url": self.url, "label_studio_api_key": SecretStr(self.api_key)}
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the server (data stays in ``data_dir``)."""
+        if self.server is not None:
+            self.server.stop(timeout)
+
+    def __enter__(self) -> LocalLabelStudio:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_labeling_ui(settings: Settings) -> LocalArgilla | LocalLabelStudio | None:
+    """Start the local labeling UI chosen by ``RAGLOOP_LABELING_UI`` and print its URL.
+
+    Nothing starts (None) when the choice is "none" or when that backend's URL is already set
+    (a remote server). Otherwise the returned server has ``name``, ``url``, ``stop()`` and
+    ``settings_update()``: the caller applies the latter (``settings.model_copy(update=...)``) so
+    the app's outbox sink delivers pairs to the server just started.
+
+    Raises:
+        ValueError: an unknown RAGLOOP_LABELING_UI.
+        RuntimeError: the server's venv is missing (the message names the make target) or it failed.
+    """
+    choice = settings.labeling_ui.strip().lower()
+    root = settings.data_dir / "labeling"
+    server: LocalArgilla | LocalLabelStudio
+    if choice == "none":
+        return None
+    if choice == "argilla":
+        if settings.argilla_api_url:
+            return None
+        key = (
+            settings.argilla_api_key.get_secret_value() if settings.argilla_api_key else LOCAL_ARGILLA_API_KEY
+        )
+        server = LocalArgilla(
+            settings.argilla_venv, root / "argilla", port=settings.argilla_port, api_key=key
+        )
+        login = f"user {server.username}, password {server.password}"
+    elif choice in ("labelstudio", "label-studio", "label_studio"):
+        if settings.label_studio_url:
+            return None
+        key = (
+            settings.label_studio_api_key.get_secret_value()
+            if settings.label_studio_api_key
+            else LOCAL_LABEL_STUDIO_TOKEN
+        )
+        server = LocalLabelStudio(
+            settings.label_studio_venv, root / "label-studio", port=settings.label_studio_port, api_key=key
+        )
+        login = f"user {server.username}, password {server.password}"
+    else:
+        raise ValueError(f"RAGLOOP_LABELING_UI must be 'argilla', 'labelstudio' or 'none', not {choice!r}")
+    server.start()
+    print(f"labeling UI ({server.name}): {server.url}  ({login})", flush=True)
+    return server

@@ -1,0 +1,177 @@
+"""Argilla backend: pure mapping with known values, then push / re-push / annotate / pull against the
+real argilla-server 2.8 (noida-db standing in for Elasticsearch and Redis)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+
+from chatlog.outbox import OutboxWorker
+from labeling._backend import EMPTY_ANSWER, NO_CONTEXT, BackendSink, pull_labels
+from labeling.argilla import ArgillaBackend, label_from_values, record_payload
+from labeling.argilla import from_settings as argilla_sink
+from ragloop.settings import Settings
+
+from .conftest import ArgillaAnnotator, make_pair
+
+pytestmark = pytest.mark.slow
+
+
+# --- pure ---------------------------------------------------------------------------------------------
+def test_record_payload_known_values() -> None:
+    pair = make_pair(1, response_b="  ", context=[])  # judge prefers B with P(A better) = 0.2
+    payload = record_payload(pair)
+    assert payload["id"] == "turn-00001"
+    assert payload["fields"]["response_b"] == EMPTY_ANSWER
+    assert payload["fields"]["context"] == NO_CONTEXT
+    assert payload["suggestion"] == ("B", 0.8, "judge:qwen2.5-0.5b:prompt-v1")
+    assert payload["metadata"]["judge_score"] == 0.2
+    tie = record_payload(make_pair(2))  # tie at 0.5: full confidence in "tie"
+    assert tie["suggestion"] == ("tie", 1.0, "judge:qwen2.5-0.5b:prompt-v1")
+    ctx = record_payload(make_pair(0))["fields"]["context"]
+    assert ctx.startswith("[1] list.reverse()") and "[2] (library/functions.rst) reversed" in ctx
+    assert record_payload(make_pair(3, judge=None))["suggestion"] is None
+
+
+def test_record_payload_rejects_a_malformed_verdict() -> None:
+    with pytest.raises(ValueError, match="P\\(A better\\)"):
+        record_payload(make_pair(0, judge={"preferred": "A", "score": 1.5}))
+    with pytest.raises(ValueError, match="preferred"):
+        record_payload(make_pair(0, judge={"preferred": "left", "score": 0.5}))
+
+
+def test_label_from_values() -> None:
+    values = {
+        "preferred": {"value": "B"},
+        "failure_type": {"value": "retrieval_miss"},
+        "correction": {"value": " x "},
+    }
+    assert label_from_values(values) == ("B", "retrieval_miss", "x")
+    assert label_from_values({"preferred": {"value": "tie"}}) == ("tie", "none", None)
+    with pytest.raises(ValueError):
+        label_from_values({"failure_type": {"value": "other"}})
+    with pytest.raises(ValueError):
+        label_from_values({"preferred": {"value": "A"}, "failure_type": {"value": "bogus"}})
+
+
+def test_not_configured_means_no_sink(tmp_path) -> None:
+    assert argilla_sink(Settings(data_dir=tmp_path), chatlog=None) is None
+    with pytest.raises(ValueError, match="ARGILLA_API_KEY"):
+        argilla_sink(Settings(data_dir=tmp_path, argilla_api_url="http://127.0.0.1:1"), chatlog=None)
+
+
+# --- against the real server ----------------------------------------------------------------------------
+def _backend(server, unique: str) -> ArgillaBackend:
+    return ArgillaBackend(server.url, server.api_key, workspace=unique, dataset=unique)
+
+
+def _records(server, backend: ArgillaBackend) -> dict[str, dict]:
+    """external id -> record with suggestions, read over REST as the owner."""
+    with httpx.Client(base_url=server.url, headers={"X-Argilla-Api-Key": server.api_key}) as http:
+        resp = http.get(
+            f"/api/v1/datasets/{backend.dataset().id}/records",
+            params={"include": "suggestions", "limit": 1000},
+        )
+        resp.raise_for_status()
+        return {r["external_id"]: r for r in resp.json()["items"]}
+
+
+def test_push_then_repush_updates_in_place(argilla_server, unique, pairs_factory) -> None:
+    backend = _backend(argilla_server, unique)
+    pairs = pairs_factory(5)
+    assert backend.push(pairs) == [True] * 5
+    pairs[1]["response_b"] = "An edited alternative."
+    pairs[1]["judge"] = {**pairs[1]["judge"], "preferred": "A", "score": 0.7}
+    fresh = _backend(argilla_server, unique)  # a new process: no state but the server's
+    assert fresh.push(pairs) == [True] * 5
+    assert fresh.count() == 5
+    records = _records(argilla_server, fresh)
+    assert sorted(records) == [p["pair_id"] for p in pairs]
+    assert records["turn-00001"]["fields"]["response_b"] == "An edited alternative."
+    (suggestion,) = records["turn-00001"]["suggestions"]
+    assert (suggestion["value"], suggestion["score"], suggestion["agent"]) == (
+        "A",
+        pytest.approx(0.7),
+        "judge:qwen2.5-0.5b:prompt-v1",
+    )
+    backend.close()
+    fresh.close()
+
+
+def test_a_malformed_pair_fails_alone(argilla_server, unique, pairs_factory) -> None:
+    backend = _backend(argilla_server, unique)
+    pairs = pairs_factory(3)
+    pairs[1]["judge"] = {"preferred": "A", "score": 7.0}
+    assert backend.push(pairs) == [True, False, True]
+    assert backend.count() == 2
+
+
+def test_annotators_label_pull_and_agree(argilla_server, unique, store, pairs_factory) -> None:
+    pairs = pairs_factory(4)
+    for pair in pairs:
+        store.save_pair(pair)
+    backend = _backend(argilla_server, unique)
+    assert backend.push([store.get(p["pair_id"]) for p in pairs]) == [True] * 4
+    dataset = backend.dataset()
+    ann = ArgillaAnnotator(argilla_server, f"ann-{unique}", str(dataset.workspace.id))
+    bob = ArgillaAnnotator(argilla_server, f"bob-{unique}", str(dataset.workspace.id))
+    seen = ann.records(str(dataset.id))
+    assert sorted(seen) == [p["pair_id"] for p in pairs]
+    assert seen["turn-00000"]["suggestions"][0]["value"] == "A"  # the judge's verdict is pre-filled
+    rid = {k: r["id"] for k, r in seen.items()}
+    before = datetime.now(UTC) - timedelta(seconds=5)
+    ann.answer(rid["turn-00000"], "A", "hallucination", "Use reversed(xs) or xs[::-1].")
+    ann.answer(rid["turn-00001"], "B", "retrieval_miss")
+    ann.answer(rid["turn-00002"], "tie", "none")
+    ann.answer(rid["turn-00003"], "A", "other", status="draft")  # a draft is not a label
+    bob.answer(rid["turn-00000"], "A", "hallucination")
+    bob.answer(rid["turn-00001"], "A", "off_topic")
+    bob.answer(rid["turn-00002"], "tie", "none")
+
+    report = pull_labels(store, backend)
+    assert (report.pulled, report.recorded, report.unknown_pairs, report.invalid) == (6, 6, [], [])
+    rows = {(r["annotator"], r["pair_id"]): r for p in pairs for r in store.labels_for(p["pair_id"])}
+    first = rows[(ann.username, "turn-00000")]
+    assert (first["backend"], first["choice"], first["failure_type"], first["correction"]) == (
+        "argilla",
+        "A",
+        "hallucination",
+        "Use reversed(xs) or xs[::-1].",
+    )
+    labeled_at = first["labeled_at"]
+    labeled_at = labeled_at if labeled_at.tzinfo else labeled_at.replace(tzinfo=UTC)
+    assert before <= labeled_at <= datetime.now(UTC) + timedelta(seconds=5)
+    assert (ann.username, "turn-00003") not in rows
+    # Pulling again upserts: still one row per (pair, backend, annotator).
+    pull_labels(store, backend)
+    assert sum(len(store.labels_for(p["pair_id"])) for p in pairs) == 6
+    # Two annotators on three records, same choice on two of them.
+    agreement = store.agreement()
+    assert agreement["records"] == 3
+    assert agreement["percent_agreement"] == pytest.approx(2 / 3)
+
+
+def test_sink_delivers_outbox_items(argilla_server, unique, chatlog, store, pairs_factory, tmp_path) -> None:
+    settings = Settings(
+        data_dir=tmp_path,
+        argilla_api_url=argilla_server.url,
+        argilla_api_key=argilla_server.api_key,
+        argilla_workspace=unique,
+        argilla_dataset=unique,
+    )
+    sink = argilla_sink(settings, chatlog)
+    assert isinstance(sink, BackendSink) and sink.name == "argilla"
+    chatlog.set_routes({"pair": ["argilla"]})
+    for pair in pairs_factory(12):
+        store.save_pair(pair)
+    worker = OutboxWorker(chatlog.engine, [sink], batch_size=5)
+    assert worker.drain(timeout_s=120)
+    assert sink.backend.count() == 12
+    store.save_pair(make_pair(3, response_b="edited"))  # an edit goes out again as an update
+    assert worker.drain(timeout_s=60)
+    assert sink.backend.count() == 12
+    assert isinstance(sink.backend, ArgillaBackend)
+    assert _records(argilla_server, sink.backend)["turn-00003"]["fields"]["response_b"] == "edited"
+    worker.stop()
