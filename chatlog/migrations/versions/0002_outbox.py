@@ -1,10 +1,10 @@
-"""The generic ``outbox`` table; undelivered ``langsmith_outbox`` rows move into it.
+"""The generic ``outbox`` table; the ``langsmith_outbox`` rows move into it.
 
 One row per (sink, kind, key). A legacy LangSmith row becomes a ``langsmith`` item of kind
 ``feedback`` (its key was ``user_score``) or ``evaluation`` (any other key), keyed by its old
 feedback UUID, which the payload keeps so a re-delivery stays idempotent on LangSmith's side.
-Its attempts, last error and due time carry over. Delivered legacy rows are history and are dropped
-with the old table.
+Its attempts, last error and due time carry over; undelivered rows are ``pending``, delivered
+ones ``delivered`` (kept as history: no row is lost).
 
 Revision ID: 0002
 Revises: 0001
@@ -62,13 +62,11 @@ def _create_outbox() -> sa.Table:
 
 
 def upgrade() -> None:
-    """Create ``outbox`` and move undelivered LangSmith rows into it."""
+    """Create ``outbox`` and move every LangSmith row into it (undelivered ones pending)."""
     outbox = _create_outbox()
     op.create_index("ix_outbox_due", "outbox", ["status", "next_attempt_at"])
     bind = op.get_bind()
-    rows = bind.execute(
-        sa.select(_legacy).where(_legacy.c.delivered_at.is_(None)).order_by(_legacy.c.outbox_id)
-    ).mappings()
+    rows = bind.execute(sa.select(_legacy).order_by(_legacy.c.outbox_id)).mappings()
     moved = []
     for r in rows:
         feedback = r["key"] == "user_score"
@@ -89,12 +87,13 @@ def upgrade() -> None:
                 "kind": "feedback" if feedback else "evaluation",
                 "key": f"legacy:{r['feedback_uuid']}",
                 "payload": payload,
-                "status": "pending",
+                "status": "pending" if r["delivered_at"] is None else "delivered",
                 "version": 1,
                 "attempts": r["attempts"] or 0,
                 "created_at": r["created_at"],
-                "updated_at": r["created_at"],
+                "updated_at": r["delivered_at"] or r["created_at"],
                 "next_attempt_at": r["next_attempt_at"],
+                "delivered_at": r["delivered_at"],
                 "last_error": r["last_error"],
             }
         )
@@ -107,7 +106,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    """Recreate ``langsmith_outbox`` with the undelivered LangSmith items; drop ``outbox``."""
+    """Recreate ``langsmith_outbox`` with the LangSmith items; drop ``outbox``."""
     legacy = op.create_table(
         "langsmith_outbox",
         sa.Column("outbox_id", sa.Integer, primary_key=True, autoincrement=True),
@@ -126,8 +125,8 @@ def downgrade() -> None:
     op.create_index("ix_langsmith_outbox_turn_id", "langsmith_outbox", ["turn_id"])
     op.create_index("ix_langsmith_outbox_next_attempt_at", "langsmith_outbox", ["next_attempt_at"])
     op.create_index("ix_langsmith_outbox_delivered_at", "langsmith_outbox", ["delivered_at"])
-    # Undelivered LangSmith items go back where the old code looks for them (best effort: the
-    # old table has no room for other sinks, whose items are dropped with the outbox).
+    # LangSmith items go back where the old code looks for them (the old table has no room for
+    # other sinks, whose items are dropped with the outbox).
     generic = sa.table(
         "outbox",
         sa.column("outbox_id", sa.Integer),
@@ -139,13 +138,12 @@ def downgrade() -> None:
         sa.column("attempts", sa.Integer),
         sa.column("created_at", TZ),
         sa.column("next_attempt_at", TZ),
+        sa.column("delivered_at", TZ),
         sa.column("last_error", sa.Text),
     )
     bind = op.get_bind()
     rows = bind.execute(
-        sa.select(generic)
-        .where(generic.c.sink == "langsmith", generic.c.status != "delivered")
-        .order_by(generic.c.outbox_id)
+        sa.select(generic).where(generic.c.sink == "langsmith").order_by(generic.c.outbox_id)
     ).mappings()
     back = []
     for r in rows:
@@ -167,6 +165,7 @@ def downgrade() -> None:
                 "created_at": r["created_at"],
                 "attempts": r["attempts"],
                 "next_attempt_at": r["next_attempt_at"],
+                "delivered_at": r["delivered_at"] if r["status"] == "delivered" else None,
                 "last_error": r["last_error"],
             }
         )
