@@ -447,13 +447,28 @@ class OutboxWorker:
                     log.debug("sink %s shutdown failed", sink.name, exc_info=True)
 
     def drain(self, timeout_s: float = 30.0) -> bool:
-        """Deliver in this thread until nothing is due (tests, shutdown); False on timeout."""
+        """Deliver in this thread until no item of these sinks is pending (tests, shutdown).
+
+        Items backing off are waited for; dead items do not count.
+
+        Returns:
+            True when nothing is pending, False on timeout.
+        """
         import time
 
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if not self.deliver_once().claimed:
+            if self.deliver_once().claimed:
+                continue
+            with self.engine.connect() as conn:
+                pending = conn.execute(
+                    select(func.count()).where(
+                        outbox.c.status == PENDING, outbox.c.sink.in_(list(self.sinks))
+                    )
+                ).scalar_one()
+            if not pending:
                 return True
+            time.sleep(min(0.05, self.poll_s))
         return False
 
 

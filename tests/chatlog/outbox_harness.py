@@ -1,0 +1,213 @@
+"""Exactly-once delivery across OS processes: a real HTTP receiver, an HTTP sink, worker processes.
+
+- :class:`Receiver` is a real HTTP server on loopback (FastAPI under uvicorn) that records every
+  item it receives, with the sending process;
+- :class:`HttpSink` implements :class:`chatlog.outbox.Sink` by POSTing batches to it;
+- ``python -m tests.chatlog.outbox_harness DB_URL RECEIVER_URL START_AT`` runs one
+  :class:`~chatlog.outbox.OutboxWorker` process until the outbox has nothing left for it;
+- :func:`run_processes` enqueues items, starts the processes together and counts duplicates and
+  losses at the receiver.
+
+Used by tests/chatlog/test_outbox.py and bench/bench_seams_store.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from chatlog.outbox import OutboxItem
+
+ROOT = Path(__file__).resolve().parents[2]
+SINK = "http"
+
+
+class Receiver:
+    """Records ``POST /items`` bodies; ``fail_next`` makes that many requests answer 503."""
+
+    def __init__(self, delay_s: float = 0.005) -> None:
+        """``delay_s`` per request widens the window in which two workers could race."""
+        self.received: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        self.fail_next = 0
+        self.delay_s = delay_s
+        self.server: Any = None
+
+    def app(self) -> Any:
+        """The ASGI app."""
+        app = FastAPI()
+
+        @app.get("/healthz")
+        async def healthz() -> dict[str, str]:
+            return {"status": "ok"}
+
+        @app.post("/items")
+        async def items(request: Request) -> Any:
+            body = await request.json()
+            await asyncio.sleep(self.delay_s)
+            with self.lock:
+                if self.fail_next > 0:
+                    self.fail_next -= 1
+                    return JSONResponse({"detail": "unavailable"}, status_code=503)
+                for item in body["items"]:
+                    self.received.append({**item, "pid": body["pid"]})
+            return {"ok": len(body["items"])}
+
+        return app
+
+    def __enter__(self) -> Receiver:
+        from ragloop.process import ThreadedServer
+
+        self.server = ThreadedServer(self.app(), "/healthz", name="outbox-receiver").start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.stop()
+
+    @property
+    def url(self) -> str:
+        """Base URL."""
+        return str(self.server.base)
+
+    def counts(self) -> Counter[str]:
+        """Receipts per item key."""
+        with self.lock:
+            return Counter(r["key"] for r in self.received)
+
+
+class HttpSink:
+    """A :class:`chatlog.outbox.Sink` that POSTs each batch to a :class:`Receiver`."""
+
+    kinds = frozenset({"feedback", "evaluation", "test"})
+
+    def __init__(self, url: str, name: str = SINK) -> None:
+        """Send to ``url`` (the receiver's base URL)."""
+        self.name = name
+        self.client = httpx.Client(base_url=url, timeout=10)
+        self.last_error: str | None = None
+        self.sent: list[OutboxItem] = []
+
+    def send(self, items: Sequence[OutboxItem]) -> list[bool]:
+        """One request per batch; all True or all False."""
+        body = {
+            "pid": os.getpid(),
+            "items": [{"key": i.key, "version": i.version, "payload": i.payload} for i in items],
+        }
+        try:
+            self.client.post("/items", json=body).raise_for_status()
+        except httpx.HTTPError as exc:
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            return [False] * len(items)
+        self.sent.extend(items)
+        return [True] * len(items)
+
+    def shutdown(self, timeout_s: float = 5.0) -> None:
+        """Close the HTTP client."""
+        self.client.close()
+
+
+def enqueue_items(db_url: str, n: int, kind: str = "test") -> None:
+    """Enqueue ``n`` items for the HTTP sink (keys ``item-0000``...) in one transaction."""
+    import chatlog as cl
+    from chatlog.outbox import enqueue
+
+    log = cl.ChatLog(db_url)
+    try:
+        with log.engine.begin() as conn:
+            for i in range(n):
+                enqueue(conn, kind=kind, key=f"item-{i:04d}", payload={"i": i}, sinks=[SINK])
+    finally:
+        log.close()
+
+
+def worker_main(db_url: str, receiver_url: str, start_at: float) -> dict[str, Any]:
+    """One worker process: wait for the common start time, deliver until nothing is due."""
+    import chatlog as cl
+    from chatlog.outbox import OutboxWorker
+
+    engine = cl.make_engine(db_url)
+    sink = HttpSink(receiver_url)
+    worker = OutboxWorker(engine, [sink], batch_size=5, lease_s=60, backoff_initial_s=0.05, backoff_max_s=0.2)
+    time.sleep(max(0.0, start_at - time.time()))
+    passes = claimed = 0
+    idle = 0
+    while idle < 3:  # a few empty passes: the other process may still release superseded items
+        report = worker.deliver_once()
+        passes += 1
+        claimed += report.claimed
+        idle = idle + 1 if report.claimed == 0 else 0
+        if report.claimed == 0:
+            time.sleep(0.05)
+    sink.shutdown()
+    engine.dispose()
+    return {"pid": os.getpid(), "passes": passes, "claimed": claimed, "sent": len(sink.sent)}
+
+
+def run_processes(db_url: str, n_items: int, processes: int = 2, timeout_s: float = 180) -> dict[str, Any]:
+    """Enqueue ``n_items``, deliver them with ``processes`` worker processes, count at the receiver.
+
+    Returns:
+        ``duplicates`` (receipts beyond the first per key), ``lost`` (keys never received),
+        ``received``, ``per_process`` (items each process sent) and ``left`` (items not
+        ``delivered`` in the outbox afterwards).
+    """
+    import chatlog as cl
+    from chatlog import outbox as ob
+
+    enqueue_items(db_url, n_items)
+    with Receiver() as receiver:
+        start_at = time.time() + 3.0  # both processes are importing by then
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "tests.chatlog.outbox_harness", db_url, receiver.url, str(start_at)],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(processes)
+        ]
+        outputs = []
+        for proc in procs:
+            out, err = proc.communicate(timeout=timeout_s)
+            if proc.returncode != 0:
+                raise RuntimeError(f"worker process failed ({proc.returncode}): {err[-2000:]}")
+            outputs.append(json.loads(out.strip().splitlines()[-1]))
+        counts = receiver.counts()
+        by_pid = Counter(r["pid"] for r in receiver.received)
+    engine = cl.make_engine(db_url)
+    try:
+        left = sum(n for (sink, st), n in ob.counts(engine).items() if sink == SINK and st != ob.DELIVERED)
+    finally:
+        engine.dispose()
+    expected = {f"item-{i:04d}" for i in range(n_items)}
+    return {
+        "items": n_items,
+        "processes": processes,
+        "received": sum(counts.values()),
+        "duplicates": sum(c - 1 for c in counts.values() if c > 1),
+        "lost": len(expected - set(counts)),
+        "unexpected": len(set(counts) - expected),
+        "per_process": sorted(by_pid.values()),
+        "workers": outputs,
+        "left": left,
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(worker_main(sys.argv[1], sys.argv[2], float(sys.argv[3]))))
