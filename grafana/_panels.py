@@ -5,23 +5,27 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from monitoring import semconv as sc
+
 #: Dashboard JSON schema version of the Grafana release the compose file pins (@grafana/schema's).
 SCHEMA_VERSION = 42
 DS = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
 RATE = "$__rate_interval"
-# Prometheus series names (see the module docstring).
-HTTP = "http_server_request_duration_seconds"
-TURN = "ragloop_turn_duration_seconds"
-TTFT = "ragloop_turn_time_to_first_token_seconds"
-RETRIEVAL = "ragloop_retrieval_duration_seconds"
-TOKENS = "gen_ai_client_token_usage"
-COST = "ragloop_llm_cost_USD_total"
-FEEDBACK = "ragloop_feedback_total"
-TOP_SCORE = "ragloop_retrieval_top_score"
-SCORE = "ragloop_eval_score"
-JOB_GAUGE = "ragloop_job_value"
-EXPORT_ERRORS = "ragloop_telemetry_export_errors_total"
-ERR = 'http_response_status_code=~"5.."'
+# Prometheus series names: the constants of monitoring/semconv.py (one source for code, dashboards, alerts).
+HTTP = sc.PROM_HTTP_DURATION
+TURN = sc.PROM_TURN_DURATION
+TTFT = sc.PROM_TTFT
+RETRIEVAL = sc.PROM_RETRIEVAL_DURATION
+TOKENS = sc.PROM_TOKEN_USAGE
+COST = sc.PROM_COST
+FEEDBACK = sc.PROM_FEEDBACK
+FEEDBACK_RETRACTED = sc.PROM_FEEDBACK_RETRACTED
+TOP_SCORE = sc.PROM_TOP_SCORE
+SCORE = sc.PROM_SCORE
+JOB_GAUGE = sc.PROM_JOB_GAUGE
+EXPORT_ERRORS = sc.PROM_EXPORT_ERRORS
+OUTBOX = sc.PROM_OUTBOX_ITEMS
+ERR = f'{sc.PROM_LABEL_STATUS}=~"5.."'
 
 
 # --- building blocks ----------------------------------------------------------------------------

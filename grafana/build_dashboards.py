@@ -1,5 +1,6 @@
 """Build ragloop's Grafana dashboards (``grafana/dashboards/*.json``) from the compact specs below.
 
+The alert rules (``grafana/alerts/ragloop.rules.yml``) are generated here too, from ``_alerts.py``.
 The JSON files are generated, committed, provisioned by Grafana and checked by
 ``grafana/validate/check.py`` (``@grafana/schema`` types, PromQL, metric names). Edit the specs here,
 then run ``python grafana/build_dashboards.py``; ``--check`` fails when a committed file is stale.
@@ -18,10 +19,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import _panels as g  # a sibling module: this folder is on sys.path when the script runs
-
 HERE = Path(__file__).resolve().parent
 OUT_DIR = HERE / "dashboards"
+RULES = HERE / "alerts" / "ragloop.rules.yml"
+if str(HERE.parent) not in sys.path:  # monitoring.semconv: the names of every series and label
+    sys.path.insert(0, str(HERE.parent))
+
+import _alerts  # noqa: E402 - sibling modules: this folder is on sys.path when the script runs
+import _panels as g  # noqa: E402
+
+from monitoring import semconv as sc  # noqa: E402
 
 
 # --- the dashboards -----------------------------------------------------------------------------
@@ -138,10 +145,24 @@ def service() -> dict[str, Any]:
                     "{{ragloop_telemetry_signal}}",
                 )
             ],
-            w=24,
+            w=12,
             h=6,
             unit="ops",
             description="Failed exports by signal: telemetry never breaks a turn, so failures show here.",
+        ),
+        g.panel(
+            "timeseries",
+            "Outbox items by sink and status",
+            [
+                g.target(
+                    f"sum by ({sc.OUTBOX_SINK}, {sc.OUTBOX_STATUS}) ({g.OUTBOX})",
+                    f"{{{{{sc.OUTBOX_SINK}}}}} {{{{{sc.OUTBOX_STATUS}}}}}",
+                )
+            ],
+            w=12,
+            h=6,
+            description="Deliveries to vendors (LangSmith, Arize, labeling): pending, delivered, dead "
+            "(gave up: `ragloop outbox status`, `ragloop outbox retry`).",
         ),
     ]
     return g.dashboard(
@@ -259,9 +280,10 @@ def llm_usage() -> dict[str, Any]:
 
 def quality() -> dict[str, Any]:
     """Feedback, evaluation scores (faithfulness), retrieval top score and no-context share."""
-    fb = f"sum(increase({g.FEEDBACK}[$window]))"
-    down = f'sum(increase({g.FEEDBACK}{{value="down"}}[$window])) / {fb}'
-    score = 'ragloop_score_name="$score"'
+    # Raters, not clicks: ratings given minus ratings changed or withdrawn (monitoring.semconv.M_FEEDBACK).
+    fb = _alerts.ratings("$window")
+    down = f"{_alerts.ratings('$window', sc.FEEDBACK_DOWN)} / {fb}"
+    score = f'{sc.PROM_LABEL_SCORE_NAME}="$score"'
     low = (
         f'sum(rate({g.SCORE}_bucket{{{score}, le="0.5"}}[$window]))'
         f" / sum(rate({g.SCORE}_count{{{score}}}[$window]))"
@@ -304,8 +326,14 @@ def quality() -> dict[str, Any]:
         g.panel(
             "timeseries",
             "Feedback by value",
-            [g.target(f"sum by (value) (rate({g.FEEDBACK}[{g.RATE}]))", "{{value}}")],
+            [
+                g.target(f"sum by (value) (rate({g.FEEDBACK}[{g.RATE}]))", "given {{value}}"),
+                g.target(
+                    f"sum by (value) (rate({g.FEEDBACK_RETRACTED}[{g.RATE}]))", "changed from {{value}}"
+                ),
+            ],
             unit="ops",
+            description="Ratings by raters: a first rating is given; changing it retracts the old value.",
         ),
         g.panel("timeseries", "Thumbs-down share over $window", [g.target(down, "down share")], **share),
         g.row("Evaluation scores"),
@@ -351,9 +379,9 @@ def quality() -> dict[str, Any]:
         g.query_variable(
             "score",
             "Score",
-            f"label_values({g.SCORE}_count, ragloop_score_name)",
+            f"label_values({g.SCORE}_count, {sc.PROM_LABEL_SCORE_NAME})",
             all_=False,
-            default="faithfulness",
+            default=sc.SCORE_FAITHFULNESS_ALERTED,
         ),
         g.interval_variable("window", "Share window", ["15m", "1h", "6h", "1d", "7d"], "1h"),
     ]
@@ -471,6 +499,20 @@ def drift() -> dict[str, Any]:
             steps=g.thresholds((None, "red"), (0.05, "green")),
             description="Multiplicity-adjusted p-values of each turn feature; red below alpha (0.05).",
         ),
+        g.panel(
+            "timeseries",
+            "Insufficient data by target",
+            [
+                g.target(
+                    f"max by (ragloop_drift_target) (ragloop_drift_insufficient_data{{{t}}})",
+                    "{{ragloop_drift_target}}",
+                )
+            ],
+            w=24,
+            h=6,
+            unit="none",
+            description="1 when the last run had too few turns to decide a target (no alarm is raised then).",
+        ),
     ]
     target_var = g.query_variable(
         "target", "Target", "label_values(ragloop_drift_p_value, ragloop_drift_target)"
@@ -500,8 +542,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     stale = []
-    for name, build in DASHBOARDS.items():
-        path, text = args.out / f"{name}.json", render(build())
+    outputs = [(args.out / f"{name}.json", render(build())) for name, build in DASHBOARDS.items()]
+    rules = RULES if args.out == OUT_DIR else args.out / RULES.name
+    outputs.append((rules, _alerts.render()))
+    for path, text in outputs:
         if args.check:
             if not path.exists() or path.read_text() != text:
                 stale.append(path.name)
@@ -509,7 +553,7 @@ def main(argv: list[str] | None = None) -> int:
             path.write_text(text)
     if stale:
         hint = "run python grafana/build_dashboards.py"
-        print(f"stale dashboards ({hint}): {', '.join(stale)}", file=sys.stderr)
+        print(f"stale dashboards or rules ({hint}): {', '.join(stale)}", file=sys.stderr)
         return 1
     return 0
 

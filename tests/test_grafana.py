@@ -81,7 +81,7 @@ def test_dashboards_cover_the_design_card(dashboards: dict[str, dict[str, Any]])
         assert topic in titles
     assert "$score" in titles and "drift statistic" in titles and "p-value" in titles
     score_var = next(v for v in dashboards["quality"]["templating"]["list"] if v["name"] == "score")
-    assert score_var["current"]["value"] == "faithfulness"
+    assert score_var["current"]["value"] == "faithfulness_local"  # what the online evaluator emits
     for d in dashboards.values():
         assert d["schemaVersion"] == 42
         assert d["templating"]["list"][0]["name"] == "DS_PROMETHEUS"

@@ -47,7 +47,8 @@ def build_app(settings_overrides: dict[str, Any] | None = None) -> tuple[Any, An
             **(settings_overrides or {}),
         }
     )
-    telemetry = setup_telemetry(settings)
+    telemetry = setup_telemetry(settings, prompt_version="probe")
+    telemetry.observe_outbox(outbox_engine())
     app = FastAPI()
 
     @app.post("/api/chat")
@@ -61,6 +62,19 @@ def build_app(settings_overrides: dict[str, Any] | None = None) -> tuple[Any, An
 
     telemetry.instrument_app(app)
     return app, telemetry
+
+
+def outbox_engine() -> Any:
+    """A chat log (SQLite, temp dir) with one pending outbox item, for the outbox gauge."""
+    import tempfile
+
+    from chatlog import ChatLog
+    from chatlog.outbox import enqueue
+
+    log = ChatLog(f"sqlite:///{tempfile.mkdtemp(prefix='probe-outbox-')}/chat.db")
+    with log.engine.begin() as conn:
+        enqueue(conn, kind="evaluation", key="probe:faithfulness_local", payload={}, sinks=["probe"])
+    return log.engine
 
 
 def drift_text(drift: Any) -> str:
@@ -88,6 +102,8 @@ def drift_text(drift: Any) -> str:
 
 def feed(telemetry: Any, client: Any) -> None:
     """One round of every kind of event through the telemetry hooks and the HTTP middleware."""
+    from monitoring import semconv
+
     for i, (status, ttft, total, top, tin, tout) in enumerate(TURNS):
         turn = {"turn_id": f"probe-{time.monotonic_ns()}-{i}", "conversation_id": "probe"}
         chunk = SimpleNamespace(score=top, chunk_id="c1", text="")
@@ -100,8 +116,11 @@ def feed(telemetry: Any, client: Any) -> None:
                 input_tokens=tin, output_tokens=tout, error_type="LLMTimeout" if status == "error" else None
             )
             telemetry.on_turn_end(record)
-        telemetry.on_feedback(turn, 1 if i % 2 == 0 else -1, None)
-        telemetry.record_score(turn["turn_id"], None, "faithfulness", 0.3 + 0.2 * i)
+        telemetry.on_feedback(turn, 1, None)
+        if i % 2:  # the rater changes their mind: one up retracted, one down given
+            telemetry.on_feedback(turn, -1, "changed", previous_value=1)
+        for name in semconv.SCORE_NAMES:
+            telemetry.record_score(turn["turn_id"], None, name, 0.3 + 0.2 * i)
     telemetry.set_gauge("eval.faithfulness.mean", 0.71)
     telemetry.errors.failed("traces", "probe")
     for code in HTTP_STATUSES:
