@@ -589,6 +589,9 @@ def make_client(settings: Settings) -> Any:
         ValueError: ``ARIZE_API_KEY`` is not set.
     """
     arize = _sdk()
+    # The SDK prints an INFO line per upload to stdout; the sink logs every failure with its reason.
+    sdk_log = logging.getLogger("arize")
+    sdk_log.setLevel(max(sdk_log.level, logging.WARNING))
     api_key = _secret(settings)
     if not api_key:
         raise ValueError("ARIZE_API_KEY is not set")

@@ -485,12 +485,14 @@ def test_backfill_sends_each_key_once_per_run_and_is_idempotent(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     turn_ids = [_log_turn(chatlog, embedder, q, a) for q, a in QUESTIONS]
-    chatlog.set_routes({})  # the live producers are not wired: backfill enqueues everything
-    chatlog.add_feedback(turn_ids[0], -1, "wrong", rater="ui:s1", source="ui")
+    # A rating enqueued live before the backfill (its item comes first, before its turn's span is
+    # sent) and a score that only the backfill enqueues.
+    chatlog.set_routes({"feedback": ["arize"]})
+    chatlog.add_feedback(turn_ids[2], -1, "wrong", rater="ui:s1", source="ui")
     from eval._results import EvalResult
     from eval._store import EvaluationStore
 
-    EvaluationStore(chatlog).record(turn_ids[2], "faithfulness_local", EvalResult(score=0.1), flagged=True)
+    EvaluationStore(chatlog).record(turn_ids[0], "faithfulness_local", EvalResult(score=0.1), flagged=True)
     env = {
         "RAGLOOP_DATA_DIR": str(arize_settings.data_dir),
         "ARIZE_API_KEY": "test-api-key",
@@ -514,11 +516,10 @@ def test_backfill_sends_each_key_once_per_run_and_is_idempotent(
         assert "delivered 5 of 5 items" in result.output
         spans = [r["context.span_id"] for req in receiver.of_kind("spans") for r in req.rows()]
         assert sorted(spans) == sorted(chatlog.get_turn(t)["span_id"] for t in turn_ids), run  # type: ignore[index]
-        assert [r["context.span_id"] for req in receiver.of_kind("annotation") for r in req.rows()] == [
-            chatlog.get_turn(turn_ids[0])["span_id"]  # type: ignore[index]
-        ]
+        annotated = [r["context.span_id"] for req in receiver.of_kind("annotation") for r in req.rows()]
+        assert set(annotated) == {chatlog.get_turn(turn_ids[2])["span_id"]}  # type: ignore[index]
         assert [r["context.span_id"] for req in receiver.of_kind("evaluation") for r in req.rows()] == [
-            chatlog.get_turn(turn_ids[2])["span_id"]  # type: ignore[index]
+            chatlog.get_turn(turn_ids[0])["span_id"]  # type: ignore[index]
         ]
     assert len(receiver.spans) == 3
 
