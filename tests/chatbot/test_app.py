@@ -156,9 +156,9 @@ def test_feedback_is_stored_for_the_turn(live_app: dict, answered: dict, chatlog
     _assert_error(unknown, 404, "unknown_turn")
     _assert_error(bad, 422, "bad_feedback")
     rows = chatlog_for(live_app["db"]).feedback_for(turn_id)
-    assert [(r["value"], r["comment"], r["source"]) for r in rows][-2:] == [
-        (-1, "too vague", "api"),
-        (1, None, "api"),
+    # One rater (anonymous): one row, updated in place; the comment stays (tests/chatbot/test_feedback.py).
+    assert [(r["value"], r["comment"], r["source"], r["rater"]) for r in rows] == [
+        (1, "too vague", "api", "anonymous")
     ]
 
 

@@ -112,8 +112,13 @@ def test_ask_stream_rate_and_find_feedback_in_the_log(app: dict[str, Any], brows
     # A comment goes with the last thumbs, to the same turn.
     page.locator("#comment textarea").fill("missing an example")
     page.locator("#send-comment").click()
-    rows = _wait_for(lambda: log.feedback_for(turn["turn_id"])[1:], 30, "the comment row")
-    assert (rows[0]["value"], rows[0]["comment"]) == (-1, "missing an example")
+    rows = _wait_for(
+        lambda: [r for r in log.feedback_for(turn["turn_id"]) if r["comment"]], 30, "the comment on the row"
+    )
+    # The session's one row got the comment (one row per rater: no second row).
+    assert [(r["value"], r["comment"]) for r in log.feedback_for(turn["turn_id"])] == [
+        (-1, "missing an example")
+    ]
 
     page.locator("#new-conversation").click()
     _wait_for(lambda: not _bot_texts(page), 10, "an empty chat after 'New conversation'")
