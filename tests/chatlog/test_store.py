@@ -104,3 +104,24 @@ def test_vectors_encode_as_float32_bytes() -> None:
     assert blob == np.array(v, dtype="<f4").tobytes() and len(blob) == 12
     np.testing.assert_array_equal(cl.decode_vector(blob), np.array(v, dtype=np.float32))
     assert cl.encode_vector(None) is None and cl.decode_vector(None) is None
+
+
+def test_turns_left_in_progress_by_a_crash_are_closed_as_cancelled(log: cl.ChatLog) -> None:
+    crashed = log.start_turn(conversation_id="c", user_message="q1")
+    log.update_turn(crashed, answer="Use sor")  # the partial answer streamed before the crash
+    never = log.start_turn(conversation_id="c", user_message="q2")
+    done = log.start_turn(conversation_id="c", user_message="q3")
+    log.finish_turn(done, cl.STATUS_OK, answer="ok")
+    assert log.close_interrupted_turns() == 2
+    for tid, answer in ((crashed, "Use sor"), (never, None)):
+        row = log.get_turn(tid)
+        assert row is not None
+        assert (row["status"], row["error_type"], row["answer"]) == (
+            cl.STATUS_CANCELLED,
+            "interrupted",
+            answer,
+        )
+        assert row["completed_at"] is not None
+    assert log.get_turn(done)["status"] == cl.STATUS_OK  # type: ignore[index]
+    assert log.close_interrupted_turns() == 0
+    assert cl.STATUS_CANCELLED == "cancelled"
