@@ -77,6 +77,8 @@ FEEDBACK_ANNOTATION = "user_feedback"
 """Annotation name of thumbs: ``annotation.user_feedback.{label,score,text,updated_by,updated_at}``."""
 
 _OK_STATUSES = {"ok", "no_context", "rejected"}
+MAX_ERRORS = 10_000
+"""Failure reasons kept in :attr:`ArizeSink.errors` (oldest dropped first)."""
 _EVAL_NAME_BAD = re.compile(r"[^a-zA-Z0-9_]")
 
 
@@ -447,7 +449,7 @@ class ArizeSink:
             except Exception as exc:  # a vendor failure never escapes a sink
                 log.warning("arize: %d %s item(s) not delivered: %s", len(indices), kind, exc)
                 for i in indices:
-                    self.errors[items[i].key] = f"{type(exc).__name__}: {exc}"
+                    self._remember(items[i].key, f"{type(exc).__name__}: {exc}")
         for i, item in enumerate(items):
             if item.kind not in KINDS:
                 self._fail(item, f"the arize sink does not take {item.kind!r} items")
@@ -460,8 +462,14 @@ class ArizeSink:
         self.client = None
 
     # --- per kind ------------------------------------------------------------------------------------------
+    def _remember(self, key: str, reason: str) -> None:
+        self.errors.pop(key, None)
+        self.errors[key] = reason
+        while len(self.errors) > MAX_ERRORS:  # dead items' reasons live on in the outbox rows
+            self.errors.pop(next(iter(self.errors)))
+
     def _fail(self, item: ItemLike, reason: str) -> bool:
-        self.errors[item.key] = reason
+        self._remember(item.key, reason)
         log.warning("arize: %s %s not delivered: %s", item.kind, item.key, reason)
         return False
 
@@ -616,6 +624,11 @@ def _secret(settings: Settings) -> str:
     return key.get_secret_value().strip() if key is not None else ""
 
 
+def configured(settings: Settings) -> bool:
+    """True when both ``ARIZE_API_KEY`` and ``ARIZE_SPACE_ID`` are set (non-empty)."""
+    return bool(_secret(settings) and (settings.arize_space_id or "").strip())
+
+
 def _default_embed(settings: Settings) -> Embed:
     def embed(texts: list[str]) -> Any:
         # The project's embedder, loaded on first need (only answers without a stored vector).
@@ -632,11 +645,11 @@ def from_settings(settings: Settings, chatlog: ChatLog, embed: Embed | None = No
     Raises:
         ArizeNotInstalledError: Arize is configured but the ``arize`` extra is missing.
     """
-    if not _secret(settings) or not settings.arize_space_id:
+    if not configured(settings):
         return None
     return ArizeSink(
         make_client(settings),
-        space_id=settings.arize_space_id,
+        space_id=(settings.arize_space_id or "").strip(),
         project=settings.arize_project_name,
         chatlog=chatlog,
         embed=embed or _default_embed(settings),

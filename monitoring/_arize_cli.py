@@ -179,7 +179,10 @@ def backfill(
     settings = Settings()
     size = batch_size or settings.arize_batch_size
     from chatlog import ChatLog
-    from monitoring._arize import NAME, ArizeNotInstalledError, from_settings
+    from monitoring._arize import NAME, ArizeNotInstalledError, configured, from_settings
+
+    if not configured(settings):
+        raise _user_error("Arize is not configured: set ARIZE_API_KEY and ARIZE_SPACE_ID")
 
     chatlog = ChatLog(settings.chatlog_url, auto_upgrade=settings.db_auto_upgrade)
     try:
@@ -187,8 +190,7 @@ def backfill(
             sink = from_settings(settings, chatlog)
         except ArizeNotInstalledError as exc:
             raise _user_error(str(exc)) from None
-        if sink is None:
-            raise _user_error("Arize is not configured: set ARIZE_API_KEY and ARIZE_SPACE_ID")
+        assert sink is not None  # configured() was checked above
         turn_ids = _turn_ids(chatlog, start, end)
         keys = _enqueue_turns(chatlog, turn_ids, NAME, size)
         total = sum(len(v) for v in keys.values())
