@@ -13,23 +13,26 @@ import pytest
 
 from chatlog import ChatLog
 from labeling._store import PairStore
-from labeling._ui import LocalArgilla, LocalLabelStudio
+from labeling._ui import LocalArgilla, LocalLabelStudio, start_labeling_ui
 from ragloop.process import free_port
+from ragloop.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
-def argilla_server(tmp_path_factory: pytest.TempPathFactory, logs_dir: Path) -> Iterator[LocalArgilla]:
-    """The real argilla-server 2.8 (+ worker + noida-db) from .venv-tools/argilla (`make argilla`)."""
-    server = LocalArgilla(
-        ROOT / ".venv-tools" / "argilla",
-        tmp_path_factory.mktemp("argilla-home"),
-        port=free_port(),
-        api_key="owner.test.apikey",
-        log_dir=logs_dir,
+def argilla_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalArgilla]:
+    """The real argilla-server 2.8 (+ worker + noida-db) from .venv-tools/argilla (`make argilla`),
+    started by ``start_labeling_ui`` exactly as ``ragloop run`` starts it."""
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp("argilla-data"),
+        labeling_ui="argilla",
+        argilla_port=free_port(),
+        argilla_api_key="owner.test.apikey",
+        argilla_venv=ROOT / ".venv-tools" / "argilla",
     )
-    server.start()
+    server = start_labeling_ui(settings)
+    assert isinstance(server, LocalArgilla)
     try:
         yield server
     finally:
@@ -37,18 +40,17 @@ def argilla_server(tmp_path_factory: pytest.TempPathFactory, logs_dir: Path) -> 
 
 
 @pytest.fixture(scope="session")
-def label_studio_server(
-    tmp_path_factory: pytest.TempPathFactory, logs_dir: Path
-) -> Iterator[LocalLabelStudio]:
-    """The real Label Studio 1.23 from .venv-tools/label-studio (`make label-studio`)."""
-    server = LocalLabelStudio(
-        ROOT / ".venv-tools" / "label-studio",
-        tmp_path_factory.mktemp("label-studio"),
-        port=free_port(),
-        api_key="ls-test-token-0123456789",
-        log_dir=logs_dir,
+def label_studio_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalLabelStudio]:
+    """The real Label Studio 1.23 from .venv-tools/label-studio (`make label-studio`), via ``start_labeling_ui``."""
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp("label-studio-data"),
+        labeling_ui="labelstudio",
+        label_studio_port=free_port(),
+        label_studio_api_key="ls-test-token-0123456789",
+        label_studio_venv=ROOT / ".venv-tools" / "label-studio",
     )
-    server.start()
+    server = start_labeling_ui(settings)
+    assert isinstance(server, LocalLabelStudio)
     try:
         yield server
     finally:

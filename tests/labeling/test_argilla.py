@@ -175,3 +175,67 @@ def test_sink_delivers_outbox_items(argilla_server, unique, chatlog, store, pair
     assert isinstance(sink.backend, ArgillaBackend)
     assert _records(argilla_server, sink.backend)["turn-00003"]["fields"]["response_b"] == "edited"
     worker.stop()
+
+
+def test_labeling_ui_choice(tmp_path) -> None:
+    from labeling._ui import start_labeling_ui
+
+    assert start_labeling_ui(Settings(data_dir=tmp_path, labeling_ui="none")) is None
+    remote = Settings(data_dir=tmp_path, argilla_api_url="http://argilla.example:6900", argilla_api_key="k")
+    assert start_labeling_ui(remote) is None  # a configured server: nothing local to start
+    with pytest.raises(ValueError, match="RAGLOOP_LABELING_UI"):
+        start_labeling_ui(Settings(data_dir=tmp_path, labeling_ui="prodigy"))
+    with pytest.raises(RuntimeError, match="make argilla"):
+        start_labeling_ui(Settings(data_dir=tmp_path, argilla_venv=tmp_path / "nope"))
+
+
+def test_the_server_fixture_is_the_local_ui(argilla_server) -> None:
+    assert argilla_server.name == "argilla" and argilla_server.url.startswith("http://127.0.0.1:")
+    assert argilla_server.ready()
+    update = argilla_server.settings_update()
+    assert update["argilla_api_url"] == argilla_server.url
+    assert update["argilla_api_key"].get_secret_value() == argilla_server.api_key
+
+
+def test_cli_push_pull_agreement(argilla_server, unique, tmp_path, monkeypatch, pairs_factory) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from chatlog import ChatLog
+    from labeling._backends_cli import app
+    from labeling._store import PairStore
+
+    monkeypatch.setenv("RAGLOOP_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("ARGILLA_API_URL", argilla_server.url)
+    monkeypatch.setenv("ARGILLA_API_KEY", argilla_server.api_key)
+    monkeypatch.setenv("ARGILLA_WORKSPACE", unique)
+    monkeypatch.setenv("RAGLOOP_ARGILLA_DATASET", unique)
+    (tmp_path / "data").mkdir()
+    store = PairStore(ChatLog(Settings().chatlog_url))
+    for pair in pairs_factory(3):
+        store.save_pair(pair)
+    runner = CliRunner()
+    out = runner.invoke(app, ["push"])
+    assert out.exit_code == 0, out.output
+    assert "argilla: 3 pairs pushed, 0 failed" in out.output
+    backend = ArgillaBackend(argilla_server.url, argilla_server.api_key, workspace=unique, dataset=unique)
+    dataset = backend.dataset()
+    records = {}
+    for name in ("ann", "bob"):
+        annotator = ArgillaAnnotator(argilla_server, f"{name}-{unique}", str(dataset.workspace.id))
+        records = records or annotator.records(str(dataset.id))
+        annotator.answer(records["turn-00000"]["id"], "A", "none")
+        annotator.answer(records["turn-00001"]["id"], "B" if name == "ann" else "tie", "other")
+    out = runner.invoke(app, ["pull", "--backend", "argilla"])
+    assert out.exit_code == 0, out.output
+    assert "argilla: 4 answers pulled, 4 stored" in out.output
+    out = runner.invoke(app, ["agreement", "--json"])
+    assert out.exit_code == 0, out.output
+    result = json.loads(out.output)
+    assert result["records"] == 2 and result["percent_agreement"] == pytest.approx(0.5)
+    monkeypatch.setenv("ARGILLA_API_URL", "http://127.0.0.1:9")  # nothing listens there
+    out = runner.invoke(app, ["push"])
+    assert (
+        out.exit_code == 2 and out.output.startswith("Error: argilla:") and len(out.output.splitlines()) == 1
+    )
