@@ -380,6 +380,14 @@ def split_valid(
 
 
 # --- the sink ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Item:
+    kind: str
+    key: str
+    payload: Mapping[str, Any]
+
+
+# --- the sink ---------------------------------------------------------------------------------------------
 Embed = Callable[[list[str]], Any]
 """Texts -> an array of shape ``(len(texts), dim)`` (the project's embedder)."""
 
@@ -435,6 +443,12 @@ class ArizeSink:
     def send(self, items: Sequence[ItemLike]) -> list[bool]:
         """Deliver a batch: turns first (so their spans exist), then evaluations, then feedback."""
         results = [False] * len(items)
+        try:
+            items = self._with_span_ids(items)
+        except Exception as exc:  # the chat log is unreachable: retry the whole batch later
+            for item in items:
+                self._fail(item, f"reading span ids: {type(exc).__name__}: {exc}")
+            return results
         for kind, method in (
             ("turn", self._send_turns),
             ("evaluation", self._send_evaluations),
@@ -460,6 +474,45 @@ class ArizeSink:
     def shutdown(self, timeout_s: float = 5.0) -> None:
         """Nothing is buffered here (the outbox holds undelivered items); drop the client."""
         self.client = None
+
+    def _with_span_ids(self, items: Sequence[ItemLike]) -> list[ItemLike]:
+        """Fill in the turn's traced ids where a feedback/evaluation payload lacks them.
+
+        A payload without ids would otherwise map to the ids derived from the turn id, which are
+        not the span's when the turn was traced.
+        """
+        from sqlalchemy import select
+
+        from chatlog import turns
+
+        missing = {
+            str(item.payload["turn_id"])
+            for item in items
+            if item.kind in ("feedback", "evaluation")
+            and "turn_id" in item.payload
+            and not (item.payload.get("trace_id") and item.payload.get("span_id"))
+        }
+        if not missing:
+            return list(items)
+        ids: dict[str, tuple[str | None, str | None]] = {}
+        with self.chatlog.engine.connect() as conn:
+            query = select(turns.c.turn_id, turns.c.trace_id, turns.c.span_id)
+            for r in conn.execute(query.where(turns.c.turn_id.in_(sorted(missing)))):
+                ids[r.turn_id] = (r.trace_id, r.span_id)
+        out: list[ItemLike] = []
+        for item in items:
+            turn_id = str(item.payload.get("turn_id"))
+            if turn_id in missing and turn_id in ids:
+                trace_id, span_id = ids[turn_id]
+                payload = {
+                    **item.payload,
+                    "trace_id": item.payload.get("trace_id") or trace_id,
+                    "span_id": item.payload.get("span_id") or span_id,
+                }
+                out.append(_Item(item.kind, item.key, payload))
+            else:
+                out.append(item)
+        return out
 
     # --- per kind ------------------------------------------------------------------------------------------
     def _remember(self, key: str, reason: str) -> None:

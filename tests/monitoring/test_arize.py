@@ -524,6 +524,28 @@ def test_backfill_sends_each_key_once_per_run_and_is_idempotent(
     assert len(receiver.spans) == 3
 
 
+def test_a_payload_without_span_ids_lands_on_the_traced_span(
+    chatlog: ChatLog, arize_settings: Settings, receiver: ArizeReceiver, embedder: Any
+) -> None:
+    from chatlog.outbox import Sink
+
+    turn_id = _log_turn(chatlog, embedder, *QUESTIONS[1])
+    turn = chatlog.get_turn(turn_id)
+    assert turn is not None and turn["span_id"] != az.span_ids(turn_id)[1]
+    sink = az.from_settings(arize_settings, chatlog)
+    assert isinstance(sink, Sink)
+    bare = {"turn_id": turn_id, "evaluator": "faithfulness_local", "score": 0.75}  # no trace/span ids
+    batch = [
+        OutboxItem(1, "arize", "turn", turn_id, {"turn_id": turn_id}),
+        OutboxItem(2, "arize", "evaluation", f"{turn_id}:faithfulness_local", bare),
+        OutboxItem(
+            3, "arize", "feedback", f"{turn_id}:api", {"turn_id": turn_id, "rater": "api", "value": 1}
+        ),
+    ]
+    assert sink.send(batch) == [True, True, True]
+    assert set(receiver.evaluations) == set(receiver.annotations) == {turn["span_id"]}
+
+
 @pytest.mark.parametrize(
     "args", [["backfill", "--since", "last tuesday"], ["backfill", "--since", "3000-01-01"]]
 )
