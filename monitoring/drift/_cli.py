@@ -30,17 +30,25 @@ def run(
     from monitoring.drift import run_drift
     from ragloop.settings import get_settings
 
-    report, explanation = run_drift(get_settings(), window=window, reference=reference, evidently=evidently)
+    settings = get_settings()
+    report, explanation = run_drift(settings, window=window, reference=reference, evidently=evidently)
     typer.echo(f"drift run {report.run_id}: {report.current_label} vs {report.reference_label}")
     typer.echo(
         f"{'test':<18}{'statistic':>10}{'threshold':>10}{'p-value':>9}{'n_ref':>7}{'n_cur':>7}  decision"
     )
     for t in report.tests:
         decision = "ALARM" if t.alarm else "ok"
+        run_p = t.p_value if t.run_p_value is None else t.run_p_value
         typer.echo(
-            f"{t.name:<18}{t.statistic:>10.3f}{t.threshold:>10.3f}{t.p_value:>9.4f}"
+            f"{t.name:<18}{t.statistic:>10.3f}{t.threshold:>10.3f}{run_p:>9.4f}"
             f"{t.n_reference:>7}{t.n_current:>7}  {decision}"
         )
+    for name, reason in report.insufficient.items():
+        typer.echo(f"{name:<18}{'':>10}{'':>10}{'':>9}{'':>7}{'':>7}  {reason}")
+    typer.echo(
+        f"run: {'ALARM' if report.alarm else 'no alarm'} (false-alarm rate {settings.drift_alpha} "
+        f"for the run; p-values corrected across its {len(report.tests)} test(s))"
+    )
     for c in explanation.clusters[:3]:
         typer.echo(
             f"cluster {c.rank}: {c.size} turns, {c.current_share:.1%} now vs {c.reference_share:.1%} before"

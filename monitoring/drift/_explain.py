@@ -4,15 +4,21 @@ Each current-window cluster is scored by how over-represented its region is in t
 compared with the reference: reference rows are assigned to the nearest current centroid, and a
 cluster's ``excess`` is its share of the current window minus its share of the reference. A new topic
 makes a cluster with a large current share and a near-zero reference share, so it ranks first.
+
+Rows with NaN or infinite values (a question with nothing to embed) are left out on both sides;
+k-means and the 2-D projection are scikit-learn's.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from monitoring.drift._stats import usable_rows
 
 
 @dataclass(frozen=True)
@@ -60,38 +66,25 @@ def _normalise(x: np.ndarray) -> np.ndarray:
 
 
 def kmeans(x: np.ndarray, k: int, seed: int = 0, iterations: int = 30) -> tuple[np.ndarray, np.ndarray]:
-    """Spherical k-means (cosine) with k-means++ seeding.
+    """Spherical k-means (cosine): scikit-learn's k-means (k-means++ seeding) on unit-length rows.
 
     Args:
-        x: ``(n, d)`` rows (normalised internally).
-        k: clusters (capped at ``n``).
+        x: ``(n, d)`` finite rows, ``n >= 1`` (normalised internally; zero rows stay zero).
+        k: clusters (capped at the number of distinct rows).
         seed: random seed.
         iterations: Lloyd iterations at most.
 
     Returns:
         ``(centroids, assignment)``: ``(k, d)`` unit centroids and each row's cluster.
     """
+    from sklearn.cluster import KMeans
+
     x = _normalise(x)
-    rng = np.random.default_rng(seed)
-    k = max(1, min(k, len(x)))
-    centroids = [x[rng.integers(len(x))]]
-    for _ in range(1, k):
-        dist = np.clip(1.0 - np.max(x @ np.array(centroids).T, axis=1), 0.0, None)
-        probs = dist / dist.sum() if dist.sum() > 0 else None
-        centroids.append(x[rng.choice(len(x), p=probs)])
-    cent = np.array(centroids)
-    assign = np.zeros(len(x), dtype=np.int64)
-    for step in range(iterations):
-        new_assign = np.argmax(x @ cent.T, axis=1)
-        if step > 0 and np.array_equal(new_assign, assign):
-            break
-        assign = new_assign
-        for c in range(k):
-            members = x[assign == c]
-            if len(members):
-                cent[c] = members.mean(axis=0)
-        cent = _normalise(cent)
-    return cent, assign
+    k = max(1, min(k, len(np.unique(x, axis=0))))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ConvergenceWarning on near-duplicate rows: harmless here
+        model = KMeans(n_clusters=k, n_init=1, max_iter=iterations, random_state=seed).fit(x)
+    return _normalise(model.cluster_centers_), model.labels_.astype(np.int64)
 
 
 def explain_drift(
@@ -106,27 +99,30 @@ def explain_drift(
     """Cluster ``current`` and rank clusters by how far they are from ``reference``.
 
     Args:
-        reference: ``(n_ref, D)`` reference embeddings.
-        current: ``(n_cur, D)`` current embeddings.
+        reference: ``(n_ref, D)`` reference embeddings (rows with NaN or inf are left out).
+        current: ``(n_cur, D)`` current embeddings (likewise; ``members`` index the original rows).
         texts: the current rows' texts, for the examples (optional).
         k: clusters.
         representatives: members listed per cluster.
         seed: random seed.
 
     Returns:
-        Clusters, most over-represented first (empty when the current window is empty).
+        Clusters, most over-represented first (empty when the current window has no usable row).
     """
-    if len(current) == 0:
+    rows = np.flatnonzero(usable_rows(current)) if len(current) else np.zeros(0, int)
+    if len(rows) == 0:
         return []
-    cent, assign = kmeans(current, k, seed=seed)
+    reference = np.asarray(reference)[usable_rows(reference)] if len(reference) else np.asarray(reference)
+    cent, assign = kmeans(np.asarray(current)[rows], k, seed=seed)
     ref_assign = np.argmax(_normalise(reference) @ cent.T, axis=1) if len(reference) else np.array([], int)
-    cur_unit = _normalise(current)
+    cur_unit = np.zeros((len(current), cent.shape[1]), np.float32)
+    cur_unit[rows] = _normalise(np.asarray(current)[rows])
     clusters = []
     for c in range(len(cent)):
-        members = np.flatnonzero(assign == c)
+        members = rows[assign == c]
         if not len(members):
             continue
-        cur_share = len(members) / len(current)
+        cur_share = len(members) / len(rows)
         ref_share = float(np.mean(ref_assign == c)) if len(ref_assign) else 0.0
         closest = members[np.argsort(-(cur_unit[members] @ cent[c]))[:representatives]]
         clusters.append((cur_share - ref_share, cur_share, ref_share, members, closest))
@@ -147,9 +143,20 @@ def explain_drift(
 
 
 def projection_2d(reference: np.ndarray, current: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """2-D PCA coordinates of both windows (axes fitted on the pooled rows), for the plot."""
-    pooled = np.vstack([reference, current]).astype(np.float64)
-    mean = pooled.mean(axis=0)
-    _, _, vt = np.linalg.svd(pooled - mean, full_matrices=False)
-    coords = (pooled - mean) @ vt[:2].T
+    """2-D PCA coordinates of both windows (scikit-learn's PCA fitted on the pooled rows), for the plot.
+
+    Rows with NaN or inf are dropped first; with fewer than 2 usable dimensions or rows the missing
+    coordinates are 0.
+    """
+    from sklearn.decomposition import PCA
+
+    reference = np.asarray(reference, np.float64)[usable_rows(reference)]
+    current = np.asarray(current, np.float64)[usable_rows(current)]
+    pooled = np.vstack([reference, current])
+    coords = np.zeros((len(pooled), 2))
+    dims = min(2, *pooled.shape)
+    if dims:
+        with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+            warnings.simplefilter("ignore", RuntimeWarning)  # constant data: 0/0 variance ratios
+            coords[:, :dims] = PCA(n_components=dims).fit_transform(pooled)
     return coords[: len(reference)], coords[len(reference) :]

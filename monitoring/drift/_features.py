@@ -1,6 +1,8 @@
 """Scalar input and output features of chat-log turns (pure: a turn dict in, numbers out).
 
-Missing values are NaN (a turn with no answer has no answer length); the drift test skips them.
+Missing values are NaN (a turn with no answer has no answer length, a turn not scored yet has no
+faithfulness); the drift test skips them. The faithfulness score is read by the window loader from the
+``evaluations`` table (evaluator ``faithfulness_local``) and passed in.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ OUTPUT_FEATURES = (
     "thumbs_down",
     "faithfulness",
 )
-#: Statuses counted as a refusal (the bot declined to answer from the corpus).
-REFUSAL_STATUSES = frozenset({"no_context", "rejected"})
+#: Statuses counted as a refusal (the bot declined to answer from the corpus). Rejected input never
+#: reaches a drift window (see ``monitoring.drift._windows.DRIFT_STATUSES``).
+REFUSAL_STATUSES = frozenset({"no_context"})
 
 
 def non_latin_share(text: str) -> float:
@@ -38,7 +41,10 @@ def non_latin_share(text: str) -> float:
 
 
 def _num(value: Any) -> float:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else float("nan")
+    """A finite number, else NaN (None, text, bool, NaN and inf are all "unknown")."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return float("nan")
+    return float(value) if np.isfinite(value) else float("nan")
 
 
 def _top_score(retrieved: Sequence[Mapping[str, Any]] | None) -> float:
@@ -48,7 +54,10 @@ def _top_score(retrieved: Sequence[Mapping[str, Any]] | None) -> float:
 
 
 def turn_features(
-    turn: Mapping[str, Any], score_threshold: float, thumbs_down: bool = False
+    turn: Mapping[str, Any],
+    score_threshold: float,
+    thumbs_down: bool = False,
+    faithfulness: float | None = None,
 ) -> dict[str, float]:
     """Scalar features of one chat-log turn.
 
@@ -56,6 +65,7 @@ def turn_features(
         turn: a turn dict as :meth:`chatlog.ChatLog.iter_turns` yields it.
         score_threshold: retrieval score below which a chunk counts as not relevant.
         thumbs_down: whether the turn received negative feedback.
+        faithfulness: the turn's local faithfulness score in [0, 1] (None: not scored).
 
     Returns:
         Feature name -> value (NaN when unknown), keys :data:`INPUT_FEATURES` + :data:`OUTPUT_FEATURES`.
@@ -64,8 +74,6 @@ def turn_features(
     answer = turn.get("answer")
     top = _top_score(turn.get("retrieved"))
     status = turn.get("status")
-    raw_extra = turn.get("extra")
-    extra: Mapping[str, Any] = raw_extra if isinstance(raw_extra, Mapping) else {}
     no_relevant = (
         status == "no_context" or (not np.isnan(top) and top < score_threshold) or not turn.get("retrieved")
     )
@@ -81,7 +89,7 @@ def turn_features(
         "input_tokens": _num(turn.get("input_tokens")),
         "output_tokens": _num(turn.get("output_tokens")),
         "thumbs_down": float(thumbs_down),
-        "faithfulness": _num(extra.get("faithfulness")),
+        "faithfulness": _num(faithfulness),
     }
 
 

@@ -1,6 +1,12 @@
 """A drift run, step by step: extract windows -> embeddings -> report -> explanation (-> store, metrics).
 
 The Dagster assets (:mod:`monitoring.drift.pipeline`) and ``ragloop drift run`` call the same steps.
+
+A run makes up to three decisions (query embeddings, answer embeddings, scalar features). A decision
+needs at least ``RAGLOOP_DRIFT_MIN_ROWS`` usable rows (and never fewer than 2) on each side; below
+that the run reports it as "insufficient data" (:attr:`DriftReport.insufficient`): no alarm, and the
+metrics say so explicitly instead of carrying a NaN. The decisions that ran are corrected together
+(Holm), so the run as a whole raises a false alarm with probability at most ``RAGLOOP_DRIFT_ALPHA``.
 """
 
 from __future__ import annotations
@@ -17,7 +23,13 @@ import numpy as np
 from chatlog import ChatLog, new_id, now
 from monitoring.drift import _metrics, _store
 from monitoring.drift._explain import Cluster, explain_drift
-from monitoring.drift._stats import DriftTest, embedding_drift_test, feature_drift_test
+from monitoring.drift._stats import (
+    DriftTest,
+    correct_for_run,
+    embedding_drift_test,
+    feature_drift_test,
+    usable_rows,
+)
 from monitoring.drift._windows import (
     WindowData,
     drift_dir,
@@ -32,9 +44,25 @@ from ragloop.settings import Settings
 log = logging.getLogger(__name__)
 
 
+#: The decisions a run can make, in order.
+TEST_NAMES = ("query_embedding", "answer_embedding", "features")
+
+
 @dataclass
 class DriftReport:
-    """The calibrated decisions of one run and where its Evidently snapshot went."""
+    """The calibrated decisions of one run and where its Evidently snapshot went.
+
+    Attributes:
+        run_id: the run's id (``drift_runs.run_id``).
+        reference_label: how the reference window was chosen.
+        current_label: how the current window was chosen.
+        tests: the decisions that ran, corrected for the run (Holm).
+        snapshot_id: the Evidently snapshot, when one was written.
+        report_path: the Evidently HTML report, when one was written.
+        insufficient: decision name -> why it did not run ("insufficient data: ...").
+        n_reference: turns in the reference window.
+        n_current: turns in the current window.
+    """
 
     run_id: str
     reference_label: str
@@ -42,6 +70,9 @@ class DriftReport:
     tests: list[DriftTest]
     snapshot_id: str | None = None
     report_path: Path | None = None
+    insufficient: dict[str, str] = field(default_factory=dict)
+    n_reference: int = 0
+    n_current: int = 0
 
     @property
     def alarm(self) -> bool:
@@ -96,46 +127,91 @@ def embed_windows(
         chatlog.close()
 
 
-def _tests(settings: Settings, reference: WindowData, current: WindowData) -> list[DriftTest]:
+def _min_rows(settings: Settings) -> int:
+    return max(2, settings.drift_min_rows)
+
+
+def _tests(
+    settings: Settings, reference: WindowData, current: WindowData
+) -> tuple[list[DriftTest], dict[str, str]]:
+    """The decisions with enough data, corrected for the run, and why the others did not run."""
     common: dict[str, Any] = {
         "alpha": settings.drift_alpha,
         "n_perm": settings.drift_permutations,
         "max_rows": settings.drift_max_rows,
         "seed": settings.drift_seed,
     }
-    tests = []
-    pairs = (
-        ("query_embedding", reference.query, current.query),
-        ("answer_embedding", reference.answered, current.answered),
-    )
-    for name, ref, cur in pairs:
-        if min(len(ref), len(cur)) >= settings.drift_min_rows:
-            tests.append(embedding_drift_test(ref, cur, name=name, dims=settings.drift_dims, **common))
+    need = _min_rows(settings)
+    tests: list[DriftTest] = []
+    insufficient: dict[str, str] = {}
+
+    def enough(name: str, n_ref: int, n_cur: int) -> bool:
+        if min(n_ref, n_cur) >= need:
+            return True
+        insufficient[name] = (
+            f"insufficient data: {n_ref} reference and {n_cur} current rows, "
+            f"at least {need} a side needed (RAGLOOP_DRIFT_MIN_ROWS)"
+        )
+        log.warning("%s: %s", name, insufficient[name])
+        return False
+
+    groups = np.concatenate([reference.groups("reference"), current.groups("current")])
+    for name, key in (("query_embedding", "query"), ("answer_embedding", "answer")):
+        ref, cur = getattr(reference, key), getattr(current, key)
+        if name == "answer_embedding" and not len(ref) and len(reference):
+            continue  # a saved question set has no answers: nothing to compare, nothing missing
+        if enough(name, int(usable_rows(ref).sum()), int(usable_rows(cur).sum())):
+            test = embedding_drift_test(
+                ref, cur, name=name, dims=settings.drift_dims, groups=groups, **common
+            )
+            tests.append(test)
+    if reference.features and enough("features", len(reference), len(current)):
+        test = feature_drift_test(
+            reference.features, current.features, name="features", groups=groups, **common
+        )
+        if test.components:
+            tests.append(test)
         else:
-            log.warning("%s: too few rows to decide (%d reference, %d current)", name, len(ref), len(cur))
-    if reference.features and min(len(reference), len(current)) >= settings.drift_min_rows:
-        tests.append(feature_drift_test(reference.features, current.features, name="features", **common))
-    return tests
+            insufficient["features"] = "insufficient data: no feature has varying, finite values"
+    return correct_for_run(tests, settings.drift_alpha), insufficient
 
 
 def drift_report(
     settings: Settings, reference: WindowData, current: WindowData, evidently: bool = True
 ) -> DriftReport:
-    """Step 3: the calibrated tests, plus the Evidently report saved as a snapshot and an HTML file."""
+    """Step 3: the calibrated tests, plus the Evidently report saved as a snapshot and an HTML file.
+
+    The Evidently report is for browsing: when it fails (too few rows for its plots, say) the run
+    logs why and goes on without it.
+    """
     run_id = new_id()
-    tests = _tests(settings, reference, current)
-    report = DriftReport(run_id, reference.label, current.label, tests)
+    tests, insufficient = _tests(settings, reference, current)
+    report = DriftReport(
+        run_id,
+        reference.label,
+        current.label,
+        tests,
+        insufficient=insufficient,
+        n_reference=len(reference),
+        n_current=len(current),
+    )
     for t in tests:
         log.info(
-            "%s: statistic %.3f threshold %.3f p %.4f -> %s",
+            "%s: statistic %.3f threshold %.3f p %.4f (run %.4f) -> %s",
             t.name,
             t.statistic,
             t.threshold,
             t.p_value,
+            t.run_p_value,
             "ALARM" if t.alarm else "ok",
         )
     if evidently and tests:
-        report.snapshot_id, report.report_path = _evidently_snapshot(settings, reference, current, run_id)
+        try:
+            report.snapshot_id, report.report_path = _evidently_snapshot(settings, reference, current, run_id)
+        except ImportError:
+            raise  # the drift extra is missing: the message names the pip command
+        except Exception:  # noqa: BLE001 - the browsing report never stops the decision
+            log.exception("the Evidently report of drift run %s failed; the decisions stand", run_id)
     return report
 
 
@@ -148,7 +224,8 @@ def _evidently_snapshot(
 
     # The report is for browsing; a few thousand rows show the same picture and keep it fast.
     def side(w: WindowData) -> tuple[dict, dict]:
-        idx = np.sort(rng.choice(len(w), size=min(len(w), 2000), replace=False))
+        usable = np.flatnonzero(usable_rows(w.query))
+        idx = np.sort(rng.choice(usable, size=min(len(usable), 2000), replace=False))
         emb = {"query": w.query[idx]}
         return emb, {k: v[idx] for k, v in w.features.items()}
 
@@ -195,7 +272,13 @@ def explain(
         _store.save_run(chatlog.engine, _run_row(report, reference, current, plot), cluster_rows)
     finally:
         chatlog.close()
-    metrics = _metrics.drift_metrics(tests, [c.as_dict() for c in clusters], finished_at=time.time())
+    metrics = _metrics.drift_metrics(
+        tests,
+        [c.as_dict() for c in clusters],
+        finished_at=time.time(),
+        insufficient=report.insufficient,
+        window_rows=(len(reference), len(current)),
+    )
     path = _metrics.write_textfile(metrics, metrics_textfile(settings))
     _metrics.record_otel(metrics)
     _metrics.record_span(report.run_id, reference.label, tests)
@@ -224,7 +307,12 @@ def _run_row(
 ) -> dict[str, Any]:
     def p(name: str) -> float | None:
         test = report.test(name)
-        return test.p_value if test else None
+        return test.run_p_value if test else None
+
+    insufficient = [
+        {"name": name, "status": "insufficient_data", "reason": reason}
+        for name, reason in report.insufficient.items()
+    ]
 
     return {
         "run_id": report.run_id,
@@ -238,7 +326,7 @@ def _run_row(
         "query_p_value": p("query_embedding"),
         "answer_p_value": p("answer_embedding"),
         "features_p_value": p("features"),
-        "tests": [t.as_dict() for t in report.tests],
+        "tests": [{**t.as_dict(), "status": "decided"} for t in report.tests] + insufficient,
         "snapshot_id": report.snapshot_id,
         "report_path": str(report.report_path or "") or None,
         "plot_path": str(plot) if plot else None,
@@ -246,13 +334,14 @@ def _run_row(
 
 
 def _plot(settings: Settings, reference: WindowData, current: WindowData, run_id: str) -> Path | None:
-    if min(len(reference), len(current)) < 3:
+    ref, cur = reference.query[usable_rows(reference.query)], current.query[usable_rows(current.query)]
+    if min(len(ref), len(cur)) < 3:
         return None
     from monitoring.drift._plot import plot_projection
 
     return plot_projection(
-        reference.query,
-        current.query,
+        ref,
+        cur,
         drift_dir(settings) / "plots" / f"drift-{run_id}.png",
         title=f"{current.label} vs {reference.label}",
         seed=settings.drift_seed,

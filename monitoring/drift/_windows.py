@@ -1,7 +1,11 @@
 """Windows of chat-log turns and saved reference sets: extraction and embeddings (the I/O side).
 
-A :class:`WindowData` is what the statistics need: query and answer embeddings, texts, turn ids
-and scalar features, as plain arrays.
+A :class:`WindowData` is what the statistics need: query and answer embeddings, texts, turn ids,
+conversation ids and scalar features, as plain arrays.
+
+Only turns the bot finished answering enter a window (:data:`DRIFT_STATUSES`): a rejected message
+(empty, too long, unknown conversation), an error, a cancelled or still running turn says nothing
+about what users ask or what the bot answers, and has no embedding to compare.
 """
 
 from __future__ import annotations
@@ -14,15 +18,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import column, inspect, select, table
 
-from chatlog import STATUS_IN_PROGRESS, ChatLog, feedback
+from chatlog import STATUS_NO_CONTEXT, STATUS_OK, ChatLog, feedback
+from monitoring import semconv
 from monitoring.drift._features import feature_columns, turn_features
 from ragloop.settings import Settings
 
 log = logging.getLogger(__name__)
 
 _SPANS = {"hour": timedelta(hours=1), "day": timedelta(days=1), "week": timedelta(weeks=1)}
+
+#: Turn statuses that enter a drift window: answered, or declined for lack of context.
+DRIFT_STATUSES = (STATUS_OK, STATUS_NO_CONTEXT)
+
+# The evaluations table belongs to ``eval`` (one row per (turn, evaluator)); monitoring does not import
+# eval, so it reads the three columns it needs through a lightweight table clause.
+_evaluations = table("evaluations", column("turn_id"), column("evaluator"), column("score"))
 
 
 @dataclass
@@ -39,6 +51,7 @@ class WindowData:
         query: ``(n, D)`` query embeddings.
         answer: ``(n, D)`` answer embeddings, NaN rows where there is no answer.
         features: scalar features, one array per feature name.
+        conversation_ids: each turn's conversation (None: unknown; empty for a saved set).
     """
 
     label: str
@@ -50,14 +63,26 @@ class WindowData:
     query: np.ndarray
     answer: np.ndarray
     features: dict[str, np.ndarray] = field(default_factory=dict)
+    conversation_ids: list[str | None] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.questions)
 
     @property
     def answered(self) -> np.ndarray:
-        """Answer embeddings of the rows that have one."""
-        return self.answer[~np.isnan(self.answer).any(axis=1)] if len(self.answer) else self.answer
+        """Answer embeddings of the rows that have a usable one (finite)."""
+        return self.answer[np.isfinite(self.answer).all(axis=1)] if len(self.answer) else self.answer
+
+    def groups(self, side: str) -> np.ndarray:
+        """The permutation unit of every row: its conversation, else the row itself.
+
+        Args:
+            side: a prefix keeping the two windows' units apart ("reference", "current").
+        """
+        ids = self.conversation_ids if len(self.conversation_ids) == len(self) else [None] * len(self)
+        return np.array(
+            [f"{side}:c:{cid}" if cid else f"{side}:r:{i}" for i, cid in enumerate(ids)], dtype=object
+        )
 
 
 def _parse_time(text: str) -> datetime:
@@ -105,22 +130,51 @@ def _thumbs_down(chatlog: ChatLog, turn_ids: Sequence[str]) -> set[str]:
     return down
 
 
+def _faithfulness(chatlog: ChatLog, turn_ids: Sequence[str]) -> dict[str, float]:
+    """Each scored turn's local faithfulness (``evaluations`` rows of evaluator ``faithfulness_local``)."""
+    if not turn_ids or not inspect(chatlog.engine).has_table("evaluations"):
+        return {}
+    scores: dict[str, float] = {}
+    ids = list(turn_ids)
+    with chatlog.engine.connect() as conn:
+        for i in range(0, len(ids), 500):
+            rows = conn.execute(
+                select(_evaluations.c.turn_id, _evaluations.c.score).where(
+                    _evaluations.c.turn_id.in_(ids[i : i + 500]),
+                    _evaluations.c.evaluator == semconv.SCORE_FAITHFULNESS_LOCAL,
+                    _evaluations.c.score.is_not(None),  # a failed evaluation is no score
+                )
+            )
+            scores.update((r.turn_id, float(r.score)) for r in rows)
+    return scores
+
+
+def _vector_matrix(vectors: Sequence[np.ndarray | None]) -> np.ndarray:
+    """Stack vectors; a missing one, or one of another length (another model), is a NaN row."""
+    dims = [len(v) for v in vectors if v is not None and len(v)]
+    dim = max(set(dims), key=dims.count) if dims else 0
+    rows = [v if v is not None and len(v) == dim else np.full(dim, np.nan, np.float32) for v in vectors]
+    return np.vstack(rows).astype(np.float32) if rows else np.zeros((0, dim), np.float32)
+
+
 def load_window(
     chatlog: ChatLog, start: datetime, end: datetime, settings: Settings, label: str = ""
 ) -> tuple[WindowData, list[dict[str, Any]]]:
-    """Read the finished turns of ``[start, end)``; missing embeddings are NaN (see :func:`fill_embeddings`).
+    """Read the answered turns of ``[start, end)``; missing embeddings are NaN (see :func:`fill_embeddings`).
+
+    Only turns with a status in :data:`DRIFT_STATUSES` are read.
 
     Returns:
         The window and the raw turns (the embedding step needs their texts).
     """
-    turns = [t for t in chatlog.iter_turns(since=start, until=end) if t["status"] != STATUS_IN_PROGRESS]
-    down = _thumbs_down(chatlog, [t["turn_id"] for t in turns])
-    feats = [turn_features(t, settings.score_threshold, t["turn_id"] in down) for t in turns]
-    dim = next((len(t["query_embedding"]) for t in turns if t["query_embedding"] is not None), 0)
-
-    def matrix(key: str) -> np.ndarray:
-        rows = [t[key] if t[key] is not None else np.full(dim, np.nan, np.float32) for t in turns]
-        return np.vstack(rows).astype(np.float32) if rows else np.zeros((0, dim), np.float32)
+    turns = list(chatlog.iter_turns(since=start, until=end, statuses=DRIFT_STATUSES))
+    ids = [t["turn_id"] for t in turns]
+    down = _thumbs_down(chatlog, ids)
+    faith = _faithfulness(chatlog, ids)
+    feats = [
+        turn_features(t, settings.score_threshold, t["turn_id"] in down, faith.get(t["turn_id"]))
+        for t in turns
+    ]
 
     window = WindowData(
         label=label or f"{start.isoformat()}/{end.isoformat()}",
@@ -129,36 +183,48 @@ def load_window(
         turn_ids=[t["turn_id"] for t in turns],
         questions=[t["standalone_question"] or t["user_message"] for t in turns],
         answers=[t["answer"] for t in turns],
-        query=matrix("query_embedding"),
-        answer=matrix("answer_embedding"),
+        query=_vector_matrix([t["query_embedding"] for t in turns]),
+        answer=_vector_matrix([t["answer_embedding"] for t in turns]),
         features=feature_columns(feats),
+        conversation_ids=[t["conversation_id"] for t in turns],
     )
     log.info("window %s: %d turns", window.label, len(window))
     return window, turns
 
 
+def _unusable(matrix: np.ndarray) -> np.ndarray:
+    """Rows that are no embedding: missing (NaN), broken (inf) or all zeros."""
+    if matrix.shape[1] == 0:
+        return np.ones(len(matrix), bool)
+    return ~np.isfinite(matrix).all(axis=1) | ~np.any(matrix != 0, axis=1)
+
+
 def fill_embeddings(window: WindowData, settings: Settings, chatlog: ChatLog | None = None) -> WindowData:
-    """Embed questions and answers whose embedding is missing, writing them back to the chat log."""
+    """Embed questions and answers whose embedding is missing or broken, writing them back to the chat log.
+
+    A row without text (an empty question or answer) stays NaN: the statistics leave it out.
+    """
     from retrieval import get_embedder
 
     embedder = None
     for key, texts in (("query", window.questions), ("answer", window.answers)):
         matrix = getattr(window, key)
-        missing = [
-            i for i in range(len(texts)) if texts[i] and (matrix.shape[1] == 0 or np.isnan(matrix[i]).any())
-        ]
-        if not missing:
-            continue
-        embedder = embedder or get_embedder(settings)
-        vectors = embedder.embed_documents([str(texts[i]) for i in missing], progress=len(missing) > 500)
-        if matrix.shape[1] != vectors.shape[1]:
-            matrix = np.full((len(texts), vectors.shape[1]), np.nan, np.float32)
-        matrix[missing] = vectors
+        bad = _unusable(matrix)
+        missing = [i for i in range(len(texts)) if texts[i] and str(texts[i]).strip() and bad[i]]
+        if missing:
+            embedder = embedder or get_embedder(settings)
+            vectors = embedder.embed_documents([str(texts[i]) for i in missing], progress=len(missing) > 500)
+            if matrix.shape[1] != vectors.shape[1]:  # none stored yet, or another model's
+                matrix = np.full((len(texts), vectors.shape[1]), np.nan, np.float32)
+            matrix[missing] = vectors
+            if chatlog is not None and window.turn_ids and window.turn_ids[0]:
+                for i, vector in zip(missing, vectors, strict=True):  # later runs reuse them
+                    chatlog.update_turn(window.turn_ids[i], **{f"{key}_embedding": vector})
+            log.info("embedded %d missing %s texts of window %s", len(missing), key, window.label)
+        if len(matrix) and matrix.shape[1]:
+            matrix = matrix.copy()
+            matrix[_unusable(matrix)] = np.nan  # no text to embed: left out by the statistics
         setattr(window, key, matrix)
-        if chatlog is not None and window.turn_ids and window.turn_ids[0]:
-            for i in missing:  # later runs reuse them instead of embedding again
-                chatlog.update_turn(window.turn_ids[i], **{f"{key}_embedding": vectors[missing.index(i)]})
-        log.info("embedded %d missing %s texts of window %s", len(missing), key, window.label)
     return window
 
 

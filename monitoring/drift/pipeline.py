@@ -103,8 +103,11 @@ def _report_metadata(report: _run.DriftReport) -> dict[str, Any]:
         "alarm": report.alarm,
         "reference": report.reference_label,
     }
+    for name, reason in report.insufficient.items():
+        meta[f"{name}_insufficient_data"] = reason
     for test in report.tests:
         meta[f"{test.name}_p_value"] = test.p_value
+        meta[f"{test.name}_run_p_value"] = test.run_p_value
         meta[f"{test.name}_statistic"] = test.statistic
         meta[f"{test.name}_threshold"] = test.threshold
     return meta
@@ -113,17 +116,19 @@ def _report_metadata(report: _run.DriftReport) -> dict[str, Any]:
 def _check(report: _run.DriftReport, name: str) -> dg.AssetCheckResult:
     test = report.test(name)
     if test is None:
-        return dg.AssetCheckResult(passed=True, description=f"{name}: too few rows to decide")
+        reason = report.insufficient.get(name, "not applicable to this reference")
+        return dg.AssetCheckResult(passed=True, description=f"{name}: {reason}")
     return dg.AssetCheckResult(
         passed=not test.alarm,
         metadata={
             "p_value": test.p_value,
+            "run_p_value": test.run_p_value if test.run_p_value is not None else test.p_value,
             "statistic": test.statistic,
             "threshold": test.threshold,
             "n_reference": test.n_reference,
             "n_current": test.n_current,
         },
-        description=f"{name}: p={test.p_value:.4f} (alarm at <= {test.alpha})",
+        description=f"{name}: run-corrected p={test.run_p_value}, alarm at <= {test.alpha} for the run",
     )
 
 

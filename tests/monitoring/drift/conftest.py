@@ -72,7 +72,7 @@ def _fill(log: ChatLog, corpus: Corpus, rows: list[int], day_index: int, rng: np
     for j, i in enumerate(rows):
         log.start_turn(
             turn_id=f"d{day_index}-{j}-{corpus.topic[i]}",
-            conversation_id=f"c{day_index}",
+            conversation_id=f"c{day_index}-{j // 3}",  # three turns per conversation
             created_at=start + timedelta(seconds=60 * j),
             completed_at=start + timedelta(seconds=60 * j + 2),
             status="ok",

@@ -23,9 +23,9 @@ def test_features_of_an_answered_turn():
         "total_ms": 1200.0,
         "input_tokens": 400,
         "output_tokens": 12,
-        "extra": {"faithfulness": 0.9},
+        "extra": {"faithfulness": 0.1},  # nothing writes it: the score comes from the evaluations table
     }
-    f = turn_features(turn, score_threshold=0.25, thumbs_down=True)
+    f = turn_features(turn, score_threshold=0.25, thumbs_down=True, faithfulness=0.9)
     assert set(f) == set(INPUT_FEATURES + OUTPUT_FEATURES)
     assert f["query_chars"] == 21 and f["answer_chars"] == 20 and f["retrieval_top_score"] == 0.7
     assert f["no_relevant_retrieval"] == 0.0 and f["refusal"] == 0.0 and f["cited_sources"] == 1.0
@@ -33,12 +33,16 @@ def test_features_of_an_answered_turn():
 
 
 def test_features_of_a_refusal_without_answer():
-    f = turn_features({"user_message": "Что такое GIL?", "status": "no_context", "retrieved": []}, 0.25)
+    f = turn_features(
+        {"user_message": "Что такое GIL?", "status": "no_context", "retrieved": [], "total_ms": float("inf")},
+        0.25,
+    )
     assert f["refusal"] == 1.0 and f["no_relevant_retrieval"] == 1.0 and f["query_non_latin"] == 1.0
     assert (
         math.isnan(f["answer_chars"])
         and math.isnan(f["retrieval_top_score"])
         and math.isnan(f["faithfulness"])
+        and math.isnan(f["latency_ms"])  # inf is no measurement
     )
 
 
