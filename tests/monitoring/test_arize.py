@@ -21,6 +21,7 @@ from chatlog import ChatLog
 from chatlog._base import write_transaction
 from chatlog.outbox import DEAD, DELIVERED, PENDING, OutboxItem, OutboxWorker, enqueue, items
 from monitoring import _arize as az
+from monitoring import _arize_rows as rows
 from monitoring._arize_cli import parse_since
 from ragloop.cli import app as ragloop_app
 from ragloop.settings import Settings
@@ -35,11 +36,11 @@ ROUTES = {"turn": ["arize"], "feedback": ["arize"], "evaluation": ["arize"]}
 
 # --- pure mapping: known values -------------------------------------------------------------------------
 def test_span_ids_keep_traced_ids_and_derive_stable_ones() -> None:
-    assert az.span_ids("t1", "a" * 32, "b" * 16) == ("a" * 32, "b" * 16)
+    assert rows.span_ids("t1", "a" * 32, "b" * 16) == ("a" * 32, "b" * 16)
     # sha256("ragloop:t1") = bb35a61d...: the first 32 hex digits, then the next 16
-    assert az.span_ids("t1") == ("bb35a61dfc4fdc2466aec8ac245a4fb3", "95d676d22b5f0454")
-    assert az.span_ids("t1", "a" * 32) == ("a" * 32, "95d676d22b5f0454")
-    assert az.span_ids("t1") != az.span_ids("t2")
+    assert rows.span_ids("t1") == ("bb35a61dfc4fdc2466aec8ac245a4fb3", "95d676d22b5f0454")
+    assert rows.span_ids("t1", "a" * 32) == ("a" * 32, "95d676d22b5f0454")
+    assert rows.span_ids("t1") != rows.span_ids("t2")
 
 
 def _turn(**over: Any) -> dict[str, Any]:
@@ -68,38 +69,40 @@ def _turn(**over: Any) -> dict[str, Any]:
 
 
 def test_span_row_known_values() -> None:
-    row = az.span_row(_turn(), answer_vector=np.array([1.0, 0.0, 0.125], dtype=np.float32))
-    assert row[az.SPAN_ID] == "b7ad6b7169203331"
-    assert row[az.TRACE_ID] == "0af7651916cd43dd8448eb211c80319c"
-    assert row[az.SPAN_NAME] == "chat.turn"
-    assert row[az.START_TIME] == datetime(2026, 11, 30, 8, 0, 0, tzinfo=UTC)
-    assert row[az.END_TIME] == datetime(2026, 11, 30, 8, 0, 2, tzinfo=UTC)
-    assert row[az.STATUS_CODE] == "OK"
-    assert row[az.INPUT] == "mail me at [EMAIL]"  # RAGLOOP_REDACT on by default
-    assert row[az.OUTPUT] == "Use sorted(xs) [1]."
-    assert row[az.EMBEDDINGS] == [
+    row = rows.span_row(_turn(), answer_vector=np.array([1.0, 0.0, 0.125], dtype=np.float32))
+    assert row[rows.SPAN_ID] == "b7ad6b7169203331"
+    assert row[rows.TRACE_ID] == "0af7651916cd43dd8448eb211c80319c"
+    assert row[rows.SPAN_NAME] == "chat.turn"
+    assert row[rows.START_TIME] == datetime(2026, 11, 30, 8, 0, 0, tzinfo=UTC)
+    assert row[rows.END_TIME] == datetime(2026, 11, 30, 8, 0, 2, tzinfo=UTC)
+    assert row[rows.STATUS_CODE] == "OK"
+    assert row[rows.INPUT] == "mail me at [EMAIL]"  # RAGLOOP_REDACT on by default
+    assert row[rows.OUTPUT] == "Use sorted(xs) [1]."
+    assert row[rows.EMBEDDINGS] == [
         {"embedding.vector": [0.5, 0.25, -1.0], "embedding.text": "How do I sort a list?"},
         {"embedding.vector": [1.0, 0.0, 0.125], "embedding.text": "Use sorted(xs) [1]."},
     ]
-    assert row[az.EMBEDDING_MODEL] == EMBEDDING_MODEL and row[az.LLM_MODEL] == MODEL
-    assert row[az.TOKENS_PROMPT] == 120 and row[az.TOKENS_COMPLETION] == 8
-    assert row[az.SESSION] == "conv-1"
-    assert row[az.METADATA] == {"turn_id": "turn-1", "status": "ok", "prompt_version": "v3"}
+    assert row[rows.EMBEDDING_MODEL] == EMBEDDING_MODEL and row[rows.LLM_MODEL] == MODEL
+    assert row[rows.TOKENS_PROMPT] == 120 and row[rows.TOKENS_COMPLETION] == 8
+    assert row[rows.SESSION] == "conv-1"
+    assert row[rows.METADATA] == {"turn_id": "turn-1", "status": "ok", "prompt_version": "v3"}
 
 
 def test_span_row_error_turn_without_answer_or_trace() -> None:
-    row = az.span_row(_turn(status="error", answer=None, error="llm_timeout", trace_id=None, span_id=None))
-    assert row[az.STATUS_CODE] == "ERROR" and row[az.STATUS_MESSAGE] == "llm_timeout"
-    assert (row[az.TRACE_ID], row[az.SPAN_ID]) == az.span_ids("turn-1")
-    assert [e["embedding.text"] for e in row[az.EMBEDDINGS]] == ["How do I sort a list?"]  # no answer vector
-    assert row[az.OUTPUT] is None
+    row = rows.span_row(_turn(status="error", answer=None, error="llm_timeout", trace_id=None, span_id=None))
+    assert row[rows.STATUS_CODE] == "ERROR" and row[rows.STATUS_MESSAGE] == "llm_timeout"
+    assert (row[rows.TRACE_ID], row[rows.SPAN_ID]) == rows.span_ids("turn-1")
+    assert [e["embedding.text"] for e in row[rows.EMBEDDINGS]] == [
+        "How do I sort a list?"
+    ]  # no answer vector
+    assert row[rows.OUTPUT] is None
 
 
 def test_text_policy_content_off_drops_text_keeps_vectors() -> None:
-    row = az.span_row(_turn(), text=az.TextPolicy(content=False))
-    assert row[az.INPUT] is None and row[az.OUTPUT] is None
-    assert row[az.EMBEDDINGS] == [{"embedding.vector": [0.5, 0.25, -1.0], "embedding.text": ""}]
-    assert az.TextPolicy(redact=False)("ann@example.com") == "ann@example.com"
+    row = rows.span_row(_turn(), text=rows.TextPolicy(content=False))
+    assert row[rows.INPUT] is None and row[rows.OUTPUT] is None
+    assert row[rows.EMBEDDINGS] == [{"embedding.vector": [0.5, 0.25, -1.0], "embedding.text": ""}]
+    assert rows.TextPolicy(redact=False)("ann@example.com") == "ann@example.com"
 
 
 def test_evaluation_rows_known_values() -> None:
@@ -120,7 +123,7 @@ def test_evaluation_rows_known_values() -> None:
             "trace_id": "x" * 32,
         },
     ]
-    assert az.evaluation_rows(payloads, threshold=0.5) == [
+    assert rows.evaluation_rows(payloads, threshold=0.5) == [
         {
             "context.span_id": "s" * 16,
             "eval.faithfulness_local.score": 0.25,
@@ -146,8 +149,8 @@ def test_annotation_rows_known_values() -> None:
         },
         {"turn_id": "u", "rater": "api", "value": 1, "comment": None, "span_id": "u" * 16},
     ]
-    rows = az.annotation_rows(payloads, updated_at_ms=1_700_000_000_000)
-    assert rows == [
+    got = rows.annotation_rows(payloads, updated_at_ms=1_700_000_000_000)
+    assert got == [
         {
             "context.span_id": "s" * 16,
             "annotation.user_feedback.label": "thumbs_down",
@@ -166,7 +169,7 @@ def test_annotation_rows_known_values() -> None:
         },
     ]
     with pytest.raises(ValueError, match="1 or -1"):
-        az.annotation_rows([{"turn_id": "t", "value": 0}], 0)
+        rows.annotation_rows([{"turn_id": "t", "value": 0}], 0)
 
 
 def test_parse_since_known_values() -> None:
@@ -253,8 +256,8 @@ def _log_turn(log: ChatLog, embedder: Any, question: str, answer: str, **over: A
         "query_embedding": embedder.embed_query(question),
         "embedding_model": EMBEDDING_MODEL,
         "model": MODEL,
-        "trace_id": az.span_ids(question)[0],
-        "span_id": az.span_ids(question)[1],
+        "trace_id": rows.span_ids(question)[0],
+        "span_id": rows.span_ids(question)[1],
     }
     fields.update(over)
     turn_id = log.start_turn(**fields)
@@ -394,7 +397,7 @@ def test_a_bad_row_is_rejected_by_the_sdk_validators_before_any_network_call(
     bad = _log_turn(chatlog, embedder, "bad " + q, a, model="m" * 150)  # over the SDK's 100-char limit
     sink = az.from_settings(arize_settings, chatlog)
     assert sink is not None
-    frame = az._frame([az.span_row(chatlog.get_turn(bad))])  # type: ignore[arg-type]
+    frame = az._frame([rows.span_row(chatlog.get_turn(bad))])  # type: ignore[arg-type]
     with pytest.raises(ValidationFailure):  # the SDK's own check, before its POST
         sink.client.spans.log(space_id="space-1", project_name="ragloop-tests", dataframe=frame)
     assert az.validate_spans(frame, "ragloop-tests")  # ours runs the same validators
@@ -531,7 +534,7 @@ def test_a_payload_without_span_ids_lands_on_the_traced_span(
 
     turn_id = _log_turn(chatlog, embedder, *QUESTIONS[1])
     turn = chatlog.get_turn(turn_id)
-    assert turn is not None and turn["span_id"] != az.span_ids(turn_id)[1]
+    assert turn is not None and turn["span_id"] != rows.span_ids(turn_id)[1]
     sink = az.from_settings(arize_settings, chatlog)
     assert isinstance(sink, Sink)
     bare = {"turn_id": turn_id, "evaluator": "faithfulness_local", "score": 0.75}  # no trace/span ids
