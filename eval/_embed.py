@@ -5,8 +5,14 @@ faithfulness budget, so the evaluators run the same all-MiniLM-L6-v2 weights thr
 forward pass (mean pooling, L2 norm). By default its Linear layers are quantized to int8
 (dynamic quantization) and the model runs as a frozen TorchScript trace: on one core a check's
 forward pass drops from ~32 to ~9 ms CPU, and cosines move by up to ~0.07, least for related
-texts (the faithfulness combiner is fitted on this encoder). Activations are quantized per batch,
-so a vector depends a little on its batch-mates (cosine ~0.96 to the same text embedded alone).
+texts (the faithfulness combiner is fitted on this encoder).
+
+Batch independence: dynamic quantization picks its activation scale per input tensor, so a text
+encoded in a batch would depend on its batch-mates (cosine ~0.96 to the same text alone), and a
+turn's score on what it happened to be scored with (issue 9, fault 9). So every text is encoded
+on its own, padded by itself to a length bucket: its vector is a function of the text alone, bit
+for bit, whatever else is embedded in the same call, before or after (the context cache holds
+such vectors only).
 torch is imported lazily.
 """
 
@@ -29,6 +35,8 @@ log = logging.getLogger(__name__)
 
 #: Tokens per sentence: evaluated units are sentences, and longer inputs cost time, not accuracy.
 MAX_TOKENS = 128
+#: Each text is padded (alone) to a multiple of this many tokens: a handful of input shapes.
+BUCKET = 16
 
 
 def model_path(settings: Settings) -> Path:
@@ -73,16 +81,30 @@ class FastEncoder:
         log.info("evaluation encoder loaded from %s", path)
 
     def embed_documents(self, texts: list[str]) -> np.ndarray:
-        """Float32, L2-normalised embeddings, one row per text."""
+        """Float32, L2-normalised embeddings, one row per text, each independent of the others.
+
+        Returns:
+            Array of shape ``(len(texts), dim)``; row i depends on ``texts[i]`` only (see the
+            module docstring): each distinct text is one forward pass of its own.
+        """
         torch = self._torch
+        out: dict[str, np.ndarray] = {}
         with self._lock, torch.inference_mode():
-            batch = self._tok(
-                texts, padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt"
-            )
-            hidden = self._model(batch["input_ids"], batch["attention_mask"])[0]
-            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            return torch.nn.functional.normalize(pooled, dim=-1).numpy().astype(np.float32)
+            for text in dict.fromkeys(texts):
+                n = len(self._tok(text, truncation=True, max_length=MAX_TOKENS)["input_ids"])
+                # Padded to a length bucket of its own (a function of the text alone), so the traced
+                # graph sees a few shapes instead of one per length.
+                bucket = min(MAX_TOKENS, -(-n // BUCKET) * BUCKET)
+                enc = self._tok(
+                    [text], truncation=True, max_length=bucket, padding="max_length", return_tensors="pt"
+                )
+                hidden = self._model(enc["input_ids"], enc["attention_mask"])[0]
+                mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                out[text] = torch.nn.functional.normalize(pooled, dim=-1)[0].numpy().astype(np.float32)
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.vstack([out[t] for t in texts])
 
 
 def _quantized(torch: Any, model: Any) -> Any:

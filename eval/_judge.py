@@ -3,7 +3,10 @@
 Claims are the answer's sentences, split locally (deterministic, free, and reliable where a 0.5B
 model's own decomposition is not); the model verifies all of them in one call and must answer in a
 strict line format, ``<claim number>: yes|no``. Anything else is a recorded error, never a score:
-the judge never returns NaN.
+the judge never returns NaN. The call goes through the OpenAI client (the one ``langchain-openai``
+uses for the chain); a transient failure (endpoint down, timeout, 429, 5xx) raises
+:class:`~eval._results.TransientEvalError` so the online worker retries the turn later instead of
+recording a failure.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from eval._features import answer_sentences, best_sentences, index_context
-from eval._results import FaithfulnessResult, SentenceEvidence
+from eval._results import FaithfulnessResult, SentenceEvidence, TransientEvalError, is_transient
 from monitoring import semconv
 from ragloop.settings import Settings
 
@@ -86,17 +89,30 @@ def select_context(contexts: Sequence[str], claims_text: str, max_chars: int) ->
 
 
 def openai_complete(settings: Settings, max_tokens: int = 64) -> Complete:
-    """A :data:`Complete` that POSTs to ``settings.llm_base_url``/chat/completions (temperature 0)."""
-    import httpx
+    """A :data:`Complete` on the OpenAI client: ``settings.llm_base_url``, ``llm_model``, temperature 0.
 
-    client = httpx.Client(base_url=settings.llm_base_url, timeout=settings.llm_timeout_s)
-    headers = {"Authorization": f"Bearer {settings.openai_api_key}"}
+    The client does not retry by itself (``max_retries=0``): the online worker retries a turn
+    whose call failed transiently on a later pass, with backoff. The client's exceptions
+    (``openai.APIConnectionError``, ``APITimeoutError``, ``RateLimitError``, ``APIStatusError``)
+    propagate; :meth:`LLMJudgeFaithfulness.score` sorts them into transient and final.
+    """
+    from openai import OpenAI
+
+    client = OpenAI(
+        base_url=settings.llm_base_url,
+        api_key=settings.openai_api_key.get_secret_value(),
+        timeout=settings.llm_timeout_s,
+        max_retries=0,
+    )
 
     def complete(messages: list[dict[str, str]]) -> str:
-        body = {"model": settings.llm_model, "messages": messages, "temperature": 0, "max_tokens": max_tokens}
-        resp = client.post("/chat/completions", json=body, headers=headers)
-        resp.raise_for_status()
-        return str(resp.json()["choices"][0]["message"]["content"] or "")
+        resp = client.chat.completions.create(
+            model=settings.llm_model,
+            messages=messages,  # type: ignore[arg-type]
+            temperature=0,
+            max_tokens=max_tokens,
+        )
+        return str(resp.choices[0].message.content or "")
 
     return complete
 
@@ -129,7 +145,11 @@ class LLMJudgeFaithfulness:
         return cls(openai_complete(settings, max_tokens), model=settings.llm_model)
 
     def score(self, answer: str, contexts: Sequence[str], question: str | None = None) -> FaithfulnessResult:
-        """Verify each claim; the score is the share of supported claims, or an error (never NaN)."""
+        """Verify each claim; the score is the share of supported claims, or an error (never NaN).
+
+        Raises:
+            TransientEvalError: the endpoint could not answer now (down, timeout, 429, 5xx).
+        """
         claims = [s for s, _ in answer_sentences(answer)][: self.max_claims]
         details: dict[str, Any] = {"version": self.version, "model": self.model}
         if not claims:
@@ -139,7 +159,9 @@ class LLMJudgeFaithfulness:
             context = select_context(contexts, " ".join(claims), self.max_context_chars)
             reply = self.complete(build_messages(claims, context, question))
             verdicts = parse_verdicts(reply, len(claims))
-        except Exception as exc:  # noqa: BLE001 - network, HTTP or parse failure: a recorded error
+        except Exception as exc:  # noqa: BLE001 - sorted below: retry later, or a recorded error
+            if is_transient(exc):
+                raise TransientEvalError(f"LLM judge unavailable: {type(exc).__name__}: {exc}") from exc
             log.info("LLM judge failed: %s", exc)
             return FaithfulnessResult.failed(f"{type(exc).__name__}: {exc}", **details)
         details["latency_ms"] = round((time.perf_counter() - started) * 1000, 1)

@@ -2,9 +2,17 @@
 
 A background thread polls the chat log for ``ok`` turns that have no local faithfulness row yet,
 scores them (faithfulness, answer relevance, context relevance), records each result in the
-``evaluations`` table, flags low-faithfulness turns, and hands each result to callbacks (metrics,
-trace, LangSmith: plain callables, so the tracing code wires itself in). A deterministic share of
-turns is also judged by the LLM. All progress is in the database: nothing is lost on restart.
+``evaluations`` table (which enqueues it for the vendor sinks in the same transaction), flags
+low-faithfulness turns, and hands each result to callbacks (metrics and trace: plain callables,
+so the tracing code wires itself in). A deterministic share of turns is also judged by the LLM.
+All progress is in the database: nothing is lost on restart.
+
+Failures: a deterministic failure (an unparsable judge reply, a rejected request) is recorded
+with its error and is final. A transient one (judge endpoint down, timeout, rate limit, database
+locked: :func:`eval._results.is_transient`) is not recorded: the pass stops, the turn stays
+pending, and the next pass retries it after an exponential backoff (tenacity's wait strategy).
+Scores are reproducible: the encoder embeds every text on its own (``eval._embed``), so a turn
+gets the same score alone or among any other turns.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from chatlog import ChatLog
-from eval._results import EvalResult
+from eval._results import EvalResult, is_transient
 from eval._store import EvaluationStore
 from monitoring import semconv
 from ragloop.settings import Settings
@@ -25,6 +33,9 @@ log = logging.getLogger(__name__)
 
 #: ``callback(turn, evaluator_name, result)``; exceptions are logged, never propagated.
 ScoreCallback = Callable[[dict[str, Any], str, EvalResult], None]
+
+#: Longest wait between passes after transient failures (seconds).
+MAX_BACKOFF_S = 300.0
 
 LOCAL = semconv.SCORE_FAITHFULNESS_LOCAL
 JUDGE = semconv.SCORE_FAITHFULNESS_LLM
@@ -96,6 +107,9 @@ class OnlineEvaluator:
         self._faith, self._judge, self._relevance = faithfulness, judge, relevance
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        #: Consecutive passes that ended on a transient failure (drives the backoff).
+        self.transient_failures = 0
+        self.last_transient_error: str | None = None
 
     def _scorers(self) -> tuple[Any, Any, tuple[Any, Any]]:
         # Built lazily, in the worker thread: loading torch must not delay the app's start-up.
@@ -116,7 +130,39 @@ class OnlineEvaluator:
         return self._faith, self._judge, self._relevance
 
     def run_once(self) -> int:
-        """Score one batch of pending turns (local scorers, then the sampled judge); returns turns scored."""
+        """Score one batch of pending turns (local scorers, then the sampled judge); returns turns scored.
+
+        A transient failure ends the pass without recording anything for the turn at hand (it stays
+        pending, see the module docstring); :attr:`transient_failures` counts such passes in a row.
+        """
+        try:
+            done = self._pass()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            self.transient_failures += 1
+            self.last_transient_error = f"{type(exc).__name__}: {exc}"
+            log.warning(
+                "online evaluation paused (transient failure #%d, retried later): %s",
+                self.transient_failures,
+                self.last_transient_error,
+            )
+            return 0
+        self.transient_failures, self.last_transient_error = 0, None
+        return done
+
+    def retry_delay_s(self) -> float:
+        """Seconds to wait before the next pass: the poll interval, or a growing backoff after failures."""
+        if not self.transient_failures:
+            return float(self.settings.eval_poll_s)
+        from tenacity import RetryCallState, wait_exponential
+
+        wait = wait_exponential(multiplier=max(self.settings.eval_poll_s, 0.1), max=MAX_BACKOFF_S)
+        state = RetryCallState(None, None, (), {})  # type: ignore[arg-type]
+        state.attempt_number = self.transient_failures
+        return float(wait(state))
+
+    def _pass(self) -> int:
         faith, judge, (answer_rel, context_rel) = self._scorers()
         done = 0
         for turn in self.store.pending_turns(LOCAL, self.batch_size):
@@ -144,7 +190,16 @@ class OnlineEvaluator:
         flagged: bool = False,
         needs_judge: bool = False,
     ) -> int:
-        if not self.store.record(turn["turn_id"], name, result, flagged=flagged, needs_judge=needs_judge):
+        recorded = self.store.record(
+            turn["turn_id"],
+            name,
+            result,
+            flagged=flagged,
+            needs_judge=needs_judge,
+            trace_id=turn.get("trace_id"),
+            span_id=turn.get("span_id"),
+        )
+        if not recorded:
             return 0
         for cb in self.callbacks:
             try:
@@ -173,8 +228,8 @@ class OnlineEvaluator:
         while not self._stop.is_set():
             try:
                 busy = self.run_once() > 0
-            except Exception:  # noqa: BLE001 - e.g. the database is briefly locked: retry next poll
+            except Exception:  # noqa: BLE001 - a bug in a scorer must not end the worker
                 log.exception("online evaluation pass failed")
                 busy = False
             if not busy:
-                self._stop.wait(self.settings.eval_poll_s)
+                self._stop.wait(self.retry_delay_s())

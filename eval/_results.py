@@ -61,6 +61,51 @@ class EvalResult:
         return asdict(self)
 
 
+class TransientEvalError(RuntimeError):
+    """A scorer could not score now (endpoint down, timeout, rate limit, database locked).
+
+    Never recorded as a result: the turn stays pending and is scored again on a later pass.
+    """
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for a failure that may pass by itself: retry later rather than record it as final.
+
+    Transient: :class:`TransientEvalError`; timeouts and refused/reset connections; the OpenAI
+    client's connection, timeout, rate-limit (429), conflict (409), request-timeout (408) and 5xx
+    errors; httpx transport errors; SQLAlchemy's operational errors (SQLite "database is locked",
+    a PostgreSQL restart) and pool timeouts. Everything else (a 4xx, an unparsable judge reply, a
+    bad input) is deterministic: the same call would fail the same way.
+    """
+    if isinstance(exc, TransientEvalError | TimeoutError | ConnectionError):
+        return True
+    try:
+        import openai
+    except ImportError:  # pragma: no cover - a core dependency
+        openai = None  # type: ignore[assignment]
+    if openai is not None:
+        if isinstance(exc, openai.APIConnectionError | openai.RateLimitError | openai.InternalServerError):
+            return True
+        if isinstance(exc, openai.APIStatusError):
+            return exc.status_code in (408, 409, 429) or exc.status_code >= 500
+    try:
+        import httpx
+
+        if isinstance(exc, httpx.TransportError):
+            return True
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        from sqlalchemy import exc as sa_exc
+
+        if isinstance(exc, sa_exc.OperationalError | sa_exc.TimeoutError | sa_exc.DisconnectionError):
+            return True
+    except ImportError:  # pragma: no cover
+        pass
+    cause = exc.__cause__
+    return cause is not None and cause is not exc and is_transient(cause)
+
+
 #: Faithfulness results are plain evaluation results; the alias names what they measure.
 FaithfulnessResult = EvalResult
 

@@ -94,8 +94,29 @@ class EvaluationStore:
         result: EvalResult,
         flagged: bool = False,
         needs_judge: bool = False,
+        *,
+        trace_id: str | None = None,
+        span_id: str | None = None,
     ) -> bool:
-        """Store one result; False when the turn already had one for this evaluator (first one wins)."""
+        """Store one result; False when the turn already had one for this evaluator (first one wins).
+
+        A score is also enqueued as an ``evaluation`` outbox item for every sink routed that kind
+        (LangSmith, Arize ...), in the same transaction as its row: both are stored or neither.
+        A recorded failure (no score) is not delivered.
+
+        Args:
+            turn_id: the turn.
+            evaluator: the evaluator name (``monitoring.semconv.SCORE_*``).
+            result: the score or the deterministic failure.
+            flagged: below the threshold (for the labeling loop).
+            needs_judge: the turn is sampled for the LLM judge.
+            trace_id: the turn's trace (hex), carried to the sinks.
+            span_id: the turn's span (hex).
+
+        Raises:
+            sqlalchemy.exc.OperationalError: the database is unavailable or locked (transient:
+                the online worker retries the turn later).
+        """
         row = {
             "turn_id": turn_id,
             "evaluator": evaluator,
@@ -106,11 +127,27 @@ class EvaluationStore:
             "needs_judge": needs_judge,
             "created_at": now(),
         }
+        sinks = self.chatlog.routes("evaluation") if result.score is not None else ()
         try:
             with self.engine.begin() as conn:
                 conn.execute(insert(evaluations).values(**row))
+                if sinks:
+                    from chatlog.outbox import enqueue
+
+                    payload = {
+                        "turn_id": turn_id,
+                        "evaluator": evaluator,
+                        "score": result.score,
+                        "trace_id": trace_id,
+                        "span_id": span_id,
+                    }
+                    enqueue(
+                        conn, kind="evaluation", key=f"{turn_id}:{evaluator}", payload=payload, sinks=sinks
+                    )
         except IntegrityError:
             return False  # another worker (or an earlier run) scored it first
+        if sinks:
+            self.chatlog.notify_enqueued()
         return True
 
     def for_turn(self, turn_id: str) -> dict[str, dict[str, Any]]:

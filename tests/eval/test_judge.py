@@ -1,9 +1,11 @@
 import math
 
+import openai
 import pytest
 
 from eval import LLMJudgeFaithfulness
 from eval._judge import build_messages, parse_verdicts, select_context
+from eval._results import TransientEvalError
 from ragloop.settings import Settings
 
 
@@ -42,19 +44,28 @@ def test_judge_scores_share_of_supported_claims_with_a_scripted_model():
 
 
 def test_judge_failure_is_an_error_not_nan():
-    def broken(messages):
-        raise ConnectionError("endpoint down")
-
-    for complete in (broken, lambda m: "I cannot tell."):
-        res = LLMJudgeFaithfulness(complete).score("Paris is in France.", ["Paris is in France."])
-        assert res.score is None and res.error and not res.ok
+    # A deterministic failure (a reply in no verdict format) is a recorded error, never NaN.
+    res = LLMJudgeFaithfulness(lambda m: "I cannot tell.").score(
+        "Paris is in France.", ["Paris is in France."]
+    )
+    assert res.score is None and res.error and not res.ok
     assert not math.isnan(LLMJudgeFaithfulness(lambda m: "1: yes").score("Paris is big.", ["x"]).score)
 
 
-def test_judge_against_unreachable_endpoint_records_error():
+def test_a_transient_failure_raises_instead_of_recording():
+    def broken(messages):
+        raise ConnectionError("endpoint down")
+
+    with pytest.raises(TransientEvalError):
+        LLMJudgeFaithfulness(broken).score("Paris is in France.", ["Paris is in France."])
+
+
+def test_judge_against_unreachable_endpoint_is_transient():
+    # The OpenAI client's connection error: retried later by the online worker, never recorded.
     settings = Settings(openai_base_url="http://127.0.0.1:9/v1", llm_timeout_s=2)
-    res = LLMJudgeFaithfulness.from_settings(settings).score("Paris is in France.", ["Paris is in France."])
-    assert res.score is None and "Connect" in res.error
+    with pytest.raises(TransientEvalError, match="Connect") as info:
+        LLMJudgeFaithfulness.from_settings(settings).score("Paris is in France.", ["Paris is in France."])
+    assert isinstance(info.value.__cause__, openai.APIConnectionError)
 
 
 @pytest.mark.llm
