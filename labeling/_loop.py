@@ -1,0 +1,261 @@
+"""The labeling loop: select flagged turns, make an alternative answer, judge the pair, save it.
+
+Saving a pair enqueues it (same transaction) for every labeling backend through the outbox, so
+``ragloop loop run``, the Dagster asset and the thumbs-down sink all end the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from chatlog import ChatLog, new_id, now
+from labeling._candidates import (
+    CANDIDATE_PROMPT_VERSION,
+    Candidate,
+    CandidateGenerator,
+    passages_of,
+    question_of,
+)
+from labeling._judge import PairwiseJudge, Verdict
+from labeling._select import THUMBS_DOWN, Selection, load_signals, load_turns, select, turn_reasons
+from labeling._store import PairStore
+
+log = logging.getLogger(__name__)
+
+
+def a_is_original(turn_id: str) -> bool:
+    """Which side shows the original answer: a fixed coin flip per turn, so annotators see no pattern."""
+    return hashlib.sha256(turn_id.encode()).digest()[0] % 2 == 0
+
+
+def build_pair(
+    turn: Mapping[str, Any],
+    candidate: Candidate,
+    reasons: Sequence[str],
+    judge: Callable[..., Verdict] | None,
+) -> dict[str, Any]:
+    """The ``pairs`` row for a turn and its alternative, judged as displayed (A, B).
+
+    Args:
+        turn: the chat-log turn (its answer is the original).
+        candidate: the alternative answer and its context.
+        reasons: why the turn was selected.
+        judge: ``judge(question, contexts, a, b) -> Verdict``; None stores no verdict.
+    """
+    original = (turn.get("answer") or "").strip()
+    first = a_is_original(str(turn["turn_id"]))
+    a, b = (original, candidate.answer) if first else (candidate.answer, original)
+    question = question_of(turn)
+    # The pair shows the context the candidate used: the turn's own passages come first in it.
+    context = candidate.context or passages_of(turn)
+    verdict = judge(question, context, a, b) if judge is not None else None
+    return {
+        "pair_id": str(turn["turn_id"]),
+        "question": question,
+        "context": context,
+        "response_a": a or "(empty answer)",
+        "response_b": b or "(empty answer)",
+        "a_is_original": first,
+        "strategy": candidate.strategy,
+        "judge": verdict.to_dict() if verdict is not None else None,
+        "meta": {
+            "reasons": list(reasons),
+            "candidate_model": candidate.model,
+            "candidate_prompt": CANDIDATE_PROMPT_VERSION,
+            "original_model": turn.get("model"),
+            "original_prompt": turn.get("prompt_version"),
+        },
+    }
+
+
+@dataclass
+class LoopReport:
+    """What one loop run did."""
+
+    run_id: str
+    selection: Selection | None = None
+    pairs_saved: int = 0
+    errors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        """One line for the command line."""
+        sel = self.selection
+        head = f"run {self.run_id}: "
+        if sel is not None:
+            reasons = ", ".join(f"{k} {v}" for k, v in sel.counts.items() if v)
+            head += f"{sel.flagged} flagged ({reasons or 'none'}), {sel.duplicates} near-duplicates dropped, "
+            head += f"{len(sel.selected)} selected, {len(sel.positives)} positives; "
+        return head + f"{self.pairs_saved} pairs saved, {len(self.errors)} errors in {self.seconds:.1f} s"
+
+
+class LabelingLoop:
+    """Select -> candidate -> judge -> save, over one chat log."""
+
+    def __init__(
+        self,
+        chatlog: ChatLog,
+        generator: CandidateGenerator | None,
+        judge: PairwiseJudge | None,
+        *,
+        threshold: float = 0.5,
+        max_per_run: int = 50,
+        dedupe_similarity: float = 0.95,
+        lookback: timedelta | None = None,
+    ) -> None:
+        """Wire a loop; see :meth:`from_settings` for the configured one."""
+        self.chatlog = chatlog
+        self.store = PairStore(chatlog)
+        self.generator = generator
+        self.judge = judge
+        self.threshold = threshold
+        self.max_per_run = max_per_run
+        self.dedupe_similarity = dedupe_similarity
+        self.lookback = lookback
+
+    @classmethod
+    def from_settings(cls, settings: Any, chatlog: ChatLog, *, llm_judge: bool | None = None) -> LabelingLoop:
+        """The loop ``settings`` configure (candidate strategy, judge model, caps, thresholds)."""
+        from labeling._candidates import from_settings as generator_from_settings
+
+        return cls(
+            chatlog,
+            generator_from_settings(settings),
+            judge_from_settings(settings, llm_judge=llm_judge),
+            threshold=settings.faithfulness_threshold,
+            max_per_run=settings.loop_max_per_run,
+            dedupe_similarity=settings.loop_dedupe_similarity,
+            lookback=timedelta(days=settings.loop_lookback_days) if settings.loop_lookback_days else None,
+        )
+
+    @classmethod
+    def selection_only(cls, settings: Any, chatlog: ChatLog) -> LabelingLoop:
+        """A loop that can select but not make pairs (no model is loaded)."""
+        return cls(
+            chatlog,
+            None,
+            None,
+            threshold=settings.faithfulness_threshold,
+            max_per_run=settings.loop_max_per_run,
+            dedupe_similarity=settings.loop_dedupe_similarity,
+            lookback=timedelta(days=settings.loop_lookback_days) if settings.loop_lookback_days else None,
+        )
+
+    def select(self, since: datetime | None = None, limit: int | None = None) -> Selection:
+        """Run selection over turns since ``since`` (default: the lookback window)."""
+        since = since or (now() - self.lookback if self.lookback else None)
+        signals = load_signals(self.chatlog, since=since, threshold=self.threshold)
+        return select(
+            load_turns(self.chatlog, since),
+            signals,
+            max_selected=limit or self.max_per_run,
+            dedupe_similarity=self.dedupe_similarity,
+            already_selected=self.store.selected_ids(),
+        )
+
+    def pair_for(self, turn_id: str, reasons: Sequence[str]) -> dict[str, Any]:
+        """Make, judge and save the pair of one turn; returns the saved row.
+
+        Raises:
+            LookupError: the turn is not in the chat log.
+            Exception: the candidate model failed (callers count it; the turn stays selectable).
+        """
+        if self.generator is None:
+            raise RuntimeError("this loop was built for selection only: it has no candidate generator")
+        turn = self.chatlog.get_turn(turn_id)
+        if turn is None:
+            raise LookupError(f"no turn {turn_id}")
+        candidate = self.generator.generate(turn)
+        judge = self.judge.judge if self.judge is not None else None
+        pair = build_pair(turn, candidate, reasons, judge)
+        self.store.save_pair(pair)
+        return pair
+
+    def run(
+        self, since: datetime | None = None, limit: int | None = None, progress: bool = False
+    ) -> LoopReport:
+        """One scheduled run: select, record the selections, then pair each selected turn."""
+        started = time.perf_counter()
+        report = LoopReport(run_id=new_id())
+        report.selection = self.select(since, limit)
+        chosen = report.selection.selected
+        self.store.record_selections(chosen, report.run_id)
+        items = list(chosen.items())
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(items), desc="pairs", unit="pair")
+        for turn_id, reasons in items:
+            try:
+                self.pair_for(turn_id, reasons)
+                report.pairs_saved += 1
+            except Exception as exc:  # noqa: BLE001 - one bad turn never stops the run
+                log.warning("labeling loop: turn %s failed: %s", turn_id, exc)
+                report.errors.append(f"{turn_id}: {type(exc).__name__}: {exc}")
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def run_for_turn(self, turn_id: str) -> bool:
+        """The event-driven path (a thumbs-down): pair this one turn unless it already has a pair.
+
+        Returns:
+            True when the turn has a pair now (made here or before), False when it is not selectable.
+        """
+        if self.store.get(turn_id) is not None:
+            return True
+        turn = self.chatlog.get_turn(turn_id)
+        if turn is None:
+            raise LookupError(f"no turn {turn_id}")
+        signals = load_signals(self.chatlog, since=None, threshold=self.threshold)
+        reasons = turn_reasons(turn, None, signals)
+        if not reasons:
+            return False
+        if THUMBS_DOWN not in reasons:
+            reasons = [THUMBS_DOWN, *reasons]
+        self.store.record_selections({turn_id: reasons}, f"event:{new_id()[:12]}")
+        self.pair_for(turn_id, reasons)
+        return True
+
+
+def judge_from_settings(settings: Any, *, llm_judge: bool | None = None) -> PairwiseJudge:
+    """The pairwise judge: the configured LLM (unless disabled) plus the local faithfulness scorer."""
+    from eval import LOCAL_FAITHFULNESS_VERSION, LocalFaithfulness, get_encoder
+    from labeling._judge import openai_complete
+    from ragloop.settings import secret_value
+
+    scorer = LocalFaithfulness(get_encoder(settings))
+
+    def local_score(answer: str, contexts: Sequence[str], question: str | None) -> float:
+        result = scorer.score(answer, contexts, question)
+        if result.score is None:
+            raise RuntimeError(f"local faithfulness failed: {result.error}")
+        return float(result.score)
+
+    use_llm = settings.loop_judge_llm if llm_judge is None else llm_judge
+    model = settings.loop_judge_model or settings.llm_model
+    complete = None
+    if use_llm:
+        complete = openai_complete(
+            settings.loop_judge_base_url or settings.llm_base_url,
+            secret_value(settings.loop_judge_api_key) or secret_value(settings.openai_api_key) or "sk-local",
+            model,
+            timeout_s=settings.llm_timeout_s,
+        )
+    return PairwiseJudge(
+        complete,
+        model,
+        local_score,
+        local_weight=settings.loop_judge_local_weight,
+        local_name=LOCAL_FAITHFULNESS_VERSION,
+    )

@@ -1,0 +1,62 @@
+"""The event-driven path: a thumbs-down outbox item runs the loop for that one turn.
+
+A :class:`LoopSink` takes ``feedback`` items; for a thumbs-down it makes, judges and saves the
+turn's pair, which enqueues it for the labeling backends, so a thumbs-down reaches the labeling UI
+within the outbox's poll interval plus one candidate and one judge call. It is idempotent by turn
+(a turn that already has a pair is done) and never raises: a failure returns False and the outbox
+retries it with backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from chatlog import ChatLog
+from labeling._loop import LabelingLoop
+
+log = logging.getLogger(__name__)
+
+
+class LoopSink:
+    """A :class:`chatlog.outbox.Sink` that pairs thumbs-down turns as their feedback arrives."""
+
+    name = "loop"
+    kinds = frozenset({"feedback"})
+
+    def __init__(self, loop: LabelingLoop) -> None:
+        """Wrap a configured loop."""
+        self.loop = loop
+
+    def send(self, items: Sequence[Any]) -> Sequence[bool]:
+        """One outcome per item: thumbs-ups and unknown kinds are done at once; thumbs-downs are paired."""
+        out = []
+        for item in items:
+            try:
+                out.append(self._one(item))
+            except Exception as exc:  # noqa: BLE001 - a sink never raises into the worker
+                log.warning("loop sink: %s %s failed: %s", item.kind, item.key, exc)
+                out.append(False)
+        return out
+
+    def _one(self, item: Any) -> bool:
+        payload = item.payload or {}
+        if item.kind != "feedback" or int(payload.get("value", 0)) >= 0:
+            return True
+        turn_id = payload.get("turn_id")
+        if not turn_id:
+            log.warning("loop sink: feedback item %s has no turn_id; dropped", item.key)
+            return True
+        self.loop.run_for_turn(str(turn_id))
+        return True
+
+    def shutdown(self, timeout_s: float = 5.0) -> None:
+        """Nothing to flush: every pair is saved before ``send`` returns."""
+
+
+def from_settings(settings: Any, chatlog: ChatLog) -> LoopSink | None:
+    """The loop sink for the composition root (``labeling._sink:from_settings``); None when disabled."""
+    if not settings.loop_event_driven:
+        return None
+    return LoopSink(LabelingLoop.from_settings(settings, chatlog))
