@@ -505,6 +505,106 @@ class Settings(BaseSettings):
         description="RAGLOOP_ARIZE_BATCH_SIZE: items per Arize upload in `ragloop arize backfill`.",
     )
 
+    # --- labeling loop ---------------------------------------------------------------------------
+    loop_max_per_run: int = Field(
+        50,
+        ge=1,
+        validation_alias=_env("RAGLOOP_LOOP_MAX_PER_RUN"),
+        description="RAGLOOP_LOOP_MAX_PER_RUN: at most this many turns become pairs per loop run.",
+    )
+    loop_dedupe_similarity: float = Field(
+        0.95,
+        ge=0.0,
+        le=1.0,
+        validation_alias=_env("RAGLOOP_LOOP_DEDUPE_SIMILARITY"),
+        description=(
+            "RAGLOOP_LOOP_DEDUPE_SIMILARITY: flagged questions whose query embeddings are at least this "
+            "cosine-similar to a better-ranked one are dropped as near-duplicates."
+        ),
+    )
+    loop_lookback_days: float = Field(
+        7.0,
+        ge=0.0,
+        validation_alias=_env("RAGLOOP_LOOP_LOOKBACK_DAYS"),
+        description="RAGLOOP_LOOP_LOOKBACK_DAYS: a loop run looks at turns this recent (0: all turns).",
+    )
+    loop_candidate_strategy: str = Field(
+        "strict",
+        pattern="^(strict|more_context|model)$",
+        validation_alias=_env("RAGLOOP_LOOP_CANDIDATE_STRATEGY"),
+        description=(
+            "RAGLOOP_LOOP_CANDIDATE_STRATEGY: how the alternative answer of a pair is made: 'strict' "
+            "(stricter grounded prompt, same context), 'more_context' (re-retrieve with a larger k) or "
+            "'model' (another configured model)."
+        ),
+    )
+    loop_more_context_k: int = Field(
+        8,
+        ge=1,
+        validation_alias=_env("RAGLOOP_LOOP_MORE_CONTEXT_K"),
+        description="RAGLOOP_LOOP_MORE_CONTEXT_K: passages the 'more_context' strategy answers from.",
+    )
+    loop_candidate_model: str | None = Field(
+        None,
+        validation_alias=_env("RAGLOOP_LOOP_CANDIDATE_MODEL"),
+        description="RAGLOOP_LOOP_CANDIDATE_MODEL: the model the 'model' strategy asks for the alternative.",
+    )
+    loop_candidate_base_url: str | None = Field(
+        None,
+        validation_alias=_env("RAGLOOP_LOOP_CANDIDATE_BASE_URL"),
+        description="RAGLOOP_LOOP_CANDIDATE_BASE_URL: its OpenAI-compatible endpoint (unset: the chat's).",
+    )
+    loop_candidate_api_key: SecretStr | None = Field(
+        None,
+        validation_alias=_env("RAGLOOP_LOOP_CANDIDATE_API_KEY"),
+        description="RAGLOOP_LOOP_CANDIDATE_API_KEY: its key (unset: OPENAI_API_KEY). Secret.",
+    )
+    loop_judge_llm: bool = Field(
+        True,
+        validation_alias=_env("RAGLOOP_LOOP_JUDGE_LLM"),
+        description="RAGLOOP_LOOP_JUDGE_LLM: ask an LLM judge (both orders); false: local faithfulness only.",
+    )
+    loop_judge_model: str | None = Field(
+        None,
+        validation_alias=_env("RAGLOOP_LOOP_JUDGE_MODEL"),
+        description="RAGLOOP_LOOP_JUDGE_MODEL: the pairwise judge's model (unset: RAGLOOP_LLM_MODEL).",
+    )
+    loop_judge_base_url: str | None = Field(
+        None,
+        validation_alias=_env("RAGLOOP_LOOP_JUDGE_BASE_URL"),
+        description="RAGLOOP_LOOP_JUDGE_BASE_URL: the judge's OpenAI-compatible endpoint (unset: the chat's).",
+    )
+    loop_judge_api_key: SecretStr | None = Field(
+        None,
+        validation_alias=_env("RAGLOOP_LOOP_JUDGE_API_KEY"),
+        description="RAGLOOP_LOOP_JUDGE_API_KEY: the judge endpoint's key (unset: OPENAI_API_KEY). Secret.",
+    )
+    loop_judge_local_weight: float = Field(
+        0.8,
+        ge=0.0,
+        le=1.0,
+        validation_alias=_env("RAGLOOP_LOOP_JUDGE_LOCAL_WEIGHT"),
+        description=(
+            "RAGLOOP_LOOP_JUDGE_LOCAL_WEIGHT: weight of the local faithfulness scorer (used pairwise) in the "
+            "judge's combined score; the LLM judge gets the rest."
+        ),
+    )
+    loop_event_driven: bool = Field(
+        True,
+        validation_alias=_env("RAGLOOP_LOOP_EVENT_DRIVEN"),
+        description="RAGLOOP_LOOP_EVENT_DRIVEN: pair a turn as soon as it gets a thumbs-down (the 'loop' sink).",
+    )
+    loop_export_dir: Path = Field(
+        Path("data/exports"),
+        validation_alias=_env("RAGLOOP_LOOP_EXPORT_DIR"),
+        description="RAGLOOP_LOOP_EXPORT_DIR: default folder of `ragloop loop export`.",
+    )
+    loop_export_license: str = Field(
+        "other",
+        validation_alias=_env("RAGLOOP_LOOP_EXPORT_LICENSE"),
+        description="RAGLOOP_LOOP_EXPORT_LICENSE: the license id written in the exported dataset card.",
+    )
+
     # --- labeling backends -----------------------------------------------------------------------
     labeling_ui: str = Field(
         "argilla",
