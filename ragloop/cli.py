@@ -13,6 +13,7 @@ import typer
 from chatbot import _cli as chatbot_cli
 from eval import _cli as eval_cli
 from labeling import _backends_cli as labeling_cli
+from labeling import _cli as loop_cli
 from monitoring import _arize_cli as arize_cli
 from monitoring import _cli as monitoring_cli
 from ragloop import _db_cli as db_cli
@@ -42,6 +43,7 @@ app.add_typer(monitoring_cli.app, name="monitoring")
 app.add_typer(monitoring_cli.drift_app, name="drift")
 app.add_typer(eval_cli.app, name="eval")
 app.add_typer(labeling_cli.app, name="labeling")
+app.add_typer(loop_cli.app, name="loop")
 app.add_typer(arize_cli.app, name="arize")
 app.add_typer(db_cli.db_app, name="db")
 app.add_typer(db_cli.outbox_app, name="outbox")
