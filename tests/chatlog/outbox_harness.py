@@ -3,10 +3,10 @@
 - :class:`Receiver` is a real HTTP server on loopback (FastAPI under uvicorn) that records every
   item it receives, with the sending process;
 - :class:`HttpSink` implements :class:`chatlog.outbox.Sink` by POSTing batches to it;
-- ``python -m tests.chatlog.outbox_harness DB_URL RECEIVER_URL START_AT`` runs one
+- ``python -m tests.chatlog.outbox_harness DB_URL RECEIVER_URL BARRIER_DIR [naive]`` runs one
   :class:`~chatlog.outbox.OutboxWorker` process until the outbox has nothing left for it;
-- :func:`run_processes` enqueues items, starts the processes together and counts duplicates and
-  losses at the receiver.
+- :func:`run_processes` enqueues items, starts the processes together (a file barrier: each
+  reports ready, then all get "go") and counts duplicates and losses at the receiver.
 
 Used by tests/chatlog/test_outbox.py and bench/bench_seams_store.py.
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -133,15 +134,67 @@ def enqueue_items(db_url: str, n: int, kind: str = "test") -> None:
         log.close()
 
 
-def worker_main(db_url: str, receiver_url: str, start_at: float) -> dict[str, Any]:
-    """One worker process: wait for the common start time, deliver until nothing is due."""
+def _naive_worker_class() -> Any:
+    """A worker that claims without row locks or leases (what the outbox must not do): the control."""
+    from sqlalchemy import select, update
+
+    from chatlog import outbox as ob
+
+    class NaiveWorker(ob.OutboxWorker):
+        def _claim(self) -> list[OutboxItem]:
+            with self.engine.begin() as conn:
+                rows = list(
+                    conn.execute(
+                        select(ob.outbox)
+                        .where(ob.outbox.c.status == ob.PENDING)
+                        .order_by(ob.outbox.c.outbox_id)
+                        .limit(self.batch_size)
+                    ).mappings()
+                )
+                ids = [r["outbox_id"] for r in rows]
+                conn.execute(
+                    update(ob.outbox).where(ob.outbox.c.outbox_id.in_(ids)).values(leased_by=self.worker_id)
+                )
+            return [
+                OutboxItem(
+                    r["outbox_id"],
+                    r["sink"],
+                    r["kind"],
+                    r["key"],
+                    dict(r["payload"]),
+                    r["attempts"],
+                    None,
+                    r["version"],
+                )
+                for r in rows
+            ]
+
+        def _record(self, outcomes: Any, report: Any) -> None:
+            with self.engine.begin() as conn:
+                for item, ok, _ in outcomes:
+                    if ok:
+                        conn.execute(
+                            update(ob.outbox)
+                            .where(ob.outbox.c.outbox_id == item.id)
+                            .values(status=ob.DELIVERED)
+                        )
+                        report.delivered += 1
+
+    return NaiveWorker
+
+
+def worker_main(db_url: str, receiver_url: str, barrier: str, naive: bool = False) -> dict[str, Any]:
+    """One worker process: report ready, wait for the common go, deliver until nothing is due."""
     import chatlog as cl
     from chatlog.outbox import OutboxWorker
 
     engine = cl.make_engine(db_url)
     sink = HttpSink(receiver_url)
-    worker = OutboxWorker(engine, [sink], batch_size=5, lease_s=60, backoff_initial_s=0.05, backoff_max_s=0.2)
-    time.sleep(max(0.0, start_at - time.time()))
+    cls = _naive_worker_class() if naive else OutboxWorker
+    worker = cls(engine, [sink], batch_size=5, lease_s=60, backoff_initial_s=0.05, backoff_max_s=0.2)
+    Path(barrier, f"ready-{os.getpid()}").touch()
+    while not Path(barrier, "go").exists():  # every process is imported and connected: start together
+        time.sleep(0.01)
     passes = claimed = 0
     idle = 0
     while idle < 3:  # a few empty passes: the other process may still release superseded items
@@ -156,24 +209,38 @@ def worker_main(db_url: str, receiver_url: str, start_at: float) -> dict[str, An
     return {"pid": os.getpid(), "passes": passes, "claimed": claimed, "sent": len(sink.sent)}
 
 
-def run_processes(db_url: str, n_items: int, processes: int = 2, timeout_s: float = 180) -> dict[str, Any]:
+def run_processes(
+    db_url: str, n_items: int, processes: int = 2, timeout_s: float = 180, naive: bool = False
+) -> dict[str, Any]:
     """Enqueue ``n_items``, deliver them with ``processes`` worker processes, count at the receiver.
+
+    ``naive=True`` runs the control: workers that claim without locks or leases.
 
     Returns:
         ``duplicates`` (receipts beyond the first per key), ``lost`` (keys never received),
         ``received``, ``per_process`` (items each process sent) and ``left`` (items not
         ``delivered`` in the outbox afterwards).
     """
+    import tempfile
+
     import chatlog as cl
     from chatlog import outbox as ob
 
     enqueue_items(db_url, n_items)
+    barrier = tempfile.mkdtemp(prefix="outbox-barrier-")
     with Receiver() as receiver:
-        start_at = time.time() + 3.0  # both processes are importing by then
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         procs = [
             subprocess.Popen(
-                [sys.executable, "-m", "tests.chatlog.outbox_harness", db_url, receiver.url, str(start_at)],
+                [
+                    sys.executable,
+                    "-m",
+                    "tests.chatlog.outbox_harness",
+                    db_url,
+                    receiver.url,
+                    barrier,
+                    *(["naive"] if naive else []),
+                ],
                 cwd=ROOT,
                 env=env,
                 stdout=subprocess.PIPE,
@@ -182,6 +249,14 @@ def run_processes(db_url: str, n_items: int, processes: int = 2, timeout_s: floa
             )
             for _ in range(processes)
         ]
+        deadline = time.monotonic() + timeout_s
+        while len(list(Path(barrier).glob("ready-*"))) < processes:
+            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                for p in procs:
+                    p.kill()
+                raise RuntimeError(f"worker processes did not start: {[p.poll() for p in procs]}")
+            time.sleep(0.02)
+        Path(barrier, "go").touch()
         outputs = []
         for proc in procs:
             out, err = proc.communicate(timeout=timeout_s)
@@ -190,6 +265,7 @@ def run_processes(db_url: str, n_items: int, processes: int = 2, timeout_s: floa
             outputs.append(json.loads(out.strip().splitlines()[-1]))
         counts = receiver.counts()
         by_pid = Counter(r["pid"] for r in receiver.received)
+    shutil.rmtree(barrier, ignore_errors=True)
     engine = cl.make_engine(db_url)
     try:
         left = sum(n for (sink, st), n in ob.counts(engine).items() if sink == SINK and st != ob.DELIVERED)
@@ -210,4 +286,4 @@ def run_processes(db_url: str, n_items: int, processes: int = 2, timeout_s: floa
 
 
 if __name__ == "__main__":
-    print(json.dumps(worker_main(sys.argv[1], sys.argv[2], float(sys.argv[3]))))
+    print(json.dumps(worker_main(sys.argv[1], sys.argv[2], sys.argv[3], naive="naive" in sys.argv[4:])))

@@ -261,3 +261,9 @@ def test_two_worker_processes_deliver_each_item_exactly_once(db_url: str) -> Non
     )
     assert result["received"] == 200
     assert len(result["per_process"]) == 2 and min(result["per_process"]) > 0, result  # both really worked
+
+
+def test_the_receiver_catches_duplicates_of_workers_without_locks(db_url: str) -> None:
+    """The control for the test above: workers that claim without SKIP LOCKED / leases do duplicate."""
+    result = run_processes(db_url, n_items=200, processes=2, naive=True)
+    assert result["lost"] == 0 and result["duplicates"] > 0, result
