@@ -17,7 +17,7 @@ import contextlib
 import functools
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -192,7 +192,11 @@ def _warm_up(service: ChatService) -> None:
 
 
 def create_app(
-    settings: Settings, service: ChatService | None = None, observer: TurnObserver | None = None
+    settings: Settings,
+    service: ChatService | None = None,
+    observer: TurnObserver | None = None,
+    *,
+    extra_lifespan: Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]] | None = None,
 ) -> FastAPI:
     """Build the FastAPI app with the API routes and the Gradio UI mounted at ``/``.
 
@@ -201,6 +205,12 @@ def create_app(
         service: a ready chat service; built from ``settings`` when omitted.
         observer: telemetry; ``monitoring.setup_telemetry(settings)`` when omitted. If it has an
             ``instrument_app(app)`` method, it is called (HTTP spans, ``/metrics``).
+        extra_lifespan: the composition root's lifespan (``ragloop.app.create_asgi_app``), entered
+            after the warm-up; it then owns shutting down the observer and the chat log. Without
+            it the app shuts down the observer, and the chat log of a service it built itself.
+
+    The application users run is ``ragloop.app.create_asgi_app`` (online evaluator, outbox worker,
+    sinks); calling this directly gives the bare chat app, for tests and benchmarks.
 
     Returns:
         The app, ready for uvicorn.
@@ -220,6 +230,11 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(dont_throw(_warm_up), service)
+        if extra_lifespan is not None:
+            async with extra_lifespan(_app):
+                log.info("ragloop app ready (model %s at %s)", settings.llm_model, settings.llm_base_url)
+                yield
+            return
         log.info("ragloop app ready (model %s at %s)", settings.llm_model, settings.llm_base_url)
         yield
         dont_throw(observer.shutdown)()
@@ -242,5 +257,6 @@ def create_app(
 
 def _default_observer(settings: Settings) -> TurnObserver:
     import monitoring
+    from chatbot._prompts import PROMPT_VERSION
 
-    return monitoring.setup_telemetry(settings)
+    return monitoring.setup_telemetry(settings, prompt_version=PROMPT_VERSION)

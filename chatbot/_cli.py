@@ -1,4 +1,7 @@
-"""``ragloop llm ...``, ``ragloop serve`` and ``ragloop run``."""
+"""``ragloop llm ...``: the local LLM.
+
+``serve`` and ``run`` live in :mod:`ragloop.cli`: they use the composition root.
+"""
 
 from __future__ import annotations
 
@@ -36,35 +39,3 @@ def llm_serve(
         overrides["llm_parallel"] = parallel
     settings = Settings(**overrides)  # type: ignore[arg-type]
     serve_forever(settings, resolve_model_path(settings), port or settings.llm_port)
-
-
-def _app_settings(host: str | None, port: int | None) -> Settings:
-    overrides: dict[str, object] = {}
-    if host is not None:
-        overrides["host"] = host
-    if port is not None:
-        overrides["port"] = port
-    return Settings(**overrides)  # type: ignore[arg-type]
-
-
-def serve(
-    host: str | None = typer.Option(None, help="Host to bind (default RAGLOOP_HOST)."),
-    port: int | None = typer.Option(None, help="Port (default RAGLOOP_PORT)."),
-) -> None:
-    """Serve the chat app (API + Gradio UI) against the configured LLM endpoint."""
-    import uvicorn
-
-    from chatbot._app import create_app
-
-    settings = _app_settings(host, port)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
-
-
-def run(
-    host: str | None = typer.Option(None, help="Host to bind (default RAGLOOP_HOST)."),
-    port: int | None = typer.Option(None, help="Port (default RAGLOOP_PORT)."),
-) -> None:
-    """Fetch model and corpus, index, start the local LLM, monitoring and the chat app."""
-    from chatbot._run import run as run_all
-
-    run_all(_app_settings(host, port))

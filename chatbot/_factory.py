@@ -23,7 +23,7 @@ def build_service(
         retriever = Retriever(settings)
     llm = build_chat_model(
         base_url=settings.llm_base_url,
-        api_key=settings.openai_api_key,
+        api_key=settings.openai_api_key.get_secret_value(),
         model=settings.llm_model,
         temperature=settings.temperature,
         max_tokens=settings.max_tokens,

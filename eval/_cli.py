@@ -14,6 +14,7 @@ log = logging.getLogger(__name__)
 
 @app.command("run")
 def run(
+    ctx: typer.Context,
     dataset: str = typer.Option(..., help="halueval-qa or python-faq."),
     limit: int = typer.Option(30, help="Questions in the fixed sample (0 = all)."),
     seed: int = typer.Option(0, help="Seed of the sample."),
@@ -26,13 +27,27 @@ def run(
     from eval._harness import run_dataset
     from eval._llm import ensure_llm
     from eval._report import write_report
+    from ragloop.errors import UserError
     from ragloop.settings import Settings
 
+    # The chat service comes from the composition root (eval sits below the chat layer).
+    obj = ctx.obj or {}
+    if "build_service" not in obj:
+        raise UserError("`eval run` needs the chat service: run it as `ragloop eval run`")
     settings = Settings()
     if max_tokens is not None:
         settings = settings.model_copy(update={"max_tokens": max_tokens})
     with ensure_llm(settings) as live:
-        report = run_dataset(dataset, live, limit or None, seed, corpus_size, corpus or None)
+        report = run_dataset(
+            dataset,
+            live,
+            limit or None,
+            seed,
+            corpus_size,
+            corpus or None,
+            service_factory=obj["build_service"],
+            prompt_version=obj["prompt_version"](),
+        )
     paths = write_report(report, out or settings.eval_reports_dir)
     typer.echo(json.dumps(report["metrics"]["retrieval"] | report["metrics"]["correctness"], indent=2))
     typer.echo(f"report: {paths['md']}")

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import subprocess
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -152,14 +153,28 @@ def run_dataset(
     seed: int = 0,
     corpus_size: int = 2000,
     corpus_paths: list[Path] | None = None,
+    *,
+    service_factory: Callable[[Settings], Any],
+    prompt_version: str | None = None,
 ) -> dict[str, Any]:
-    """Run ``dataset`` through the real chain; returns the report (see :mod:`eval._report` to write it)."""
-    from chatbot import PROMPT_VERSION, build_service
+    """Run ``dataset`` through the real chain; returns the report (see :mod:`eval._report` to write it).
+
+    Args:
+        dataset: ``halueval-qa`` or ``python-faq``.
+        settings: the base settings (the run indexes into its own collection).
+        limit: questions in the fixed sample (None = all).
+        seed: seed of the sample.
+        corpus_size: HaluEval passages indexed (the sample plus distractors).
+        corpus_paths: index these paths instead of the dataset's corpus.
+        service_factory: settings -> a chat service (``ragloop.app.build_chat_service``): eval sits
+            below the chat layer, so the composition root hands the chat service in.
+        prompt_version: the chat layer's prompt version, recorded in the report.
+    """
     from eval._embed import get_encoder
     from eval._faithfulness import LocalFaithfulness
 
     cases, run_settings = prepare(dataset, settings, limit, seed, corpus_size, corpus_paths)
-    service = build_service(run_settings)
+    service = service_factory(run_settings)
     faithfulness = LocalFaithfulness(get_encoder(settings))
     rows = []
     for case in tqdm(cases, desc=f"eval {dataset}", unit="q"):
@@ -175,7 +190,7 @@ def run_dataset(
             "limit": limit,
             "corpus_size": corpus_size if dataset == "halueval-qa" else None,
             "model": run_settings.llm_model,
-            "prompt_version": PROMPT_VERSION,
+            "prompt_version": prompt_version,
             "top_k": run_settings.top_k,
             "max_tokens": run_settings.max_tokens,
             "temperature": run_settings.temperature,

@@ -14,7 +14,7 @@ def ensure_llm(settings: Settings) -> Iterator[Settings]:
     if not settings.uses_local_llm:
         yield settings
         return
-    from chatbot._run import start_llm
+    from ragloop.process import start_llm
 
     proc = start_llm(settings)
     try:

@@ -16,7 +16,10 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ragloop.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -180,3 +183,41 @@ class ThreadedServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def start_llm(settings: Settings) -> ManagedProcess | None:
+    """Start the local LLM server (``ragloop llm serve``) unless one already answers on its port.
+
+    Used by ``ragloop run`` and by the offline evaluation harness.
+
+    Args:
+        settings: ``llm_host``, ``llm_port`` and ``data_dir`` (the log goes to ``data_dir/logs``).
+
+    Returns:
+        The child process, or None when an existing server is reused.
+
+    Raises:
+        UserError: the port is taken by something that is not an LLM server.
+        RuntimeError, TimeoutError: the server died or did not answer within 300 s.
+    """
+    import sys
+
+    from ragloop.errors import UserError
+
+    models_url = f"http://{settings.llm_host}:{settings.llm_port}/v1/models"
+    if http_ok(models_url):
+        log.info("reusing the LLM server already answering at %s", models_url)
+        return None
+    if port_open(settings.llm_host, settings.llm_port):
+        raise UserError(
+            f"port {settings.llm_port} is taken by something that is not an LLM server: "
+            "set RAGLOOP_LLM_PORT to a free port"
+        )
+    argv = [sys.executable, "-m", "ragloop.cli", "llm", "serve", "--port", str(settings.llm_port)]
+    proc = ManagedProcess("llm", argv, settings.data_dir / "logs" / "llm.log").start()
+    try:
+        proc.wait_ready(lambda: http_ok(models_url), timeout=300)
+    except BaseException:
+        proc.stop()
+        raise
+    return proc

@@ -1,10 +1,13 @@
 """``ragloop run``: everything a fresh machine needs, in order, then the chat app in the foreground.
 
 1. the local model (downloaded and sha256-checked once; skipped when ``OPENAI_BASE_URL`` is set),
-2. the default corpus (fetched once) and its index (incremental: unchanged files are skipped),
-3. the local LLM server as a child process (reused if one already answers on the port),
-4. the local monitoring stack, if ``monitoring.start_local_stack`` exists,
-5. the app under uvicorn, until Ctrl-C or SIGTERM; then every child is stopped.
+2. a Chroma server on the data dir's index (unless ``RAGLOOP_CHROMA_URL`` names one): the app and
+   any ``ragloop ingest`` run beside it share it, so new documents are searchable at once,
+3. the default corpus (fetched once) and its index (incremental: unchanged files are skipped),
+4. the local LLM server as a child process (reused if one already answers on the port),
+5. the local monitoring stack (collector, Phoenix), the Evidently UI and the labeling UI,
+6. the application of :func:`ragloop.app.build_application`, exactly as ``ragloop serve`` runs
+   it, under uvicorn until Ctrl-C or SIGTERM; then every child is stopped.
 
 Child logs go to ``<data_dir>/logs``.
 """
@@ -19,8 +22,10 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from ragloop.process import ManagedProcess, http_ok, port_open
+from ragloop.process import http_ok, start_llm
 from ragloop.settings import Settings
+
+__all__ = ["prepare_index", "run", "serve_app", "start_llm", "start_local_servers"]
 
 log = logging.getLogger(__name__)
 
@@ -40,78 +45,104 @@ def prepare_index(settings: Settings) -> None:
     log.info("index: %s", report.summary())
 
 
-def start_llm(settings: Settings) -> ManagedProcess | None:
-    """Start the local LLM server unless one already answers on ``settings.llm_port``.
+def start_chroma(settings: Settings) -> tuple[Settings, list[Any]]:
+    """Serve the data dir's index with a Chroma server unless ``RAGLOOP_CHROMA_URL`` names one.
 
     Returns:
-        The child process, or None when an existing server is reused.
+        Settings pointing at the server (``chroma_url`` set), and the started child (or none).
     """
-    models_url = f"http://{settings.llm_host}:{settings.llm_port}/v1/models"
-    if http_ok(models_url):
-        log.info("reusing the LLM server already answering at %s", models_url)
-        return None
-    if port_open(settings.llm_host, settings.llm_port):
-        raise RuntimeError(
-            f"port {settings.llm_port} is taken by something that is not an LLM server: "
-            "set RAGLOOP_LLM_PORT to a free port"
-        )
-    argv = [sys.executable, "-m", "ragloop.cli", "llm", "serve", "--port", str(settings.llm_port)]
-    proc = ManagedProcess("llm", argv, settings.data_dir / "logs" / "llm.log").start()
+    if settings.chroma_url:
+        return settings, []
+    from retrieval import start_chroma_server
+
+    server = start_chroma_server(settings)
+    _echo(
+        f"  chroma: {server.url}  (`ragloop ingest` finds it; elsewhere set RAGLOOP_CHROMA_URL={server.url})"
+    )
+    return settings.model_copy(update={"chroma_url": server.url}), [server]
+
+
+def _optional(what: str, start: Callable[[], Any]) -> list[Any]:
+    """Start an optional local server; its failure is logged and the chat comes up without it."""
     try:
-        proc.wait_ready(lambda: http_ok(models_url), timeout=300)
-    except BaseException:
-        proc.stop()
-        raise
-    return proc
+        started = start()
+    except Exception:  # noqa: BLE001 - optional: the chat comes up without it
+        log.warning("%s did not start; continuing without it", what, exc_info=True)
+        return []
+    if started is None:
+        return []
+    return list(started) if isinstance(started, list | tuple) else [started]
 
 
 def start_monitoring(settings: Settings) -> list[Any]:
-    """Start the local monitoring stack if the monitoring package offers one; print its URLs."""
+    """The local monitoring stack (collector, Phoenix) and the Evidently UI over drift snapshots."""
     import monitoring
 
-    start_local_stack: Callable[[Settings], list[Any]] | None = getattr(monitoring, "start_local_stack", None)
-    if start_local_stack is None:
-        return []
-    try:
-        procs = list(start_local_stack(settings) or [])
-    except Exception:  # noqa: BLE001 - monitoring is optional: the chat comes up without it
-        log.warning("the local monitoring stack did not start; continuing without it", exc_info=True)
-        return []
-    procs.extend(_start_drift_ui(settings))
-    for proc in procs:
-        url = getattr(proc, "url", None)
-        if url:
-            _echo(f"  {getattr(proc, 'name', 'service')}: {url}")
+    procs: list[Any] = []
+    start_local_stack = getattr(monitoring, "start_local_stack", None)
+    if start_local_stack is not None:
+        procs += _optional("the local monitoring stack", lambda: start_local_stack(settings))
+
+    def evidently() -> Any:
+        from monitoring.drift import start_evidently_ui
+
+        return start_evidently_ui(settings)
+
+    procs += _optional("the Evidently UI", evidently)
     return procs
 
 
-def _start_drift_ui(settings: Settings) -> list[Any]:
-    """The Evidently UI over the drift snapshots, beside the other local tools (optional)."""
+def start_labeling(settings: Settings) -> tuple[Settings, list[Any]]:
+    """The local labeling UI (``labeling.start_labeling_ui``), and settings pointing the sinks at it."""
     try:
-        from monitoring.drift import start_evidently_ui
+        import labeling
+    except ImportError:
+        return settings, []
+    start_labeling_ui = getattr(labeling, "start_labeling_ui", None)
+    if start_labeling_ui is None:
+        return settings, []
+    procs = _optional("the labeling UI", lambda: start_labeling_ui(settings))
+    for proc in procs:
+        update = getattr(proc, "settings_update", None)
+        if callable(update):
+            settings = settings.model_copy(update=update())
+    return settings, procs
 
-        return [start_evidently_ui(settings)]
-    except Exception:  # noqa: BLE001 - optional like the rest of the local stack
-        log.warning("the Evidently UI did not start; continuing without it", exc_info=True)
-        return []
 
+def start_local_servers(settings: Settings) -> tuple[Settings, list[Any]]:
+    """Steps 2-5 of ``ragloop run``: the settings the app should use, and the started children.
 
-def _start_online_eval(settings: Settings, observer: Any) -> Any | None:
-    """Score every finished turn in the background (local faithfulness), if enabled."""
-    if not settings.eval_online:
-        return None
+    If a step fails, the children already started are stopped here and the exception propagates.
+    """
+    children: list[Any] = []
     try:
-        from eval import OnlineEvaluator, telemetry_callback
-        from chatlog import ChatLog
+        settings, started = start_chroma(settings)
+        children += started
+        prepare_index(settings)
+        if settings.uses_local_llm:
+            llm = start_llm(settings)
+            if llm is not None:
+                children.append(llm)
+        children += start_monitoring(settings)
+        settings, started = start_labeling(settings)
+        children += started
+    except BaseException:
+        stop_all(children)
+        raise
+    for proc in children:
+        url = getattr(proc, "url", None)
+        if url and getattr(proc, "name", "") != "chroma":
+            _echo(f"  {getattr(proc, 'name', 'service')}: {url}")
+    return settings, children
 
-        # Scores reach the turn's trace, the metrics and LangSmith through the app's telemetry.
-        callbacks = [telemetry_callback(observer)] if hasattr(observer, "record_score") else []
-        evaluator = OnlineEvaluator(settings, ChatLog(settings.chatlog_url), callbacks=callbacks)
-        evaluator.start()
-        return evaluator
-    except Exception:  # noqa: BLE001 - evaluation never keeps the chat from starting
-        log.warning("the online evaluator did not start; continuing without it", exc_info=True)
-        return None
+
+def stop_all(children: list[Any]) -> None:
+    """Stop children in reverse start order; one failing to stop does not keep the others running."""
+    for child in reversed(children):
+        try:
+            child.stop()
+        except Exception:  # noqa: BLE001 - stop the others even if one fails
+            log.warning("could not stop %s", getattr(child, "name", child), exc_info=True)
 
 
 def _announce_when_ready(settings: Settings, stop: threading.Event) -> None:
@@ -124,21 +155,15 @@ def _announce_when_ready(settings: Settings, stop: threading.Event) -> None:
 
 
 def serve_app(settings: Settings) -> None:
-    """Run the app under uvicorn in the foreground (uvicorn handles Ctrl-C and SIGTERM)."""
-    import uvicorn
+    """Serve :func:`ragloop.app.create_asgi_app` under uvicorn in the foreground, announcing its URL."""
+    from ragloop.app import serve
 
-    from chatbot._app import create_app
-
-    app = create_app(settings)
-    evaluator = _start_online_eval(settings, app.state.service.observer)
     stop = threading.Event()
     threading.Thread(target=_announce_when_ready, args=(settings, stop), daemon=True).start()
     try:
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+        serve(settings)
     finally:
         stop.set()
-        if evaluator is not None:
-            evaluator.stop()
 
 
 def _raise_on_sigterm(_signum: int, _frame: FrameType | None) -> None:
@@ -147,7 +172,7 @@ def _raise_on_sigterm(_signum: int, _frame: FrameType | None) -> None:
 
 
 def run(settings: Settings) -> None:
-    """Prepare model and index, start the LLM and monitoring, serve the app; stop children on exit."""
+    """Prepare model and index, start the local servers, serve the app; stop children on exit."""
     from chatbot._model import resolve_model_path
 
     previous = signal.signal(signal.SIGTERM, _raise_on_sigterm)
@@ -155,19 +180,10 @@ def run(settings: Settings) -> None:
     try:
         if settings.uses_local_llm:
             log.info("model: %s", resolve_model_path(settings))
-        prepare_index(settings)
-        if settings.uses_local_llm:
-            llm = start_llm(settings)
-            if llm is not None:
-                children.append(llm)
-        children.extend(start_monitoring(settings))
+        settings, children = start_local_servers(settings)
         serve_app(settings)
     except KeyboardInterrupt:
         log.info("interrupted")
     finally:
-        for child in reversed(children):
-            try:
-                child.stop()
-            except Exception:  # noqa: BLE001 - stop the others even if one fails
-                log.warning("could not stop %s", getattr(child, "name", child), exc_info=True)
+        stop_all(children)
         signal.signal(signal.SIGTERM, previous)

@@ -9,6 +9,8 @@ Sections are grouped by the package that owns them; later work appends fields to
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -16,6 +18,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 #: The GGUF served by default: Qwen2.5-Coder-0.5B-Instruct, Q4_K_M, assembled from PyPI parts.
 DEFAULT_MODEL_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
 DEFAULT_MODEL_NAME = "qwen2.5-coder-0.5b-instruct"
+
+
+#: A TCP port: a bad value fails when the settings load, with the variable's name.
+Port = Annotated[int, Field(ge=1, le=65535)]
 
 
 def _env(*names: str) -> AliasChoices:
@@ -91,8 +97,8 @@ class Settings(BaseSettings):
         validation_alias=_env("OPENAI_BASE_URL", "RAGLOOP_OPENAI_BASE_URL"),
         description="OPENAI_BASE_URL: any OpenAI-compatible endpoint; unset means the local server.",
     )
-    openai_api_key: str = Field(
-        "sk-local",
+    openai_api_key: SecretStr = Field(
+        SecretStr("sk-local"),
         validation_alias=_env("OPENAI_API_KEY"),
         description="OPENAI_API_KEY: the endpoint's key (the local server ignores it).",
     )
@@ -109,7 +115,7 @@ class Settings(BaseSettings):
     llm_host: str = Field(
         "127.0.0.1", validation_alias=_env("RAGLOOP_LLM_HOST"), description="RAGLOOP_LLM_HOST."
     )
-    llm_port: int = Field(
+    llm_port: Port = Field(
         8081,
         validation_alias=_env("RAGLOOP_LLM_PORT"),
         description="RAGLOOP_LLM_PORT: local LLM server port.",
@@ -141,7 +147,7 @@ class Settings(BaseSettings):
     host: str = Field(
         "127.0.0.1", validation_alias=_env("RAGLOOP_HOST"), description="RAGLOOP_HOST: app host."
     )
-    port: int = Field(7860, validation_alias=_env("RAGLOOP_PORT"), description="RAGLOOP_PORT: app port.")
+    port: Port = Field(7860, validation_alias=_env("RAGLOOP_PORT"), description="RAGLOOP_PORT: app port.")
     max_message_chars: int = Field(
         4000,
         validation_alias=_env("RAGLOOP_MAX_MESSAGE_CHARS"),
@@ -154,12 +160,13 @@ class Settings(BaseSettings):
     )
 
     # --- chat log ------------------------------------------------------------------------------
-    database_url: str | None = Field(
+    database_url: SecretStr | None = Field(
         None,
         validation_alias=_env("RAGLOOP_DATABASE_URL"),
         description=(
             "RAGLOOP_DATABASE_URL: SQLAlchemy URL of the chat log; unset means SQLite (WAL) in the data dir. "
-            "postgresql+psycopg2://... switches to PostgreSQL (extra: postgres)."
+            "postgresql+psycopg2://... switches to PostgreSQL (extra: postgres). Secret: its password "
+            "is masked wherever it is shown."
         ),
     )
 
@@ -232,7 +239,7 @@ class Settings(BaseSettings):
         validation_alias=_env("OTEL_EXPORTER_OTLP_PROTOCOL"),
         description="OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc' or 'http/protobuf'.",
     )
-    otlp_headers: str | None = Field(
+    otlp_headers: SecretStr | None = Field(
         None,
         validation_alias=_env("OTEL_EXPORTER_OTLP_HEADERS"),
         description="OTEL_EXPORTER_OTLP_HEADERS: 'k=v,k2=v2', e.g. 'signoz-ingestion-key=KEY' (SigNoz).",
@@ -270,7 +277,7 @@ class Settings(BaseSettings):
             "'gpt-4o-mini=0.15:0.6,*=0:0' ('*' is the default)."
         ),
     )
-    langsmith_api_key: str | None = Field(
+    langsmith_api_key: SecretStr | None = Field(
         None,
         validation_alias=_env("LANGSMITH_API_KEY", "LANGCHAIN_API_KEY"),
         description="LANGSMITH_API_KEY: send LangChain runs and feedback to LangSmith.",
@@ -300,12 +307,12 @@ class Settings(BaseSettings):
         validation_alias=_env("RAGLOOP_COLLECTOR"),
         description="RAGLOOP_COLLECTOR: `ragloop run` starts a local rotel OpenTelemetry collector.",
     )
-    collector_grpc_port: int = Field(
+    collector_grpc_port: Port = Field(
         4317,
         validation_alias=_env("RAGLOOP_COLLECTOR_GRPC_PORT"),
         description="RAGLOOP_COLLECTOR_GRPC_PORT: OTLP/gRPC port of the local collector.",
     )
-    collector_http_port: int = Field(
+    collector_http_port: Port = Field(
         4318,
         validation_alias=_env("RAGLOOP_COLLECTOR_HTTP_PORT"),
         description="RAGLOOP_COLLECTOR_HTTP_PORT: OTLP/HTTP port of the local collector.",
@@ -315,12 +322,12 @@ class Settings(BaseSettings):
         validation_alias=_env("RAGLOOP_PHOENIX"),
         description="RAGLOOP_PHOENIX: `ragloop run` starts Arize Phoenix as the local trace viewer.",
     )
-    phoenix_port: int = Field(
+    phoenix_port: Port = Field(
         6006,
         validation_alias=_env("RAGLOOP_PHOENIX_PORT"),
         description="RAGLOOP_PHOENIX_PORT: Phoenix UI and API port.",
     )
-    phoenix_grpc_port: int = Field(
+    phoenix_grpc_port: Port = Field(
         4320,
         validation_alias=_env("RAGLOOP_PHOENIX_GRPC_PORT"),
         description="RAGLOOP_PHOENIX_GRPC_PORT: Phoenix's OTLP/gRPC receiver (fed by the collector).",
@@ -396,7 +403,7 @@ class Settings(BaseSettings):
         validation_alias=_env("RAGLOOP_DRIFT_PROJECT"),
         description="RAGLOOP_DRIFT_PROJECT: Evidently project holding the drift snapshots.",
     )
-    drift_ui_port: int = Field(
+    drift_ui_port: Port = Field(
         8085, validation_alias=_env("RAGLOOP_DRIFT_UI_PORT"), description="RAGLOOP_DRIFT_UI_PORT: UI port."
     )
     drift_schedule: str = Field(
@@ -440,69 +447,6 @@ class Settings(BaseSettings):
         Path("bench/results/eval_runs"),
         validation_alias=_env("RAGLOOP_EVAL_REPORTS_DIR"),
         description="RAGLOOP_EVAL_REPORTS_DIR: where `ragloop eval run` writes its reports.",
-    )
-
-    # --- Arize -----------------------------------------------------------------------------------
-    arize_api_key: SecretStr | None = Field(
-        None,
-        validation_alias=_env("ARIZE_API_KEY"),
-        description="ARIZE_API_KEY: with ARIZE_SPACE_ID, sends turns, embeddings, feedback and scores to Arize.",
-    )
-    arize_space_id: str | None = Field(
-        None,
-        validation_alias=_env("ARIZE_SPACE_ID"),
-        description="ARIZE_SPACE_ID: the Arize space the project lives in.",
-    )
-    arize_project_name: str = Field(
-        "ragloop",
-        validation_alias=_env("ARIZE_PROJECT_NAME"),
-        description="ARIZE_PROJECT_NAME: the Arize tracing project the turns go to (created on first upload).",
-    )
-    arize_region: str | None = Field(
-        None,
-        validation_alias=_env("ARIZE_REGION"),
-        description="ARIZE_REGION: an Arize region (e.g. 'eu-west-1a'); overrides the hosts below.",
-    )
-    arize_api_host: str | None = Field(
-        None,
-        validation_alias=_env("ARIZE_API_HOST"),
-        description="ARIZE_API_HOST: host of span uploads (HTTP); unset: the SDK's api.arize.com.",
-    )
-    arize_api_port: int | None = Field(
-        None,
-        validation_alias=_env("ARIZE_API_PORT"),
-        description="ARIZE_API_PORT: port of span uploads; unset: the scheme's port.",
-    )
-    arize_api_scheme: str | None = Field(
-        None,
-        validation_alias=_env("ARIZE_API_SCHEME"),
-        description="ARIZE_API_SCHEME: 'https' (the SDK's default) or 'http'.",
-    )
-    arize_flight_host: str | None = Field(
-        None,
-        validation_alias=_env("ARIZE_FLIGHT_HOST"),
-        description="ARIZE_FLIGHT_HOST: Arrow Flight host of evaluations and annotations; unset: flight.arize.com.",
-    )
-    arize_flight_port: int | None = Field(
-        None,
-        validation_alias=_env("ARIZE_FLIGHT_PORT"),
-        description="ARIZE_FLIGHT_PORT: Arrow Flight port; unset: 443.",
-    )
-    arize_flight_scheme: str | None = Field(
-        None,
-        validation_alias=_env("ARIZE_FLIGHT_SCHEME"),
-        description="ARIZE_FLIGHT_SCHEME: 'grpc+tls' (the SDK's default) or 'grpc' (plain text).",
-    )
-    arize_timeout_s: float = Field(
-        30.0,
-        validation_alias=_env("RAGLOOP_ARIZE_TIMEOUT"),
-        description="RAGLOOP_ARIZE_TIMEOUT: seconds before one span upload to Arize is abandoned.",
-    )
-    arize_batch_size: int = Field(
-        500,
-        ge=1,
-        validation_alias=_env("RAGLOOP_ARIZE_BATCH_SIZE"),
-        description="RAGLOOP_ARIZE_BATCH_SIZE: items per Arize upload in `ragloop arize backfill`.",
     )
 
     # --- labeling loop ---------------------------------------------------------------------------
@@ -634,7 +578,7 @@ class Settings(BaseSettings):
         validation_alias=_env("RAGLOOP_ARGILLA_DATASET"),
         description="RAGLOOP_ARGILLA_DATASET: the preference dataset's name (created if missing).",
     )
-    argilla_port: int = Field(
+    argilla_port: Port = Field(
         6900,
         validation_alias=_env("RAGLOOP_ARGILLA_PORT"),
         description="RAGLOOP_ARGILLA_PORT: port of the local Argilla `ragloop run` starts.",
@@ -659,7 +603,7 @@ class Settings(BaseSettings):
         validation_alias=_env("RAGLOOP_LABEL_STUDIO_PROJECT"),
         description="RAGLOOP_LABEL_STUDIO_PROJECT: title of the pairwise project (created if missing).",
     )
-    label_studio_port: int = Field(
+    label_studio_port: Port = Field(
         8090,
         validation_alias=_env("RAGLOOP_LABEL_STUDIO_PORT"),
         description="RAGLOOP_LABEL_STUDIO_PORT: port of the local Label Studio `ragloop run` starts.",
@@ -668,6 +612,69 @@ class Settings(BaseSettings):
         Path(".venv-tools/label-studio"),
         validation_alias=_env("RAGLOOP_LABEL_STUDIO_VENV"),
         description="RAGLOOP_LABEL_STUDIO_VENV: venv with the Label Studio server (`make label-studio`).",
+    )
+
+    # --- Arize -----------------------------------------------------------------------------------
+    arize_api_key: SecretStr | None = Field(
+        None,
+        validation_alias=_env("ARIZE_API_KEY"),
+        description="ARIZE_API_KEY: with ARIZE_SPACE_ID, sends turns, embeddings, feedback and scores to Arize.",
+    )
+    arize_space_id: str | None = Field(
+        None,
+        validation_alias=_env("ARIZE_SPACE_ID"),
+        description="ARIZE_SPACE_ID: the Arize space the project lives in.",
+    )
+    arize_project_name: str = Field(
+        "ragloop",
+        validation_alias=_env("ARIZE_PROJECT_NAME"),
+        description="ARIZE_PROJECT_NAME: the Arize tracing project the turns go to (created on first upload).",
+    )
+    arize_region: str | None = Field(
+        None,
+        validation_alias=_env("ARIZE_REGION"),
+        description="ARIZE_REGION: an Arize region (e.g. 'eu-west-1a'); overrides the hosts below.",
+    )
+    arize_api_host: str | None = Field(
+        None,
+        validation_alias=_env("ARIZE_API_HOST"),
+        description="ARIZE_API_HOST: host of span uploads (HTTP); unset: the SDK's api.arize.com.",
+    )
+    arize_api_port: Port | None = Field(
+        None,
+        validation_alias=_env("ARIZE_API_PORT"),
+        description="ARIZE_API_PORT: port of span uploads; unset: the scheme's port.",
+    )
+    arize_api_scheme: str | None = Field(
+        None,
+        validation_alias=_env("ARIZE_API_SCHEME"),
+        description="ARIZE_API_SCHEME: 'https' (the SDK's default) or 'http'.",
+    )
+    arize_flight_host: str | None = Field(
+        None,
+        validation_alias=_env("ARIZE_FLIGHT_HOST"),
+        description="ARIZE_FLIGHT_HOST: Arrow Flight host of evaluations and annotations; unset: flight.arize.com.",
+    )
+    arize_flight_port: Port | None = Field(
+        None,
+        validation_alias=_env("ARIZE_FLIGHT_PORT"),
+        description="ARIZE_FLIGHT_PORT: Arrow Flight port; unset: 443.",
+    )
+    arize_flight_scheme: str | None = Field(
+        None,
+        validation_alias=_env("ARIZE_FLIGHT_SCHEME"),
+        description="ARIZE_FLIGHT_SCHEME: 'grpc+tls' (the SDK's default) or 'grpc' (plain text).",
+    )
+    arize_timeout_s: float = Field(
+        30.0,
+        validation_alias=_env("RAGLOOP_ARIZE_TIMEOUT"),
+        description="RAGLOOP_ARIZE_TIMEOUT: seconds before one span upload to Arize is abandoned.",
+    )
+    arize_batch_size: int = Field(
+        500,
+        ge=1,
+        validation_alias=_env("RAGLOOP_ARIZE_BATCH_SIZE"),
+        description="RAGLOOP_ARIZE_BATCH_SIZE: items per Arize upload in `ragloop arize backfill`.",
     )
 
     # ---------------------------------------------------------------------------------------------
@@ -679,7 +686,7 @@ class Settings(BaseSettings):
     @property
     def chatlog_url(self) -> str:
         """SQLAlchemy URL of the chat log."""
-        return self.database_url or f"sqlite:///{(self.data_dir / 'chatlog.db').resolve()}"
+        return secret_value(self.database_url) or f"sqlite:///{(self.data_dir / 'chatlog.db').resolve()}"
 
     @property
     def model_dir(self) -> Path:
@@ -695,6 +702,51 @@ class Settings(BaseSettings):
     def uses_local_llm(self) -> bool:
         """True when ragloop starts and serves the LLM itself."""
         return self.openai_base_url is None
+
+
+def secret_value(value: SecretStr | str | None) -> str | None:
+    """The plain text of a secret setting (``None`` stays ``None``; a plain string passes through)."""
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    return value
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (``scheme://user:***@host/db``)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+#: Field names that hold secrets even when a field was (wrongly) declared as a plain ``str``.
+_SECRET_SUFFIXES = ("_key", "_token", "_password", "_secret", "_headers")
+
+
+def display_value(settings: Settings, name: str) -> str:
+    """A setting's value as ``ragloop config`` shows it: secrets masked, URLs without passwords.
+
+    Args:
+        settings: the settings to read.
+        name: a field name of :class:`Settings`.
+
+    Returns:
+        ``"**********"`` for a set secret (a database URL keeps everything but its password),
+        ``"None"`` for an unset one, else ``str(value)``.
+    """
+    value = getattr(settings, name)
+    if value is None:
+        return "None"
+    if name == "database_url":
+        return mask_url(secret_value(value) or "")
+    if isinstance(value, SecretStr) or name.endswith(_SECRET_SUFFIXES):
+        return "**********" if value else ""
+    return str(value)
 
 
 def get_settings(**overrides: object) -> Settings:

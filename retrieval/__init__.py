@@ -12,9 +12,11 @@ from retrieval._corpus import FaqItem, fetch_corpus, load_python_faq
 from retrieval._embedding import Embedder, get_embedder
 from retrieval._ingest import IngestError, IngestReport, ingest
 from retrieval._loaders import Document, LoadError, load_document
-from retrieval._store import RetrievalResult, RetrievedChunk, Retriever, open_collection
+from retrieval._server import ChromaServer, start_chroma_server
+from retrieval._store import RetrievalResult, RetrievedChunk, Retriever, chroma_url, open_collection
 
 __all__ = [
+    "ChromaServer",
     "Chunk",
     "Document",
     "Embedder",
@@ -25,6 +27,7 @@ __all__ = [
     "RetrievalResult",
     "RetrievedChunk",
     "Retriever",
+    "chroma_url",
     "fetch_corpus",
     "get_embedder",
     "ingest",
@@ -33,4 +36,5 @@ __all__ = [
     "open_collection",
     "split_document",
     "split_text",
+    "start_chroma_server",
 ]

@@ -36,10 +36,19 @@ def ingest(
 
     Exit code 0: all files went in; 1: some files failed, the others went in; 2: no usable input.
     """
+    from ragloop.errors import UserError
     from ragloop.settings import Settings
     from retrieval._ingest import ingest as run_ingest
+    from retrieval._store import chroma_url, open_client
 
+    missing = [str(p) for p in paths if not p.exists()]
+    if len(missing) == len(paths):
+        raise UserError(f"no such file or folder: {', '.join(missing)}")
     settings = Settings(collection=collection) if collection else Settings()
+    open_client(settings)  # a bad or unreachable RAGLOOP_CHROMA_URL fails here, before the model loads
+    server = chroma_url(settings)
+    if server and not quiet:
+        typer.echo(f"indexing through the Chroma server at {server}", err=True)
     _report_exit(run_ingest(paths, settings, progress=not quiet))
 
 

@@ -3,13 +3,31 @@
 Embeddings are always passed explicitly: Chroma's default embedding function downloads an ONNX
 model, which fails offline. The collection uses cosine space, so ``score = 1 - distance`` is the
 cosine similarity of unit vectors.
+
+Which Chroma (issue 9, fault 11: a running app must see documents ingested beside it):
+
+1. ``RAGLOOP_CHROMA_URL`` when set: a Chroma server, shared by the app and ``ragloop ingest``.
+2. Else the Chroma server that ``ragloop run`` started for this data dir, found through
+   ``DATA_DIR/chroma-server.json`` (see :mod:`retrieval._server`), if it answers: so
+   ``ragloop ingest`` beside ``ragloop run`` writes through the same server the app reads.
+3. Else embedded Chroma at ``DATA_DIR/chroma``. An embedded client caches the HNSW index of the
+   process that opened it, and another process writing the same folder (``ragloop ingest`` beside
+   ``ragloop serve``) is invisible to it, or breaks it ("Error creating hnsw segment reader:
+   Nothing found on disk" when the collection was new). So :class:`Retriever` watches the folder's
+   SQLite file and reopens its client when another process changed it (one ``stat`` per search),
+   and a search that fails while a writer is half-way is retried on a fresh client; if that fails
+   too the search returns no hits (the turn answers "no context") instead of failing.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -28,23 +46,86 @@ META_UPDATED_AT = "ragloop_updated_at"
 EMPTY_INDEX_VERSION = "empty"
 
 
+#: File in the data dir naming the Chroma server ``ragloop run`` started for it.
+SERVER_FILE = "chroma-server.json"
+
+
+def _server_file(settings: Settings) -> Path:
+    return settings.data_dir / SERVER_FILE
+
+
+def _answers(host: str, port: int, timeout: float = 0.5) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def local_server_url(settings: Settings) -> str | None:
+    """The URL of the Chroma server ``ragloop run`` started for ``settings.data_dir``, if it answers."""
+    path = _server_file(settings)
+    try:
+        url = str(json.loads(path.read_text())["url"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    parsed = urlparse(url)
+    if parsed.hostname and parsed.port and _answers(parsed.hostname, parsed.port):
+        return url
+    return None
+
+
+def chroma_url(settings: Settings) -> str | None:
+    """The Chroma server to use: ``RAGLOOP_CHROMA_URL``, else ``ragloop run``'s, else None (embedded)."""
+    return settings.chroma_url or local_server_url(settings)
+
+
 def open_client(settings: Settings) -> Any:
-    """A Chroma client: ``HttpClient`` for ``settings.chroma_url``, else embedded at ``chroma_path``."""
+    """A Chroma client: ``HttpClient`` for :func:`chroma_url`, else embedded at ``chroma_path``.
+
+    Raises:
+        UserError: ``RAGLOOP_CHROMA_URL`` is not a URL, or no Chroma server answers there.
+    """
     import chromadb
     from chromadb.config import Settings as ChromaSettings
 
+    from ragloop.errors import UserError
+
     # No telemetry: there is no internet here, and users did not ask for it.
     chroma_settings = ChromaSettings(anonymized_telemetry=False)
-    if settings.chroma_url:
-        url = urlparse(settings.chroma_url)
-        if not url.hostname:
-            raise ValueError(f"RAGLOOP_CHROMA_URL is not a URL: {settings.chroma_url!r}")
+    server = chroma_url(settings)
+    if server:
+        url = urlparse(server)
+        if not url.hostname or url.scheme not in ("http", "https"):
+            raise UserError(f"RAGLOOP_CHROMA_URL is not an http(s) URL: {server!r}")
         port = url.port or (443 if url.scheme == "https" else 8000)
-        return chromadb.HttpClient(
-            host=url.hostname, port=port, ssl=url.scheme == "https", settings=chroma_settings
-        )
+        try:
+            return chromadb.HttpClient(
+                host=url.hostname, port=port, ssl=url.scheme == "https", settings=chroma_settings
+            )
+        except ValueError as exc:  # chromadb's "Could not connect to a Chroma server"
+            raise UserError(f"no Chroma server answers at {server} (RAGLOOP_CHROMA_URL): {exc}") from exc
     settings.chroma_path.mkdir(parents=True, exist_ok=True)
     return chromadb.PersistentClient(path=str(settings.chroma_path), settings=chroma_settings)
+
+
+def _fresh_embedded_client(settings: Settings, old: Any) -> Any:
+    """A new embedded client that re-reads the folder from disk (Chroma caches one per path).
+
+    Chroma keeps one "system" per persist directory in a process-wide cache, so a second
+    ``PersistentClient`` for the same path would share the stale HNSW readers. Dropping the cache
+    entry (without stopping the old system: a search in another thread may still be using it; it
+    is freed when its last client goes) makes the next client load the index afresh.
+    """
+    from chromadb.api.shared_system_client import SharedSystemClient
+
+    identifier = getattr(old, "_identifier", None)
+    if identifier is not None:
+        SharedSystemClient._identifier_to_system.pop(identifier, None)
+        SharedSystemClient._identifier_to_refcount.pop(identifier, None)
+    return open_client(settings)
 
 
 def open_collection(settings: Settings) -> Any:
@@ -109,13 +190,46 @@ class Retriever:
         """Open the collection named by ``settings``; the embedder defaults to :func:`get_embedder`."""
         self.settings = settings
         self.embedder = embedder or get_embedder(settings)
+        self._lock = threading.Lock()
         self._client = open_client(settings)
+        self.embedded = chroma_url(settings) is None
         self.collection = self._open()
+        self._disk_stamp = self._stamp()  # after _open: creating the collection writes the file
 
     def _open(self) -> Any:
         return self._client.get_or_create_collection(
             self.settings.collection, configuration={"hnsw": {"space": "cosine"}}, embedding_function=None
         )
+
+    def _stamp(self) -> tuple[int, int] | None:
+        """(mtime ns, size) of the embedded index's SQLite file: every write by any process moves it."""
+        if not self.embedded:
+            return None
+        try:
+            st = os.stat(self.settings.chroma_path / "chroma.sqlite3")
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size)
+
+    def refresh(self, force: bool = False) -> bool:
+        """Reopen the embedded client if another process wrote the index since (or ``force``).
+
+        Returns:
+            True when the client was reopened.
+        """
+        if not self.embedded:
+            return False
+        stamp = self._stamp()
+        if not force and stamp == self._disk_stamp:
+            return False
+        with self._lock:
+            if not force and stamp == self._disk_stamp:
+                return False
+            log.info("the embedded index changed on disk: reopening it")
+            self._client = _fresh_embedded_client(self.settings, self._client)
+            self.collection = self._open()
+            self._disk_stamp = self._stamp()
+        return True
 
     def search(self, query: str, k: int | None = None) -> RetrievalResult:
         """The ``k`` (default ``settings.top_k``) chunks most similar to ``query``, best first."""
@@ -127,15 +241,35 @@ class Retriever:
     def search_embedding(self, vector: np.ndarray, k: int | None = None) -> list[RetrievedChunk]:
         """The ``k`` chunks nearest to an already computed query embedding."""
         k = k or self.settings.top_k
-        result = self.collection.query(
-            query_embeddings=[np.asarray(vector, dtype=np.float32)],
-            n_results=k,
-            include=["documents", "metadatas", "distances"],
+        self.refresh()
+        try:
+            return hits_from_query(self._query(vector, k))
+        except Exception as exc:  # noqa: BLE001 - chromadb raises InternalError for a half-written index
+            if not self.embedded:
+                raise
+            log.warning("embedded index search failed (%s); reopening the index", exc)
+        for delay in (0.2, 1.0):
+            time.sleep(delay)  # a writer in another process may be half-way through a batch
+            try:
+                self.refresh(force=True)
+                return hits_from_query(self._query(vector, k))
+            except Exception as exc:  # noqa: BLE001
+                last = exc
+        log.warning("embedded index unreadable (%s): this search returns no hits", last)
+        return []
+
+    def _query(self, vector: np.ndarray, k: int) -> dict[str, Any]:
+        return dict(
+            self.collection.query(
+                query_embeddings=[np.asarray(vector, dtype=np.float32)],
+                n_results=k,
+                include=["documents", "metadatas", "distances"],
+            )
         )
-        return hits_from_query(result)
 
     def count(self) -> int:
         """Number of chunks in the collection."""
+        self.refresh()
         return int(self.collection.count())
 
     @property

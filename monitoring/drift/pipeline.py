@@ -18,7 +18,7 @@ except ImportError as exc:  # pragma: no cover - depends on the install
 
 from monitoring.drift import _run, _store
 from monitoring.drift._windows import WindowData
-from ragloop.settings import Settings, get_settings
+from ragloop.settings import Settings, get_settings, secret_value
 
 GROUP = "drift"
 
@@ -191,7 +191,9 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     schedule = dg.ScheduleDefinition(
         job=drift_job, cron_schedule=settings.drift_schedule, name="drift_schedule"
     )
-    resource = DriftSettings(data_dir=str(settings.data_dir), database_url=settings.database_url)
+    resource = DriftSettings(
+        data_dir=str(settings.data_dir), database_url=secret_value(settings.database_url)
+    )
     return dg.Definitions(
         assets=ASSETS,
         asset_checks=CHECKS,

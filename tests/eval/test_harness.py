@@ -11,6 +11,7 @@ from eval._cli import app
 from eval._datasets import Case
 from eval._harness import compare_reports, is_relevant, run_dataset
 from eval._report import write_report
+from ragloop.app import build_chat_service, prompt_version
 from ragloop.settings import Settings
 
 
@@ -31,7 +32,16 @@ def test_harness_end_to_end(dataset, settings: Settings, llm_server, tmp_path):
         from retrieval import fetch_corpus
 
         corpus = [fetch_corpus(settings) / "faq"]  # the FAQ pages only: a small index for the test
-    report = run_dataset(dataset, settings, limit=2, seed=3, corpus_size=12, corpus_paths=corpus)
+    report = run_dataset(
+        dataset,
+        settings,
+        limit=2,
+        seed=3,
+        corpus_size=12,
+        corpus_paths=corpus,
+        service_factory=build_chat_service,
+        prompt_version=prompt_version(),
+    )
     mt = report["metrics"]
     assert mt["n"] == 2 and len(report["rows"]) == 2
     assert 0.0 <= mt["retrieval"]["mrr"] <= mt["retrieval"]["hit@5"] <= 1.0

@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ragloop.cli import app
+from ragloop.errors import UserError, user_message
 from retrieval import Embedder
 
 runner = CliRunner()
@@ -35,8 +36,10 @@ def test_ingest_exit_codes(data_env: Path) -> None:
     partial = runner.invoke(app, ["ingest", "-q", str(docs)])
     assert partial.exit_code == 1 and "b.pdf" in partial.output
 
+    # Nothing that exists: a user error (``ragloop.cli.main`` prints it as one line, exit code 2).
     nothing = runner.invoke(app, ["ingest", "-q", str(data_env / "missing")])
-    assert nothing.exit_code == 2 and "not found" in nothing.output
+    assert isinstance(nothing.exception, UserError) and "no such file or folder" in str(nothing.exception)
+    assert user_message(nothing.exception) == str(nothing.exception)
 
 
 def test_corpus_commands(data_env: Path) -> None:
