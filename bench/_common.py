@@ -10,12 +10,14 @@ Protocol (issue "One app, one store, one way out", fault 14):
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,14 +35,18 @@ def load_average() -> float:
 class Run:
     """One benchmark run: its start-of-run load, its cells, and where its results may go."""
 
-    def __init__(self, name: str, *, max_load: float = MAX_LOAD, timing: bool = True) -> None:
+    def __init__(
+        self, name: str, *, max_load: float = MAX_LOAD, timing: bool = True, scratch: bool = False
+    ) -> None:
         """Start a run named ``name`` (results in ``bench/results/<name>.json``).
 
         ``timing=False`` marks a run that only counts (rows lost, duplicates): load does not
-        change its figures, so a busy machine does not hold them back.
+        change its figures, so a busy machine does not hold them back. ``scratch=True`` (a smoke
+        run with small sizes) always writes under ``tmp/``: its figures are never committed.
         """
         self.name = name
         self.load_before = load_average()
+        self.scratch = scratch
         self.busy = timing and self.load_before > max_load
         self.max_load = max_load
         self.started = datetime.now(UTC).isoformat(timespec="seconds")
@@ -51,9 +57,15 @@ class Run:
             )
 
     def time(self, fn: Callable[[], Any], *, repeat: int = 3, warmup: int = 1) -> dict[str, Any]:
-        """Time ``fn`` after ``warmup`` calls, ``repeat`` times; median, all timings, load beside them."""
+        """Time ``fn`` after ``warmup`` calls, ``repeat`` times; median, all timings, load beside them.
+
+        Raises:
+            ValueError: ``repeat`` below 3 or ``warmup`` below 1.
+        """
         if repeat < 3:
             raise ValueError("repeat each cell at least 3 times")
+        if warmup < 1:
+            raise ValueError("warm up each cell at least once")
         for _ in range(warmup):
             fn()
         times = []
@@ -75,13 +87,14 @@ class Run:
             "load_after": load_average(),
             "max_load": self.max_load,
             "busy": self.busy,
+            "scratch": self.scratch,
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
         }
 
     def path(self, name: str | None = None) -> Path:
         """Where results go: the committed file, or ``tmp/`` when the machine was busy."""
-        folder = RESULTS / "tmp" if self.busy else RESULTS
+        folder = RESULTS / "tmp" if self.busy or self.scratch else RESULTS
         folder.mkdir(parents=True, exist_ok=True)
         return folder / f"{name or self.name}.json"
 
@@ -92,14 +105,33 @@ class Run:
         return out
 
     def merge(self, keys: dict[str, Any], name: str | None = None) -> Path:
-        """Merge ``keys`` into an existing results file (several scripts share ``seams.json``)."""
+        """Merge ``keys`` into an existing results file (several scripts share ``seams.json``).
+
+        The read-modify-write holds a lock, so scripts merging into one file at once lose nothing.
+        """
         out = self.path(name)
-        current = json.loads(out.read_text()) if out.exists() else {}
-        meta = current.pop("meta", {}) if isinstance(current.get("meta"), dict) else {}
-        current.update(keys)
-        meta[",".join(sorted(keys))] = self.meta()
-        out.write_text(json.dumps({**current, "meta": meta}, indent=2, default=str) + "\n")
+        with _locked(out):
+            current = json.loads(out.read_text()) if out.exists() else {}
+            meta = current.pop("meta", {}) if isinstance(current.get("meta"), dict) else {}
+            current.update(keys)
+            meta[",".join(sorted(keys))] = self.meta()
+            tmp = out.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({**current, "meta": meta}, indent=2, default=str) + "\n")
+            tmp.replace(out)
         return out
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path``'s name (a file in the git-ignored ``tmp/``) for the block."""
+    folder = RESULTS / "tmp"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f".{path.parent.name}-{path.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def table(rows: list[dict[str, Any]]) -> str:
