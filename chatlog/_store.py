@@ -188,18 +188,23 @@ def make_engine(url: str) -> Engine:
 class ChatLog:
     """Reads and writes turns, conversations and feedback."""
 
-    def __init__(self, url: str, *, auto_upgrade: bool = True) -> None:
+    def __init__(self, url: str, *, auto_upgrade: bool | None = None) -> None:
         """Connect to ``url`` and bring its schema to the newest revision.
 
         Args:
             url: SQLAlchemy URL (``sqlite:///path`` or ``postgresql+psycopg2://...``).
-            auto_upgrade: upgrade an older schema at once (RAGLOOP_DB_AUTO_UPGRADE); False refuses
-                to start on one instead.
+            auto_upgrade: upgrade an older schema at once; False refuses to start on one instead.
+                None (the default) takes ``Settings().db_auto_upgrade`` (RAGLOOP_DB_AUTO_UPGRADE),
+                so every entry point that opens the log honours the switch.
 
         Raises:
             SchemaError: the schema is older and ``auto_upgrade`` is False, or newer than this code.
         """
         self.url = url
+        if auto_upgrade is None:
+            from ragloop.settings import Settings
+
+            auto_upgrade = Settings().db_auto_upgrade
         self.engine = make_engine(url)
         try:
             ensure_schema(self.engine, auto_upgrade=auto_upgrade)

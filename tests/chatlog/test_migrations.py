@@ -187,3 +187,17 @@ def test_db_commands_upgrade_report_and_fail_in_one_line(tmp_path: Path) -> None
     bad = ragloop("db", "upgrade", "nope")
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1 and "nope" in bad.stderr
+
+
+def test_the_setting_reaches_every_chat_log_opened_without_the_argument(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = cl.make_engine(db_url)
+    cl.upgrade(engine, "0002")
+    engine.dispose()
+    monkeypatch.setenv("RAGLOOP_DB_AUTO_UPGRADE", "false")
+    with pytest.raises(cl.SchemaError, match="ragloop db upgrade"):
+        cl.ChatLog(db_url)  # as the drift, labeling and eval commands open it
+    monkeypatch.setenv("RAGLOOP_DB_AUTO_UPGRADE", "true")
+    cl.ChatLog(db_url).close()
+    assert cl.current(db_url) == cl.head()
