@@ -296,8 +296,25 @@ class ChatLog:
             conn.execute(update(turns).where(turns.c.turn_id == turn_id).values(**fields))
 
     def finish_turn(self, turn_id: str, status: str, **fields: Any) -> None:
-        """Record a turn's outcome and completion time."""
-        self.update_turn(turn_id, status=status, completed_at=now(), **fields)
+        """Record a turn's outcome and completion time.
+
+        In the same transaction a ``turn`` outbox item (key: the turn id, payload ``turn_id`` and
+        ``status``; the sink reads the row) is enqueued for every sink routed ``turn``.
+        """
+        for key in ("query_embedding", "answer_embedding"):
+            if key in fields and not isinstance(fields[key], bytes | type(None)):
+                fields[key] = encode_vector(fields[key])
+        sinks = self.routes("turn")
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(turns)
+                .where(turns.c.turn_id == turn_id)
+                .values(status=status, completed_at=now(), **fields)
+            )
+            payload = {"turn_id": turn_id, "status": status}
+            enqueued = enqueue(conn, kind="turn", key=turn_id, payload=payload, sinks=sinks)
+        if enqueued:
+            self.notify_enqueued()
 
     def get_turn(self, turn_id: str) -> dict[str, Any] | None:
         """One turn as a dict (vectors decoded), or None."""

@@ -267,3 +267,23 @@ def test_the_receiver_catches_duplicates_of_workers_without_locks(db_url: str) -
     """The control for the test above: workers that claim without SKIP LOCKED / leases do duplicate."""
     result = run_processes(db_url, n_items=200, processes=2, naive=True)
     assert result["lost"] == 0 and result["duplicates"] > 0, result
+
+
+def test_a_finished_turn_is_enqueued_for_the_sinks_routed_turn(log: cl.ChatLog) -> None:
+    woken: list[int] = []
+    log.on_enqueue(lambda: woken.append(1))
+    quiet = log.start_turn(user_message="q0")
+    log.finish_turn(quiet, cl.STATUS_OK, answer="a")  # no route: nothing
+    assert _items(log) == [] and woken == []
+    log.set_routes({"turn": ["arize"]})
+    tid = log.start_turn(user_message="q")
+    log.finish_turn(tid, cl.STATUS_OK, answer="a", query_embedding=[0.5, 0.25])
+    (item,) = _items(log)
+    assert (item["sink"], item["kind"], item["key"], item["payload"]) == (
+        "arize",
+        "turn",
+        tid,
+        {"turn_id": tid, "status": "ok"},
+    )
+    assert woken == [1]
+    assert list(log.get_turn(tid)["query_embedding"]) == [0.5, 0.25]  # type: ignore[index]
