@@ -35,7 +35,8 @@ REASONS = (THUMBS_DOWN, IMPLICIT_FEEDBACK, LOW_FAITHFULNESS, EMPTY_ANSWER, DRIFT
 #: Turn statuses that carry an answer worth pairing.
 SELECTABLE_STATUSES = ("ok", "no_context")
 
-_ONLY_CITATIONS = re.compile(r"^[\s\[\]\d,;.:()\-]*$")
+#: Nothing but citation markers: "[1] [2] [3]", "[1], [2].", "[1, 2]" (a bare "42" is an answer).
+_ONLY_CITATIONS = re.compile(r"^\s*(?:\[\s*\d+(?:\s*[,;\-]\s*\d+)*\s*\]\s*[,.;:]?\s*)*$")
 
 
 @dataclass(frozen=True)
