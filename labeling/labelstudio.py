@@ -327,9 +327,15 @@ class LabelStudioBackend:
         """Submitted (not skipped) annotations as labels (updated at or after ``since`` when given)."""
         users = self._users()
         out: list[PulledLabel] = []
-        pager = self.client.tasks.list(
-            project=self.project_id(), fields="all", only_annotated=True, page_size=PAGE
-        )
+        # The server ignores `only_annotated`; a Data Manager filter keeps unlabeled tasks off the wire.
+        annotated = {
+            "filter": "filter:tasks:total_annotations",
+            "operator": "greater",
+            "type": "Number",
+            "value": 0,
+        }
+        query = json.dumps({"filters": {"conjunction": "and", "items": [annotated]}})
+        pager = self.client.tasks.list(project=self.project_id(), fields="all", query=query, page_size=PAGE)
         for task in pager:
             pair_id = (task.data or {}).get("pair_id")
             if pair_id is None:
