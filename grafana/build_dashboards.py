@@ -22,8 +22,9 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 OUT_DIR = HERE / "dashboards"
 RULES = HERE / "alerts" / "ragloop.rules.yml"
-if str(HERE.parent) not in sys.path:  # monitoring.semconv: the names of every series and label
-    sys.path.insert(0, str(HERE.parent))
+for _path in (HERE, HERE.parent):  # the sibling modules, and monitoring.semconv (every name)
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 import _alerts  # noqa: E402 - sibling modules: this folder is on sys.path when the script runs
 import _panels as g  # noqa: E402
