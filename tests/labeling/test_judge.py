@@ -1,0 +1,180 @@
+"""The pairwise judge: parsing, soft scores, both orders, the combination; one call of the real local LLM."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from labeling._judge import (
+    JUDGE_PROMPT_VERSION,
+    JudgeParseError,
+    PairwiseJudge,
+    build_messages,
+    combine,
+    local_pairwise,
+    openai_complete,
+    parse_reply,
+    preferred_of,
+)
+
+
+def test_stated_confidence_maps_to_a_probability() -> None:
+    r = parse_reply("Reasoning: A is in the context.\nVerdict: A\nConfidence: 8")
+    assert r.p_first == pytest.approx(0.9)
+    assert r.reasoning == "A is in the context."
+    assert r.source == "stated"
+    assert parse_reply("Reasoning: x\nVerdict: B\nConfidence: 10").p_first == pytest.approx(0.0)
+    assert parse_reply("Verdict: tie\nConfidence: 9").p_first == 0.5
+    assert parse_reply("Verdict: **B**").p_first == pytest.approx(0.25)  # no confidence: 5
+    assert parse_reply("Verdict: A\nConfidence: 37").p_first == pytest.approx(1.0)  # clipped to 10
+    # The last verdict wins (small models restate the question's wording first).
+    assert parse_reply(
+        "Is A better? Verdict: A. On reflection, Verdict: B\nConfidence: 6"
+    ).p_first == pytest.approx(0.2)
+
+
+def test_no_verdict_is_an_error_not_a_score() -> None:
+    with pytest.raises(JudgeParseError):
+        parse_reply("Reasoning: both answers look fine to me")
+
+
+def test_logprobs_of_the_verdict_token_give_the_soft_score() -> None:
+    text = "Reasoning: r\nVerdict: B\nConfidence: 9"
+    tokens = [
+        "Reason",
+        "ing",
+        ":",
+        " r",
+        "\n",
+        "Ver",
+        "dict",
+        ":",
+        " B",
+        "\n",
+        "Conf",
+        "idence",
+        ":",
+        " ",
+        "9",
+    ]
+    assert "".join(tokens) == text
+    lp = [{"token": t, "logprob": -0.1, "top_logprobs": []} for t in tokens]
+    lp[8]["top_logprobs"] = [
+        {"token": " B", "logprob": math.log(0.6)},
+        {"token": " A", "logprob": math.log(0.3)},
+        {"token": " tie", "logprob": math.log(0.1)},
+    ]
+    r = parse_reply(text, lp)
+    assert r.source == "logprobs"
+    assert r.p_first == pytest.approx(0.3 / 0.9)
+    # Tokens that do not line up with the text fall back to the stated confidence.
+    assert parse_reply(text, lp[:3]).source == "stated"
+
+
+def test_preferred_and_combination() -> None:
+    assert [preferred_of(s) for s in (0.9, 0.56, 0.55, 0.5, 0.45, 0.44, 0.0)] == [
+        "A",
+        "A",
+        "tie",
+        "tie",
+        "tie",
+        "B",
+        "B",
+    ]
+    assert local_pairwise(0.9, 0.1, slope=8) == pytest.approx(1 / (1 + math.exp(-6.4)))
+    assert local_pairwise(0.5, 0.5) == 0.5
+    assert combine(0.2, 0.9, weight=0.8) == pytest.approx(0.76)
+    assert combine(None, 0.9) == 0.9 and combine(0.3, None) == 0.3
+    with pytest.raises(ValueError):
+        combine(None, None)
+
+
+class Scripted:
+    """A ``Complete`` that answers by which answer is shown first (the shape of position bias)."""
+
+    def __init__(self, replies: dict[str, str]) -> None:
+        self.replies = replies
+        self.calls: list[list[dict[str, str]]] = []
+
+    def __call__(self, messages: list[dict[str, str]]) -> tuple[str, None]:
+        self.calls.append(messages)
+        first = messages[1]["content"].split("ANSWER A:\n", 1)[1].split("\n", 1)[0]
+        return self.replies.get(first, "I cannot decide."), None
+
+
+def test_both_orders_cancel_position_bias_and_flag_disagreement() -> None:
+    # Always prefers whatever is shown first: the two orders disagree and average to a tie.
+    biased = Scripted({"good": "Verdict: A\nConfidence: 8", "bad": "Verdict: A\nConfidence: 8"})
+    judge = PairwiseJudge(biased, "m")
+    p, consistent, _ = judge.judge_llm("q", ["ctx"], "good", "bad")
+    assert p == pytest.approx(0.5) and consistent is False
+    assert len(biased.calls) == 2
+    assert "ANSWER A:\ngood" in biased.calls[0][1]["content"]
+    assert "ANSWER A:\nbad" in biased.calls[1][1]["content"]
+    # A consistent judge: prefers "good" in either position.
+    fair = Scripted({"good": "Verdict: A\nConfidence: 8", "bad": "Verdict: B\nConfidence: 6"})
+    p, consistent, reasoning = PairwiseJudge(fair, "m").judge_llm("q", ["ctx"], "good", "bad")
+    assert p == pytest.approx((0.9 + 0.8) / 2) and consistent is True
+    assert "A,B order" in reasoning and "B,A order" in reasoning
+
+
+def test_a_reply_without_verdict_gets_one_follow_up() -> None:
+    replies = iter(["Reasoning: the first answer is long and", "Verdict: A\nConfidence: 10"] * 2)
+    calls = []
+
+    def complete(messages: list[dict[str, str]]) -> tuple[str, None]:
+        calls.append(messages)
+        return next(replies), None
+
+    p, _, reasoning = PairwiseJudge(complete, "m").judge_llm("q", ["c"], "x", "y")
+    assert len(calls) == 4 and calls[1][-1]["content"].startswith("Now give only your verdict")
+    assert p == pytest.approx(0.5)  # A in both orders: position bias again
+    assert "the first answer is long" in reasoning
+
+
+def test_verdict_records_identity_and_falls_back_to_the_local_scorer() -> None:
+    def local(answer: str, contexts: object, question: object) -> float:
+        return {"good": 0.9, "bad": 0.1}[answer]
+
+    def broken(messages: object) -> tuple[str, None]:
+        raise ConnectionError("judge down")
+
+    v = PairwiseJudge(broken, "qwen", local, local_weight=0.8).judge("q", ["c"], "bad", "good")
+    assert v.preferred == "B" and v.llm_score is None and v.order_consistent is None
+    assert v.local_score_a == 0.1 and v.local_score_b == 0.9
+    assert v.agent == f"qwen/{JUDGE_PROMPT_VERSION}+local-faithfulness/w0.8"
+    assert "judge failed" in v.reasoning
+    assert set(v.to_dict()) >= {
+        "preferred",
+        "score",
+        "reasoning",
+        "agent",
+        "order_consistent",
+        "local_score_a",
+    }
+    with pytest.raises(ConnectionError):
+        PairwiseJudge(broken, "qwen").judge("q", ["c"], "a", "b")
+    with pytest.raises(ValueError):
+        PairwiseJudge(None, "m")
+
+
+def test_prompt_puts_context_question_and_both_answers() -> None:
+    msgs = build_messages("Q?", ["first passage", "second"], "ans one", "")
+    user = msgs[1]["content"]
+    assert "[1] first passage" in user and "[2] second" in user and "QUESTION: Q?" in user
+    assert "ANSWER A:\nans one" in user and "ANSWER B:\n(empty)" in user
+    assert "Reasoning:" in msgs[0]["content"] and "Verdict: A" in msgs[0]["content"]
+
+
+@pytest.mark.llm
+def test_the_real_local_model_judges_both_orders(llm_server: str) -> None:
+    complete = openai_complete(llm_server, "sk-local", "qwen2.5-coder-0.5b-instruct", timeout_s=300)
+    judge = PairwiseJudge(complete, "qwen2.5-coder-0.5b-instruct")
+    ctx = ["Arthur's Magazine (1844-1846) was an American literary periodical published in Philadelphia."]
+    p, consistent, reasoning = judge.judge_llm(
+        "Where was Arthur's Magazine published?", ctx, "In Philadelphia.", "In London, from 1950."
+    )
+    assert 0.0 <= p <= 1.0
+    assert isinstance(consistent, bool)
+    assert reasoning.startswith("A,B order:")
