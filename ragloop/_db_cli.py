@@ -38,6 +38,13 @@ def _engine(url: str | None) -> Iterator[Any]:
 _URL = typer.Option(None, "--url", help="Database URL (default: RAGLOOP_DATABASE_URL / the data dir).")
 
 
+def _db_error(action: str, exc: Exception) -> str:
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if "no such table" in first or "does not exist" in first:
+        return f"cannot {action}: the outbox table is missing: run `ragloop db upgrade` ({first})"
+    return f"cannot {action}: {first}"
+
+
 def _safe(engine: Any) -> str:
     return str(engine.url.render_as_string(hide_password=True))
 
@@ -112,7 +119,7 @@ def outbox_status(
             rows = ob.status(engine)
             dead_items = ob.items(engine, status_=ob.DEAD, limit=1000) if dead else []
         except SQLAlchemyError as exc:
-            _fail(f"cannot read the outbox (run `ragloop db upgrade`?): {str(exc).splitlines()[0]}")
+            _fail(_db_error("read the outbox", exc))
     if not rows:
         typer.echo("the outbox is empty")
         return
@@ -141,5 +148,5 @@ def outbox_retry(
         try:
             n = ob.retry(engine, sink=sink, ids=ids or None)
         except SQLAlchemyError as exc:
-            _fail(f"cannot update the outbox (run `ragloop db upgrade`?): {str(exc).splitlines()[0]}")
+            _fail(_db_error("update the outbox", exc))
     typer.echo(f"{n} dead item{'s' if n != 1 else ''} queued again")
