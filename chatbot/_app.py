@@ -18,7 +18,7 @@ import functools
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, cast
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -259,4 +259,5 @@ def _default_observer(settings: Settings) -> TurnObserver:
     import monitoring
     from chatbot._prompts import PROMPT_VERSION
 
-    return monitoring.setup_telemetry(settings, prompt_version=PROMPT_VERSION)
+    # monitoring.Telemetry implements the observer's methods structurally (it may not import chatbot).
+    return cast(TurnObserver, monitoring.setup_telemetry(settings, prompt_version=PROMPT_VERSION))

@@ -175,3 +175,39 @@ def test_dockerfile_pins_cpu_torch_before_the_project() -> None:
         r for r in (ROOT / "deploy" / "Dockerfile.dockerignore").read_text().splitlines() if r and r[0] != "#"
     ]
     assert rules[0] == "*" and not any(".venv" in r or "data" in r for r in rules)
+
+
+def _packages() -> list[str]:
+    """The top-level packages pyproject installs (``[tool.setuptools.packages.find] include``)."""
+    import tomllib
+
+    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    return sorted(p.rstrip("*") for p in include["include"])
+
+
+def test_the_image_holds_every_package() -> None:
+    # The image once lacked chatlog/: `ragloop serve` would have died on its first import.
+    docker = (ROOT / "deploy" / "Dockerfile").read_text()
+    ignore = (ROOT / "deploy" / "Dockerfile.dockerignore").read_text().splitlines()
+    for package in _packages():
+        assert f"\nCOPY {package} {package}\n" in docker, f"deploy/Dockerfile does not copy {package}/"
+        assert f"!{package}/" in ignore, f"deploy/Dockerfile.dockerignore keeps {package}/ out of the context"
+
+
+def test_the_app_service_runs_the_composition_root(config: dict[str, Any]) -> None:
+    # `ragloop serve` (like `ragloop run`) builds ragloop.app.build_application: the online evaluator
+    # and the outbox worker run in the compose deployment too.
+    app = config["services"]["app"]
+    command = " ".join(app["command"])
+    assert "ragloop serve" in command
+    assert str(app["environment"].get("RAGLOOP_EVAL_ONLINE", "true")).lower() != "false"
+    from typer.testing import CliRunner
+
+    from ragloop.cli import app as cli
+
+    assert CliRunner().invoke(cli, ["serve", "--help"]).exit_code == 0
+    import inspect
+
+    from ragloop import cli as cli_module
+
+    assert "ragloop.app import serve" in inspect.getsource(cli_module.serve)
