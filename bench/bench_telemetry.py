@@ -10,10 +10,19 @@ is reported too.
 
 Endpoints: a zero-latency OpenAI-compatible server (exposes the fixed cost) and the real local LLM
 (temperature 0, the same question each turn, so both sides generate the same tokens).
-Also: RSS growth over 500 turns with the collector stopped (bounded queues).
+Also: RSS growth over 500 turns with the collector stopped (bounded queues), and the cost per
+HTTP request of the request instrumentation: no middleware, ours (``monitoring._http``: bounded
+labels, one deferred measurement), and OpenTelemetry's maintained ASGI middleware
+(``opentelemetry-instrumentation-asgi``, when importable) recording into the same MeterProvider.
+
+Protocol (``bench/_common.py``): every cell warms up, runs ``--repeat`` times (at least 3; each
+interleaved repeat is a fresh worker process), and reports the median with each repeat's figure and
+the load average. When the machine was busy before the run (1-minute load > 1.5 on 2 cores), the
+results go to bench/results/tmp/telemetry.json and the committed figures stay.
 
 Writes bench/results/telemetry.json: added_ms_p50, added_ms_p95 (zero-latency endpoint),
-overhead_ratio_p50 (on / off, real LLM), rss_growth_mb_collector_down, with details and load.
+overhead_ratio_p50 (on / off, real LLM), rss_growth_mb_collector_down, http_added_us_per_request,
+with details and load.
 """
 
 from __future__ import annotations
@@ -38,10 +47,10 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from bench._common import Run  # noqa: E402
 from ragloop.process import ManagedProcess, free_port, http_ok  # noqa: E402
 from ragloop.settings import Settings  # noqa: E402
 
-RESULTS = ROOT / "bench" / "results" / "telemetry.json"
 QUESTION = "How do I copy a file?"
 DOC = """# Working with files
 
@@ -58,6 +67,8 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--llm-turns", type=int, default=10, help="Turns per side, real LLM (0 skips).")
     p.add_argument("--outage-turns", type=int, default=500, help="Turns with the collector stopped.")
     p.add_argument("--max-tokens", type=int, default=32, help="Answer cap with the real LLM.")
+    p.add_argument("--repeat", type=int, default=3, help="Repeats of each cell (at least 3).")
+    p.add_argument("--http-requests", type=int, default=2000, help="Requests per HTTP cell repeat.")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     return p.parse_args()
 
@@ -211,7 +222,8 @@ def main() -> None:
     args = _parse()
     if args.worker:
         spec = json.loads(args.worker)
-        print(json.dumps(_interleaved(spec) if spec["kind"] == "interleaved" else _rss(spec)))
+        work = {"interleaved": _interleaved, "rss": _rss, "http": _http}[spec["kind"]]
+        print(json.dumps(work(spec)))
         return
     from monitoring._instant_llm import InstantLLM
     from monitoring._stack import start_collector
@@ -230,11 +242,17 @@ def main() -> None:
         "metrics_export_interval_s": 5.0,
         "temperature": 0.0,
     }
-    results: dict[str, Any] = {"load_before": os.getloadavg()}
-    with InstantLLM() as instant, tqdm(total=3 + (args.llm_turns > 0), desc="phases") as bar:
+    run = Run("telemetry")
+    if args.repeat < 3:
+        raise SystemExit("error: --repeat must be at least 3")
+    results: dict[str, Any] = {}
+    with InstantLLM() as instant, tqdm(total=4 + (args.llm_turns > 0), desc="phases") as bar:
+        results["http"] = _spawn("http", {"requests": args.http_requests, "repeat": args.repeat})
+        bar.update(1)
         s = {**common, "openai_base_url": instant.base_url, "database_url": f"sqlite:///{tmp}/instant.db"}
-        results["instant"] = _stats(
-            _spawn("interleaved", {"settings": s, "warmup": 10, "turns": args.turns, "label": "instant"})
+        spec = {"settings": s, "warmup": 10, "turns": args.turns, "label": "instant"}
+        results["instant"] = _repeated(
+            [_stats(_spawn("interleaved", {**spec, "label": f"instant {i + 1}"})) for i in range(args.repeat)]
         )
         bar.update(1)
         if args.llm_turns > 0:
@@ -247,7 +265,7 @@ def main() -> None:
                     "database_url": f"sqlite:///{tmp}/llm.db",
                 }
                 spec = {"settings": s, "warmup": 1, "turns": args.llm_turns, "label": "llm"}
-                results["llm"] = _stats(_spawn("interleaved", spec))
+                results["llm"] = _repeated([_stats(_spawn("interleaved", spec)) for _ in range(args.repeat)])
             finally:
                 llm.stop()
             bar.update(1)
@@ -261,10 +279,98 @@ def main() -> None:
             spec = {"settings": {**down, "database_url": f"sqlite:///{tmp}/rss-{mode}.db"}, "warmup": 30}
             results[f"rss_{mode}"] = _spawn("rss", {**spec, "mode": mode, "turns": args.outage_turns})
             bar.update(1)
-    _report(results, args)
+    _report(results, args, run)
 
 
-def _report(results: dict[str, Any], args: argparse.Namespace) -> None:
+def _repeated(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median of each numeric statistic over repeats, with every repeat kept."""
+    out: dict[str, Any] = {}
+    for key, value in runs[0].items():
+        if isinstance(value, int | float):
+            out[key] = statistics.median(r[key] for r in runs)
+            out[f"{key}_repeats"] = [r[key] for r in runs]
+    out["export_failures"] = [r.get("export_failures", {}) for r in runs]
+    return out
+
+
+def _http(spec: dict[str, Any]) -> dict[str, Any]:
+    """Microseconds per request through each request instrumentation (in-process ASGI calls)."""
+    from fastapi import FastAPI
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from monitoring._http import TelemetryMiddleware, mount_prefixes
+    from monitoring._metrics import Metrics
+    from monitoring._tracing import ErrorCounter
+
+    def app() -> Any:
+        a = FastAPI()
+        a.get("/api/conversations/{conversation_id}")(lambda conversation_id: {"id": conversation_id})
+        return a
+
+    metrics = Metrics(None, None, 60.0, ErrorCounter())
+    tracer = TracerProvider().get_tracer("bench")  # spans made, none exported: the middleware's cost
+    record = metrics.http_duration.record
+    plain = app()
+    ours = app()
+    ours.add_middleware(
+        TelemetryMiddleware,
+        tracer=tracer,
+        record=lambda sec, attrs: metrics.defer((record, sec, attrs)),
+        mounts=lambda: mount_prefixes(ours),
+    )
+    cells: dict[str, Any] = {"none": plain, "ragloop": ours}
+    try:
+        from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+        otel = app()
+        otel.add_middleware(
+            OpenTelemetryMiddleware, tracer_provider=TracerProvider(), meter_provider=metrics.provider
+        )
+        cells["opentelemetry_asgi"] = otel
+    except ImportError:
+        cells["opentelemetry_asgi"] = None
+
+    async def hit(a: Any, n: int) -> None:
+        import httpx
+
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=a), base_url="http://b") as c:
+            for i in range(n):
+                (await c.get(f"/api/conversations/c{i}")).raise_for_status()
+
+    from bench._common import load_average
+
+    n, repeat = int(spec["requests"]), int(spec["repeat"])
+    out: dict[str, Any] = {"requests_per_repeat": n}
+    live = {name: a for name, a in cells.items() if a is not None}
+    times: dict[str, list[float]] = {name: [] for name in live}
+    for a in live.values():  # warm-up
+        asyncio.run(hit(a, n))
+    # Cells take turns within each repeat (rotating order), so load drifts hit all of them alike.
+    for r in range(repeat):
+        names = list(live)
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            t0 = time.perf_counter()
+            asyncio.run(hit(live[name], n))
+            times[name].append(time.perf_counter() - t0)
+            metrics.deferred.drain()
+    for name in cells:
+        if name not in live:
+            out[name] = "not installed (pip install opentelemetry-instrumentation-asgi)"
+            continue
+        median = statistics.median(times[name])
+        out[name] = {
+            "median_s": median,
+            "times_s": [round(t, 6) for t in times[name]],
+            "load": load_average(),
+            "us_per_request": median / n * 1e6,
+        }
+    for name in ("ragloop", "opentelemetry_asgi"):
+        if isinstance(out[name], dict):
+            out[f"{name}_added_us_per_request"] = out[name]["us_per_request"] - out["none"]["us_per_request"]
+    return out
+
+
+def _report(results: dict[str, Any], args: argparse.Namespace, run: Any) -> None:
     inst, llm = results["instant"], results.get("llm")
     summary = {
         "added_ms_p50": round(inst["added_ms_p50"], 3),
@@ -275,15 +381,15 @@ def _report(results: dict[str, Any], args: argparse.Namespace) -> None:
         "rss_growth_mb_monitoring_off": round(results["rss_off"]["rss_growth_mb"], 2),
         "added_ms_p50_real_llm": round(llm["added_ms_p50"], 2) if llm else None,
         "overhead_ratio_p50_instant": round(inst["ratio_p50"], 4),
+        "http_added_us_per_request": _round(results["http"].get("ragloop_added_us_per_request")),
+        "http_added_us_per_request_opentelemetry_asgi": _round(
+            results["http"].get("opentelemetry_asgi_added_us_per_request")
+        ),
         "details": results,
         "args": {k: v for k, v in vars(args).items() if k != "worker"},
-        "load_after": os.getloadavg(),
-        "cpus": os.cpu_count(),
         "python": platform.python_version(),
-        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(summary, indent=2) + "\n")
+    path = run.write(summary)
     rows = [("zero-latency endpoint", inst)] + ([("real local LLM", llm)] if llm else [])
     print(
         f"\n{'endpoint':<24}{'turns':>7}{'off p50 ms':>12}{'on p50 ms':>12}{'added p50':>11}"
@@ -300,7 +406,16 @@ def _report(results: dict[str, Any], args: argparse.Namespace) -> None:
         f" {summary['rss_growth_mb_collector_down']} MiB,"
         f" monitoring off {summary['rss_growth_mb_monitoring_off']} MiB"
     )
-    print(f"load average {summary['load_after']}; results in {RESULTS}")
+    http = results["http"]
+    for name in ("none", "ragloop", "opentelemetry_asgi"):
+        cell = http[name]
+        shown = f"{cell['us_per_request']:.1f} us/request" if isinstance(cell, dict) else cell
+        print(f"HTTP instrumentation {name:<20} {shown}")
+    print(f"load average {run.meta()['load_before']} -> {run.meta()['load_after']}; results in {path}")
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
 
 
 if __name__ == "__main__":
