@@ -32,6 +32,8 @@ logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 #: Any fixed number: the PostgreSQL advisory lock that serialises migrations.
 _PG_LOCK = 7_263_001
+#: Longest wait for another process's migration on SQLite (PostgreSQL's lock waits as long as it takes).
+LOCK_WAIT_S = 120.0
 
 
 class SchemaError(RuntimeError):
@@ -112,11 +114,29 @@ def _safe_url(engine: Engine) -> str:
     return engine.url.render_as_string(hide_password=True)
 
 
+def _begin_immediate(conn: Connection, wait_s: float = LOCK_WAIT_S) -> None:
+    # busy_timeout (5 s) is short for a migration another process is running on a busy machine.
+    import time
+
+    from sqlalchemy.exc import OperationalError
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            return
+        except OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            conn.rollback()
+            time.sleep(0.2)
+
+
 @contextmanager
 def _locked(engine: Engine) -> Iterator[Connection]:
     with engine.connect() as conn:
         if is_sqlite(conn):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            _begin_immediate(conn)
         else:
             conn.begin()
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK})

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -200,4 +201,31 @@ def test_the_setting_reaches_every_chat_log_opened_without_the_argument(
         cl.ChatLog(db_url)  # as the drift, labeling and eval commands open it
     monkeypatch.setenv("RAGLOOP_DB_AUTO_UPGRADE", "true")
     cl.ChatLog(db_url).close()
+    assert cl.current(db_url) == cl.head()
+
+
+def test_processes_starting_together_migrate_once(db_url: str, tmp_path: Path) -> None:
+    """Three app processes open one empty chat log at the same moment: all start, at head."""
+    go = tmp_path / "go"
+    script = (
+        "import sys, time, pathlib\n"
+        "import chatlog as cl\n"
+        "go = pathlib.Path(sys.argv[2])\n"
+        "while not go.exists(): time.sleep(0.01)\n"
+        "log = cl.ChatLog(sys.argv[1]); print(cl.current(log.engine)); log.close()\n"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, db_url, str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    time.sleep(3.0)  # imports done (they wait on the file)
+    go.touch()
+    outs = [p.communicate(timeout=180) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [err[-800:] for _, err in outs]
+    assert [out.strip() for out, _ in outs] == [cl.head()] * 3
     assert cl.current(db_url) == cl.head()
