@@ -24,7 +24,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -136,7 +136,7 @@ def serve(n: int) -> dict[str, Any]:
         )
         retrieval.ingest([tmp / "corpus"], settings, progress=False)
         telemetry = Telemetry(settings)
-        service = build_service(settings, observer=telemetry)
+        service = build_service(settings, observer=cast(Any, telemetry))  # structurally a TurnObserver
         app = create_app(settings, service=service, observer=telemetry)
         try:
             with ThreadedServer(app, "/healthz", name="chat-app") as server:

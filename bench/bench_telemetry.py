@@ -38,7 +38,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from tqdm import tqdm
 
@@ -106,8 +106,8 @@ def _interleaved(spec: dict[str, Any]) -> dict[str, Any]:
     from monitoring import Telemetry
 
     settings = Settings(**spec["settings"])
-    tel = Telemetry(settings)
-    on = build_service(settings, observer=tel)
+    tel = Telemetry(settings, prompt_version="bench")
+    on = build_service(settings, observer=cast(Any, tel))  # structurally a TurnObserver
     off_settings = settings.model_copy(update={"database_url": spec["settings"]["database_url"] + ".off"})
     off = build_service(off_settings, observer=TurnObserver(), retriever=on.retriever)
 
@@ -146,7 +146,7 @@ def _rss(spec: dict[str, Any]) -> dict[str, Any]:
     from monitoring import Telemetry
 
     settings = Settings(**spec["settings"])
-    observer = Telemetry(settings) if spec["mode"] == "on" else TurnObserver()
+    observer: Any = Telemetry(settings, prompt_version="bench") if spec["mode"] == "on" else TurnObserver()
     service = build_service(settings, observer=observer)
 
     async def run() -> list[float]:

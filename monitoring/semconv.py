@@ -2,6 +2,13 @@
 
 OpenTelemetry GenAI and OpenInference names are reused where they exist, so SigNoz, Phoenix and
 any other OpenTelemetry backend show them without configuration; ``ragloop.*`` names fill the gaps.
+
+Metric labels are bounded; none takes its value from user input (audited, issue 9 fault 10):
+``http.route`` is a route template or :data:`HTTP_ROUTE_UNMATCHED`; the method a standard one or
+``_OTHER``; the status and ``error.type`` the status code the app sent; the turn status, token type,
+feedback value, score name, export signal, outbox sink/status come from fixed sets in the code; the
+model is the configured one (or the one the endpoint reports); job gauges and drift targets are
+named by the jobs. Ids, paths, query strings and texts go on spans only, never on metrics.
 """
 
 from __future__ import annotations
