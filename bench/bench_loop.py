@@ -5,7 +5,7 @@ and the real Label Studio 1.23, both started as ``ragloop run`` starts them):
 
 - ``push_s_10k``: seconds to push N pairs (default 10,000) read from a chat log into a fresh
   dataset/project, in bulks of 500 as ``ragloop labeling push`` does; median of 3 repeats after
-  a warm-up push of 500 pairs (a full 10k warm-up would double the run for no information);
+  one warm-up push;
 - ``repush_duplicates``: records/tasks beyond N after pushing the same N pairs again from a fresh
   client (no state but the server's): must be 0;
 - ``pull_s``: seconds to pull the submitted answers (``--labeled`` records answered by an annotator)
@@ -24,6 +24,7 @@ Usage: ``.venv/bin/python bench/bench_loop.py [--n 10000] [--backends argilla la
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import sys
 import tempfile
@@ -260,8 +261,6 @@ def bench_backend(
     target: Target, args: argparse.Namespace, run: Run, counts_run: Run, root: Path
 ) -> dict[str, Any]:
     _, _, pairs = chatlog_with_pairs(root, args.n)
-    warm = f"warm-{uuid.uuid4().hex[:8]}"
-    push_all(target.backend(warm), pairs[:BULK])
     spaces: list[str] = []
 
     def push_fresh() -> None:
@@ -269,7 +268,7 @@ def bench_backend(
         spaces.append(space)
         assert push_all(target.backend(space), pairs) == len(pairs)
 
-    push = run.time(push_fresh, repeat=args.repeat, warmup=0)
+    push = run.time(push_fresh, repeat=args.repeat, warmup=1)
     space = spaces[-1]
     t0 = time.perf_counter()
     push_all(target.backend(space), pairs)  # a fresh client: only the server knows the records
@@ -344,7 +343,7 @@ def write(out: dict[str, Any], args: argparse.Namespace, run: Run, counts_run: R
     peak = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     timings = {
         "push_s_10k": {name: round(r["push"]["median_s"], 3) for name, r in out.items()},
-        "push_n": args.n,
+        "push_n": {name: args.n for name in out},
         "push_timings": {name: r["push"] for name, r in out.items()},
         "pull_s": {name: round(r["pull"]["median_s"], 3) for name, r in out.items()},
         "pull_labels": {name: r["pulled_labels"] for name, r in out.items()},
@@ -356,13 +355,31 @@ def write(out: dict[str, Any], args: argparse.Namespace, run: Run, counts_run: R
     tallies = {
         "repush_duplicates": sum(r["repush_duplicates"] for r in out.values()),
         "repush_duplicates_by_backend": {name: r["repush_duplicates"] for name, r in out.items()},
-        "repush_n": args.n,
+        "repush_n": {name: args.n for name in out},
         "lost_with_backend_killed_midway": sum(r["killed"]["lost"] for r in out.values()),
         "duplicates_with_backend_killed_midway": sum(r["killed"]["duplicates"] for r in out.values()),
         "killed_midway": {name: r["killed"] for name, r in out.items()},
     }
-    print("timings ->", run.merge(timings, name="loop"))
-    print("counts  ->", counts_run.merge(tallies, name="loop"))
+    print("timings ->", run.merge(_per_backend(run, timings), name="loop"))
+    print("counts  ->", counts_run.merge(_per_backend(counts_run, tallies), name="loop"))
+
+
+def _per_backend(run: Run, keys: dict[str, Any]) -> dict[str, Any]:
+    """Keep other backends' entries of per-backend dicts (each backend may be measured in its own run)."""
+    path = run.path("loop")
+    current = json.loads(path.read_text()) if path.exists() else {}
+    merged = dict(keys)
+    for key, value in keys.items():
+        if isinstance(value, dict) and isinstance(current.get(key), dict):
+            merged[key] = {**current[key], **value}
+    if "killed_midway" in merged:
+        merged["lost_with_backend_killed_midway"] = sum(k["lost"] for k in merged["killed_midway"].values())
+        merged["duplicates_with_backend_killed_midway"] = sum(
+            k["duplicates"] for k in merged["killed_midway"].values()
+        )
+    if "repush_duplicates_by_backend" in merged:
+        merged["repush_duplicates"] = sum(merged["repush_duplicates_by_backend"].values())
+    return merged
 
 
 if __name__ == "__main__":
