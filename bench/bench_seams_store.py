@@ -150,6 +150,7 @@ def feedback_rows_before(rev: str) -> int | None:
         return None
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, capture_output=True)
+        shutil.rmtree(tree.parent, ignore_errors=True)
 
 
 def main() -> None:
