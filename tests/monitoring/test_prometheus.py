@@ -128,7 +128,12 @@ def test_promql_sees_turns_tokens_latency_and_feedback(
         tokens = _query(prom, "sum by (gen_ai_token_type) (gen_ai_client_token_usage_sum)")
         by_type = {r["metric"]["gen_ai_token_type"]: float(r["value"][1]) for r in tokens}
         assert by_type["output"] > 0 and by_type["input"] > by_type["output"]
-        feedback = _query(prom, "sum by (value) (ragloop_feedback_total)", until=lambda r: len(r) == 2)
+        # Both values exist from the start (at 0): wait until a scrape holds all three ratings.
+        feedback = _query(
+            prom,
+            "sum by (value) (ragloop_feedback_total)",
+            until=lambda r: sum(float(x["value"][1]) for x in r) == 3,
+        )
         assert {r["metric"]["value"]: float(r["value"][1]) for r in feedback} == {"up": 2, "down": 1}
         top = _query(prom, "sum(ragloop_retrieval_top_score_count)", until=_value_is(3))
         assert float(top[0]["value"][1]) == 3
