@@ -516,7 +516,9 @@ class Settings(BaseSettings):
     loop_judge_base_url: str | None = Field(
         None,
         validation_alias=_env("RAGLOOP_LOOP_JUDGE_BASE_URL"),
-        description="RAGLOOP_LOOP_JUDGE_BASE_URL: the judge's OpenAI-compatible endpoint (unset: the chat's).",
+        description=(
+            "RAGLOOP_LOOP_JUDGE_BASE_URL: the judge's OpenAI-compatible endpoint (unset: the chat's)."
+        ),
     )
     loop_judge_api_key: SecretStr | None = Field(
         None,
@@ -536,7 +538,9 @@ class Settings(BaseSettings):
     loop_event_driven: bool = Field(
         True,
         validation_alias=_env("RAGLOOP_LOOP_EVENT_DRIVEN"),
-        description="RAGLOOP_LOOP_EVENT_DRIVEN: pair a turn as soon as it gets a thumbs-down (the 'loop' sink).",
+        description=(
+            "RAGLOOP_LOOP_EVENT_DRIVEN: pair a turn as soon as it gets a thumbs-down (the 'loop' sink)."
+        ),
     )
     loop_export_dir: Path = Field(
         Path("data/exports"),
@@ -566,7 +570,9 @@ class Settings(BaseSettings):
     argilla_api_key: SecretStr | None = Field(
         None,
         validation_alias=_env("ARGILLA_API_KEY"),
-        description="ARGILLA_API_KEY: an owner's or admin's API key (the local server's owner key by default).",
+        description=(
+            "ARGILLA_API_KEY: an owner's or admin's API key (the local server's owner key by default)."
+        ),
     )
     argilla_workspace: str = Field(
         "ragloop",
@@ -591,7 +597,9 @@ class Settings(BaseSettings):
     label_studio_url: str | None = Field(
         None,
         validation_alias=_env("LABEL_STUDIO_URL"),
-        description="LABEL_STUDIO_URL: a Label Studio server; set (or started by `ragloop run`) makes it a sink.",
+        description=(
+            "LABEL_STUDIO_URL: a Label Studio server; set (or started by `ragloop run`) makes it a sink."
+        ),
     )
     label_studio_api_key: SecretStr | None = Field(
         None,
@@ -618,7 +626,9 @@ class Settings(BaseSettings):
     arize_api_key: SecretStr | None = Field(
         None,
         validation_alias=_env("ARIZE_API_KEY"),
-        description="ARIZE_API_KEY: with ARIZE_SPACE_ID, sends turns, embeddings, feedback and scores to Arize.",
+        description=(
+            "ARIZE_API_KEY: with ARIZE_SPACE_ID, sends turns, embeddings, feedback and scores to Arize."
+        ),
     )
     arize_space_id: str | None = Field(
         None,
@@ -628,7 +638,9 @@ class Settings(BaseSettings):
     arize_project_name: str = Field(
         "ragloop",
         validation_alias=_env("ARIZE_PROJECT_NAME"),
-        description="ARIZE_PROJECT_NAME: the Arize tracing project the turns go to (created on first upload).",
+        description=(
+            "ARIZE_PROJECT_NAME: the Arize tracing project the turns go to (created on first upload)."
+        ),
     )
     arize_region: str | None = Field(
         None,
@@ -653,7 +665,9 @@ class Settings(BaseSettings):
     arize_flight_host: str | None = Field(
         None,
         validation_alias=_env("ARIZE_FLIGHT_HOST"),
-        description="ARIZE_FLIGHT_HOST: Arrow Flight host of evaluations and annotations; unset: flight.arize.com.",
+        description=(
+            "ARIZE_FLIGHT_HOST: Arrow Flight host of evaluations and annotations; unset: flight.arize.com."
+        ),
     )
     arize_flight_port: Port | None = Field(
         None,

@@ -38,6 +38,7 @@ def test_run_indexes_serves_and_a_second_run_reuses_the_index(llm_server: str, t
         "RAGLOOP_TELEMETRY": "false",
         "RAGLOOP_PHOENIX": "false",
         "RAGLOOP_COLLECTOR": "false",
+        "RAGLOOP_LABELING_UI": "none",
         "HF_HUB_OFFLINE": "1",
     }
     argv = [sys.executable, "-m", "ragloop.cli", "run"]
@@ -51,7 +52,11 @@ def test_run_indexes_serves_and_a_second_run_reuses_the_index(llm_server: str, t
         finally:
             proc.stop()  # SIGTERM to the process group, as Ctrl-C / a service manager would
         assert proc.proc is not None and proc.proc.returncode is not None
-        summaries.append(re.search(r"chunks: (\d+) added", log.read_text()))
+        text = log.read_text()
+        summaries.append(re.search(r"chunks: (\d+) added", text))
+        # The same application as `ragloop serve` (ragloop.app), over a Chroma server run started.
+        assert re.search(r"chroma: http://127\.0\.0\.1:\d+", text), text[-2000:]
+        assert "online evaluator started" in text
     assert summaries[0] and int(summaries[0].group(1)) >= 1
     assert summaries[1] and int(summaries[1].group(1)) == 0, "a second run must not re-index"
 
