@@ -27,14 +27,12 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chatbot._observer import TurnObserver, dont_throw
-from chatbot._service import ChatError, ChatService, TurnEvent
+from chatbot._service import ERROR_STATUS, ChatError, ChatService, TurnEvent
 from ragloop._fastapi import native_telemetry_off, new_app
 from ragloop.settings import Settings
 
 log = logging.getLogger(__name__)
 
-#: HTTP status of a turn that failed after some tokens were already produced (non-streaming API).
-_LATE_ERROR_STATUS = {"llm_timeout": 504, "llm_unavailable": 503, "empty_index": 503}
 _ID_MAX = 64  # the chat log's id columns are VARCHAR(64)
 
 
@@ -97,7 +95,8 @@ def _validation_message(exc: RequestValidationError) -> str:
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ChatError)
     async def _chat_error(_request: Request, exc: ChatError) -> JSONResponse:
-        return JSONResponse(exc.to_dict(), status_code=exc.status_code)
+        # Each failure has its own status and code; a rate limit also says when to come back.
+        return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=exc.headers())
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -137,7 +136,8 @@ def _add_chat_routes(app: FastAPI, service: ChatService) -> None:
         wants_sse = req.stream or "text/event-stream" in request.headers.get("accept", "")
         if not wants_sse:
             result = await service.run_turn(req.message, req.conversation_id)
-            status = _LATE_ERROR_STATUS.get(result.error_type or "", 500) if result.error_type else 200
+            # A failure after some tokens: the partial result, with the failure's own status.
+            status = ERROR_STATUS.get(result.error_type or "", 500) if result.error_type else 200
             return JSONResponse(result.to_dict(), status_code=status)
         events = aiter(service.stream_turn(req.message, req.conversation_id))
         # Hold the response until the first token: a failure before it becomes a JSON 4xx/5xx

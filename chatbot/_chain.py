@@ -2,8 +2,9 @@
 
 Input: ``{"message": str, "history": [(question, answer), ...]}``. Streaming the chain yields dict
 chunks: first the keys ``question`` (the standalone question) and ``retrieval`` (a
-:class:`Retrieval`), then ``answer`` chunks (``AIMessageChunk``; the last carries token usage),
-then ``answer_text`` (the whole answer, unless the chain refused).
+:class:`Retrieval`), then ``answer`` chunks (``AIMessageChunk``), then ``answer_text`` (the whole
+answer, unless the chain refused). Token usage of every LLM call (condense and answer) reaches the
+caller through LangChain callbacks (``on_llm_end``), which the chat service sums.
 Because it is one runnable, LangChain tracers (LangSmith, OpenLLMetry) see one run tree per turn:
 rag_chain -> condense_question, retrieve, ChatOpenAI.
 """
@@ -16,6 +17,7 @@ from typing import Any, Protocol
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
+from pydantic import SecretStr
 
 from chatbot import _prompts as prompts
 
@@ -105,6 +107,8 @@ def _condense_step(llm: BaseChatModel) -> Runnable:
 def _retrieve_step(
     retriever: RetrieverLike, k: int, threshold: float, on_retrieved: Callable[[Retrieval], None] | None
 ) -> Runnable:
+    # A sync function on purpose: under ``ainvoke``/``astream`` LangChain runs it in the config's
+    # executor (a worker thread), so the embedding and the index query never block the event loop.
     def retrieve(question: str) -> Retrieval:
         result = retriever.search(question, k=k)
         chunks = list(result.chunks)
@@ -166,10 +170,27 @@ def build_rag_chain(
     return RunnableLambda(rag_chain, name="rag_chain")
 
 
+#: Retries the OpenAI client makes by itself. None: with retries, a 429 is slept on for up to the
+#: endpoint's Retry-After (the client honours up to 120 s per retry) and a timeout is waited out
+#: twice before the user hears anything. The user gets the failure at once instead (503 with
+#: Retry-After, 504), and the one request is all the endpoint sees.
+LLM_CLIENT_RETRIES = 0
+
+
 def build_chat_model(
-    base_url: str, api_key: str, model: str, temperature: float, max_tokens: int, timeout_s: float
+    base_url: str,
+    api_key: str | SecretStr,
+    model: str,
+    temperature: float,
+    max_tokens: int,
+    timeout_s: float,
 ) -> BaseChatModel:
-    """ChatOpenAI on any OpenAI-compatible endpoint, streaming with token usage in the last chunk."""
+    """ChatOpenAI on any OpenAI-compatible endpoint, streaming with token usage in the last chunk.
+
+    Failures surface as the OpenAI client's exceptions (``RateLimitError``, ``APITimeoutError``...),
+    which the chat service maps to statuses and codes; the client does not retry
+    (:data:`LLM_CLIENT_RETRIES`).
+    """
     import httpx
     from langchain_openai import ChatOpenAI
 
@@ -178,12 +199,12 @@ def build_chat_model(
     return ChatOpenAI(
         http_async_client=httpx.AsyncClient(timeout=timeout_s),
         base_url=base_url,
-        api_key=api_key,  # type: ignore[arg-type]
+        api_key=api_key if isinstance(api_key, SecretStr) else SecretStr(api_key),
         model=model,
         temperature=temperature,
         max_tokens=max_tokens,  # type: ignore[call-arg]
         timeout=timeout_s,
-        max_retries=1,
+        max_retries=LLM_CLIENT_RETRIES,
         streaming=True,
         stream_usage=True,
     )

@@ -2,22 +2,41 @@
 
 The chat log is written first: a turn row exists (``in_progress``) before the model is called, and
 it is completed before the last event reaches the client, whatever happened in between. A turn runs
-in its own asyncio task that feeds a queue, so a client that disconnects mid-stream does not cut a
-turn short, and the tracing context of the turn never leaks into the HTTP server's.
+in its own asyncio task that feeds a queue, so the tracing context of the turn never leaks into the
+HTTP server's.
+
+The event loop never waits on the database or the index: every chat-log and index call runs in a
+worker thread (``asyncio.to_thread``; the chain's retrieve step runs in LangChain's executor), so a
+slow write (a SQLite write lock held by another process, a slow PostgreSQL) delays only its own
+turn, never other users' streams.
+
+A turn whose client goes away (the stream is closed or its task cancelled) or whose server shuts
+down is cancelled: the model call stops, and the row ends ``cancelled`` with the partial answer.
+:meth:`ChatService.drain` lets the turns in flight finish, within a bound, at shutdown.
+
+Token usage counts every LLM call of the turn (the condense step's and the answer's), read from
+LangChain's callbacks; when any call's usage is unknown (the endpoint sent none) the turn's usage
+is stored as unknown (None), never as 0.
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import logging
+import math
 import re
 import time
 import unicodedata
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+from uuid import UUID
 
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.outputs import LLMResult
 from langchain_core.runnables import Runnable
 
 import chatlog as cl
@@ -27,25 +46,62 @@ from chatbot._observer import TurnObserver, dont_throw
 from ragloop.settings import Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # C0/C1 control characters other than tab, newline and carriage return.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+#: Status of a turn cut short (client gone, server shutting down); the chat log defines it.
+STATUS_CANCELLED: str = getattr(cl, "STATUS_CANCELLED", "cancelled")
+
+#: HTTP status of each error code a turn can end with (the JSON API uses it for late failures too).
+ERROR_STATUS: dict[str, int] = {
+    "empty_index": 503,
+    "llm_rate_limited": 503,
+    "llm_auth_failed": 502,
+    "context_too_long": 413,
+    "llm_timeout": 504,
+    "llm_unavailable": 503,
+    "llm_error": 502,
+    "turn_cancelled": 503,
+    "internal_error": 500,
+}
+#: Seconds a client is told to wait after a rate limit when the endpoint did not say (Retry-After).
+DEFAULT_RETRY_AFTER_S = 10
 
 
 class ChatError(Exception):
     """A turn that cannot be answered, with an HTTP status, a stable code and a human message."""
 
-    def __init__(self, status_code: int, code: str, message: str, turn_id: str | None = None) -> None:
-        """Describe the failure; ``turn_id`` names the chat-log row that records it."""
+    def __init__(
+        self,
+        status_code: int,
+        code: str,
+        message: str,
+        turn_id: str | None = None,
+        retry_after_s: int | None = None,
+    ) -> None:
+        """Describe the failure; ``turn_id`` names the chat-log row that records it.
+
+        ``retry_after_s`` (seconds) tells the client when to try again (``Retry-After``).
+        """
         super().__init__(message)
         self.status_code = status_code
         self.code = code
         self.message = message
         self.turn_id = turn_id
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        """HTTP headers of the error response: ``Retry-After`` when the client should come back later."""
+        return {} if self.retry_after_s is None else {"Retry-After": str(self.retry_after_s)}
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON body of an API error."""
-        return {"error": {"code": self.code, "message": self.message, "turn_id": self.turn_id}}
+        """JSON body of an API error (``retry_after_s`` only when the client should wait)."""
+        err: dict[str, Any] = {"code": self.code, "message": self.message, "turn_id": self.turn_id}
+        if self.retry_after_s is not None:
+            err["retry_after_s"] = self.retry_after_s
+        return {"error": err}
 
 
 @dataclass
@@ -191,34 +247,75 @@ class ChatService:
     async def stream_turn(self, message: Any, conversation_id: str | None = None) -> AsyncIterator[TurnEvent]:
         """Yield the events of one turn; errors before any token raise :class:`ChatError`.
 
-        Errors after tokens were streamed arrive as an ``error`` event followed by ``done``.
+        Errors after tokens were streamed arrive as an ``error`` event followed by ``done``. A
+        consumer that stops early (closes the stream, or is cancelled) cancels the turn: it is
+        logged ``cancelled`` with the answer so far.
         """
         turn_id = cl.new_id()
-        text = self._admit(turn_id, message, conversation_id)
+        text = await self._admit(turn_id, message, conversation_id)
         if conversation_id is None:
-            conversation_id = self.new_conversation()
+            conversation_id = await asyncio.to_thread(self.new_conversation)
         queue: asyncio.Queue[TurnEvent | None] = asyncio.Queue()
         task = asyncio.create_task(self._produce(queue, turn_id, conversation_id, text))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        drained = False
+        drained = done = False
         try:
             while (event := await queue.get()) is not None:
+                done = done or event.kind == "done"
                 yield event
             drained = True
         finally:
             if not drained:
-                # The client went away: the turn still finishes and is logged by its task.
+                # The client went away: stop the turn; its task logs it as cancelled.
+                task.cancel()
                 task.add_done_callback(_log_task_failure)
-        await task  # re-raises a ChatError that happened before the first token
+        try:
+            await task  # re-raises a ChatError that happened before the first token
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # this consumer itself is being cancelled
+            if not done:
+                # Cancelled by drain() before any token: tell the client like any other failure.
+                raise _to_chat_error(asyncio.CancelledError(), turn_id) from None
+            # Otherwise the client already got the error and done events of the cancelled turn.
 
-    def _admit(self, turn_id: str, message: Any, conversation_id: str | None) -> str:
+    async def drain(self, timeout_s: float = 10.0, cancel_grace_s: float = 5.0) -> dict[str, int]:
+        """At shutdown: let the turns in flight finish for up to ``timeout_s``, then cancel the rest.
+
+        Cancelled turns end ``cancelled`` with their partial answer, and their clients get an
+        ``error`` event (``turn_cancelled``) then ``done``. Call it on the loop that runs the turns.
+
+        Args:
+            timeout_s: seconds to wait for turns in flight to finish on their own.
+            cancel_grace_s: seconds to wait, after cancelling, for their rows to be written.
+
+        Returns:
+            ``{"finished": n, "cancelled": m}``: turns that ended within the bound, turns cancelled.
+        """
+        pending = {t for t in self._tasks if not t.done()}
+        if not pending:
+            return {"finished": 0, "cancelled": 0}
+        finished, rest = await asyncio.wait(pending, timeout=max(0.0, timeout_s))
+        for task in rest:
+            task.cancel()
+        if rest:
+            await asyncio.wait(rest, timeout=cancel_grace_s)
+            log.warning(
+                "shutdown: %d turn(s) still running after %.1f s were cancelled", len(rest), timeout_s
+            )
+        return {"finished": len(finished), "cancelled": len(rest)}
+
+    async def _admit(self, turn_id: str, message: Any, conversation_id: str | None) -> str:
         """Validate input; a rejected turn is logged with its error before the error is raised."""
         # PostgreSQL text cannot hold NUL: log it visibly escaped rather than fail to log the turn.
         raw = (message if isinstance(message, str) else repr(message)).replace("\x00", "\\x00")
         try:
             text = validate_message(message, self.settings.max_message_chars)
-            if conversation_id is not None and not self.chatlog.conversation_exists(conversation_id):
+            if conversation_id is not None and not await asyncio.to_thread(
+                self.chatlog.conversation_exists, conversation_id
+            ):
                 raise ChatError(
                     404,
                     "unknown_conversation",
@@ -226,7 +323,8 @@ class ChatService:
                 )
         except ChatError as err:
             err.turn_id = turn_id
-            self.chatlog.start_turn(
+            await _settled(
+                self.chatlog.start_turn,
                 turn_id=turn_id,
                 conversation_id=conversation_id,
                 user_message=raw[: 4 * self.settings.max_message_chars],
@@ -248,50 +346,75 @@ class ChatService:
             with scope:
                 await self._run_chain(queue, turn, text)
         finally:
-            await queue.put(None)
+            queue.put_nowait(None)
 
     async def _run_chain(
         self, queue: asyncio.Queue[TurnEvent | None], turn: dict[str, Any], text: str
     ) -> None:
         started = time.perf_counter()
         state = _TurnState(
-            turn_id=turn["turn_id"], conversation_id=turn["conversation_id"], model=self.settings.llm_model
+            turn_id=turn["turn_id"],
+            conversation_id=turn["conversation_id"],
+            model=self.settings.llm_model,
+            user_message=text,
         )
-        history = self.chatlog.history(turn["conversation_id"], self.settings.history_turns)
-        ids = dont_throw(self.observer.trace_ids)()
-        with _guarded_scope(self.observer.chatlog_scope, "start_turn"):
-            self.chatlog.start_turn(
-                turn_id=state.turn_id,
-                conversation_id=state.conversation_id,
-                user_message=text,
-                prompt_version=prompts.PROMPT_VERSION,
-                model=self.settings.llm_model,
-                embedding_model=self.embedding_model,
-                trace_id=ids[0] if ids else None,
-                span_id=ids[1] if ids else None,
-                index_version=_index_version(self.retriever),
-            )
-        await queue.put(
-            TurnEvent("started", {"turn_id": state.turn_id, "conversation_id": state.conversation_id})
-        )
-        config: dict[str, Any] = {
-            "run_name": "rag_chain",
-            "metadata": {"turn_id": state.turn_id, "conversation_id": state.conversation_id},
-        }
-        config.update(dont_throw(self.observer.langchain_config)(turn) or {})
         try:
+            await self._start(state)
+            queue.put_nowait(
+                TurnEvent("started", {"turn_id": state.turn_id, "conversation_id": state.conversation_id})
+            )
+            history = await asyncio.to_thread(
+                self.chatlog.history, state.conversation_id, self.settings.history_turns
+            )
+            config: dict[str, Any] = {
+                "run_name": "rag_chain",
+                "metadata": {"turn_id": state.turn_id, "conversation_id": state.conversation_id},
+            }
+            config.update(dont_throw(self.observer.langchain_config)(turn) or {})
+            config["callbacks"] = _with_handler(config.get("callbacks"), state.usage)
             stream = self.chain.astream({"message": text, "history": history}, config=config)  # type: ignore[arg-type]
+            me = asyncio.current_task()
             async for chunk in stream:
                 await self._consume(queue, state, chunk, started, turn)
+                if me is not None and me.cancelling():
+                    # Python 3.11's asyncio.wait_for (LangChain's per-chunk timeout) swallows a
+                    # cancellation that lands as a chunk arrives (cpython gh-86296): honour it here.
+                    raise asyncio.CancelledError
             state.finish_ok()
+        except asyncio.CancelledError:
+            state.cancel()
+            result = await self._finish(state, started, turn)
+            if state.answer:  # the client saw tokens: it is told why they stop
+                queue.put_nowait(TurnEvent("error", _to_chat_error(state.error, state.turn_id).to_dict()))
+                queue.put_nowait(TurnEvent("done", {"result": result}))
+            raise
         except Exception as exc:  # noqa: BLE001 - every failure is logged and reported
             state.fail(exc)
             if not state.answer:
                 await self._finish(state, started, turn)
                 raise _to_chat_error(exc, state.turn_id) from exc
-            await queue.put(TurnEvent("error", _to_chat_error(exc, state.turn_id).to_dict()))
+            queue.put_nowait(TurnEvent("error", _to_chat_error(exc, state.turn_id).to_dict()))
         result = await self._finish(state, started, turn)
-        await queue.put(TurnEvent("done", {"result": result}))
+        queue.put_nowait(TurnEvent("done", {"result": result}))
+
+    async def _start(self, state: _TurnState) -> None:
+        """Write the ``in_progress`` row (off the event loop)."""
+        index_version = await asyncio.to_thread(_index_version, self.retriever)
+        ids = dont_throw(self.observer.trace_ids)()
+        state.logged = True  # from here on the row exists, or is being written
+        with _guarded_scope(self.observer.chatlog_scope, "start_turn"):
+            await _settled(
+                self.chatlog.start_turn,
+                turn_id=state.turn_id,
+                conversation_id=state.conversation_id,
+                user_message=state.user_message,
+                prompt_version=prompts.PROMPT_VERSION,
+                model=self.settings.llm_model,
+                embedding_model=self.embedding_model,
+                trace_id=ids[0] if ids else None,
+                span_id=ids[1] if ids else None,
+                index_version=index_version,
+            )
 
     async def _consume(
         self,
@@ -309,34 +432,70 @@ class ChatService:
             dont_throw(self.observer.on_retrieval)(turn, retrieval)
             if not retrieval.retrieved:
                 raise EmptyIndexError("no documents are indexed")
-            await queue.put(
+            queue.put_nowait(
                 TurnEvent(
                     "sources",
                     {"sources": [asdict(s) for s in state.sources], "standalone_question": state.question},
                 )
             )
         if "answer" in chunk:
-            piece = chunk["answer"]
-            content = str(piece.content or "")
-            usage = getattr(piece, "usage_metadata", None)
-            if usage:
-                state.input_tokens = usage.get("input_tokens")
-                state.output_tokens = usage.get("output_tokens")
+            content = str(chunk["answer"].content or "")
             if content:
                 if state.ttft_ms is None:
                     state.ttft_ms = (time.perf_counter() - started) * 1000
                     dont_throw(self.observer.on_first_token)(turn, state.ttft_ms)
                 state.answer += content
-                await queue.put(TurnEvent("token", {"text": content}))
+                queue.put_nowait(TurnEvent("token", {"text": content}))
 
     async def _finish(self, state: _TurnState, started: float, turn: dict[str, Any]) -> TurnResult:
         state.total_ms = (time.perf_counter() - started) * 1000
+        state.input_tokens, state.output_tokens = state.usage.totals()
         result = state.result()
         row = state.row()
         with _guarded_scope(self.observer.chatlog_scope, "finish_turn"):
-            self.chatlog.finish_turn(state.turn_id, **row)
+            if state.logged:
+                await _settled(self.chatlog.finish_turn, state.turn_id, **row)
+            else:  # cancelled before its row was written: record it anyway
+                await _settled(
+                    self.chatlog.start_turn,
+                    turn_id=state.turn_id,
+                    conversation_id=state.conversation_id,
+                    user_message=state.user_message,
+                    prompt_version=prompts.PROMPT_VERSION,
+                    model=self.settings.llm_model,
+                    completed_at=cl.now(),
+                    **row,
+                )
         dont_throw(self.observer.on_turn_end)({**turn, **row, "turn_id": state.turn_id})
         return result
+
+
+async def _settled(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a blocking chat-log write in a worker thread; a cancellation lets the write land first.
+
+    A turn cancelled while its row is being written must not leave the row half-recorded or
+    overtake it with the next write: the cancellation waits for the write, then goes on.
+    """
+    fut = asyncio.ensure_future(asyncio.to_thread(fn, *args, **kwargs))
+    try:
+        return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        if not fut.done():
+            await asyncio.wait([fut])
+        if not fut.cancelled() and fut.exception() is not None:
+            log.warning("chat-log write during cancellation failed: %s", fut.exception())
+        raise
+
+
+def _with_handler(callbacks: Any, handler: BaseCallbackHandler) -> Any:
+    """LangChain ``callbacks`` (None, a list or a manager) plus ``handler``, inherited by child runs."""
+    if callbacks is None:
+        return [handler]
+    if isinstance(callbacks, list):
+        return [*callbacks, handler]
+    manager = callbacks.copy()
+    manager.add_handler(handler, inherit=True)
+    return manager
 
 
 def _log_task_failure(task: asyncio.Task[None]) -> None:
@@ -348,11 +507,88 @@ class EmptyIndexError(RuntimeError):
     """Retrieval returned nothing at all: the index is empty."""
 
 
+def call_usage(usage: Mapping[str, Any] | None, produced_text: bool) -> tuple[int, int] | None:
+    """One LLM call's ``(input_tokens, output_tokens)``, or None when the endpoint did not report it.
+
+    LangChain turns a usage object without counts into zeros, but a call always reads a prompt,
+    and a call that produced text produced tokens: such zeros mean "not reported", not 0.
+
+    Args:
+        usage: the call's ``usage_metadata`` (``input_tokens``, ``output_tokens``), or None.
+        produced_text: whether the call returned any text.
+    """
+    if not usage:
+        return None
+    tokens_in, tokens_out = usage.get("input_tokens"), usage.get("output_tokens")
+    if not isinstance(tokens_in, int) or not isinstance(tokens_out, int) or tokens_in <= 0 or tokens_out < 0:
+        return None
+    if tokens_out == 0 and produced_text:
+        return None
+    return tokens_in, tokens_out
+
+
+def total_usage(calls: Sequence[tuple[int, int] | None]) -> tuple[int | None, int | None]:
+    """A turn's ``(input_tokens, output_tokens)``: the sum over its LLM calls.
+
+    Unknown (None, None) when there was no call, or when any call's usage is unknown: a partial sum
+    would pass for the whole and undercount the cost.
+    """
+    if not calls or any(c is None for c in calls):
+        return None, None
+    known = [c for c in calls if c is not None]
+    return sum(c[0] for c in known), sum(c[1] for c in known)
+
+
+class _UsageTally(BaseCallbackHandler):
+    """Collects the token usage of every LLM call made while a turn's chain runs.
+
+    Condense, answer, any future step: whatever calls the chat model inside the chain is counted.
+    A call that failed, was cancelled or is still open makes the total unknown.
+    """
+
+    run_inline = True  # called on the loop, in order, without a thread hop
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._open: set[UUID] = set()
+        self.calls: list[tuple[int, int] | None] = []
+
+    def on_chat_model_start(self, serialized: Any, messages: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        """A chat-model call began."""
+        self._open.add(run_id)
+
+    def on_llm_start(self, serialized: Any, prompts: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        """A completion-model call began."""
+        self._open.add(run_id)
+
+    def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
+        """A call finished: record its usage (None when the endpoint sent none)."""
+        self._open.discard(run_id)
+        gens = [g for batch in response.generations for g in batch]
+        if len(gens) != 1:
+            self.calls.append(None)
+            return
+        usage = getattr(getattr(gens[0], "message", None), "usage_metadata", None)
+        self.calls.append(call_usage(usage, bool(gens[0].text)))
+
+    def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        """A call failed (or was cancelled): its usage is unknown."""
+        self._open.discard(run_id)
+        self.calls.append(None)
+
+    def totals(self) -> tuple[int | None, int | None]:
+        """The turn's usage so far; unknown while a call is still open."""
+        return (None, None) if self._open else total_usage(self.calls)
+
+
 @dataclass
 class _TurnState:
     turn_id: str
     conversation_id: str
     model: str
+    user_message: str = ""
+    logged: bool = False
+    usage: _UsageTally = field(default_factory=_UsageTally)
     question: str | None = None
     retrieval: Retrieval | None = None
     sources: list[Source] = field(default_factory=list)
@@ -381,6 +617,13 @@ class _TurnState:
         self.status = cl.STATUS_ERROR
         self.error = exc
         log.warning("turn %s failed: %s: %s", self.turn_id, type(exc).__name__, exc)
+
+    def cancel(self) -> None:
+        self.status = STATUS_CANCELLED
+        self.error = asyncio.CancelledError()
+        for n in prompts.parse_citations(self.answer, len(self.sources)):
+            self.sources[n - 1].cited = True
+        log.info("turn %s cancelled after %d characters of answer", self.turn_id, len(self.answer))
 
     def result(self) -> TurnResult:
         err = _to_chat_error(self.error, self.turn_id) if self.error else None
@@ -432,28 +675,206 @@ class _TurnState:
 
 
 def _to_chat_error(exc: BaseException | None, turn_id: str) -> ChatError:
-    """Map a failure inside the chain to what the user is told."""
+    """Map a failure inside the chain to what the user is told: status, code, message, Retry-After.
+
+    By the OpenAI client's exception types and the endpoint's HTTP status (LangChain's wrappers
+    subclass them), never by class names:
+
+    ====================================================  ======  ====================
+    failure                                               status  code
+    ====================================================  ======  ====================
+    rate limited (429, ``RateLimitError``)                503     ``llm_rate_limited`` (+ Retry-After)
+    credentials rejected (401, 403)                       502     ``llm_auth_failed``
+    context too long (400 saying so, 413)                 413     ``context_too_long``
+    timeout (``APITimeoutError``, an HTTP read timeout)   504     ``llm_timeout``
+    unreachable (connection errors), 503                  503     ``llm_unavailable``
+    other 4xx/5xx, an error event mid-stream              502     ``llm_error``
+    nothing indexed                                       503     ``empty_index``
+    cancelled (client gone, shutdown)                     503     ``turn_cancelled``
+    anything else (a bug)                                 500     ``internal_error``
+    ====================================================  ======  ====================
+    """
+    import openai
+    from langchain_core.exceptions import ContextOverflowError
+
     if isinstance(exc, ChatError):
         return exc
     if isinstance(exc, EmptyIndexError):
         return ChatError(
             503, "empty_index", "No documents are indexed yet: run `ragloop ingest PATH` first.", turn_id
         )
-    name = type(exc).__name__
-    if "Timeout" in name:
+    if isinstance(exc, asyncio.CancelledError):
+        return ChatError(
+            503,
+            "turn_cancelled",
+            "The answer was cut short: the request was cancelled (the server is shutting down "
+            "or the client left). Please ask again.",
+            turn_id,
+        )
+    timeouts, transport = _http_error_types()
+    if isinstance(exc, (openai.APITimeoutError, TimeoutError, *timeouts)):
         return ChatError(
             504, "llm_timeout", "The language model did not answer in time. Please try again.", turn_id
         )
-    if "Connection" in name or "APIStatusError" in name or "InternalServerError" in name:
+    if isinstance(exc, ContextOverflowError):
+        return _context_too_long(turn_id)
+    if isinstance(exc, openai.APIStatusError):
+        return _status_to_chat_error(exc, turn_id)
+    if isinstance(exc, (openai.APIConnectionError, *transport)):
         return ChatError(
             503,
             "llm_unavailable",
-            "The language model is unavailable right now. Please try again later.",
+            "The language model cannot be reached right now. Please try again later.",
             turn_id,
         )
+    if isinstance(exc, openai.APIError):  # an error event in the middle of a stream
+        return ChatError(
+            502, "llm_error", f"The language model failed while answering: {_short(exc.message)}", turn_id
+        )
+    name = type(exc).__name__
     return ChatError(
         500, "internal_error", f"Something went wrong answering this question ({name}).", turn_id
     )
+
+
+def _status_to_chat_error(exc: Any, turn_id: str) -> ChatError:
+    import openai
+
+    status = int(exc.status_code)
+    headers = getattr(getattr(exc, "response", None), "headers", None) or {}
+    if status == 429 or isinstance(exc, openai.RateLimitError):
+        wait = retry_after_seconds(headers) or DEFAULT_RETRY_AFTER_S
+        return ChatError(
+            503,
+            "llm_rate_limited",
+            f"The language model is rate limited (too many requests): please try again in {wait} s.",
+            turn_id,
+            retry_after_s=wait,
+        )
+    if status in (401, 403):
+        return ChatError(
+            502,
+            "llm_auth_failed",
+            f"The language model endpoint rejected our credentials (HTTP {status}): the operator "
+            "should check the API key (OPENAI_API_KEY) and the endpoint (OPENAI_BASE_URL).",
+            turn_id,
+        )
+    if status == 413 or (400 <= status < 500 and _says_context_overflow(exc)):
+        return _context_too_long(turn_id)
+    if status == 503:
+        return ChatError(
+            503,
+            "llm_unavailable",
+            "The language model is unavailable right now (overloaded or starting). Please try again later.",
+            turn_id,
+            retry_after_s=retry_after_seconds(headers),
+        )
+    return ChatError(
+        502,
+        "llm_error",
+        f"The language model endpoint failed (HTTP {status}: {_short(_error_fields(exc)[2])}).",
+        turn_id,
+    )
+
+
+def _context_too_long(turn_id: str) -> ChatError:
+    return ChatError(
+        413,
+        "context_too_long",
+        "The question is too long for the language model: with the conversation and the retrieved "
+        "passages it does not fit in the model's context window. Ask a shorter question or start a "
+        "new conversation.",
+        turn_id,
+    )
+
+
+#: How endpoints word a context overflow: OpenAI, vLLM, llama.cpp, Anthropic-style gateways, LiteLLM.
+_CONTEXT_OVERFLOW = re.compile(
+    r"context[ _-]?(length|size|window)|maximum context|prompt is too long|too many (input )?tokens"
+    r"|input tokens exceed|ContextWindowExceeded",
+    re.IGNORECASE,
+)
+_CONTEXT_OVERFLOW_CODES = {"context_length_exceeded", "exceed_context_size_error", "string_above_max_length"}
+
+
+def _error_fields(exc: Any) -> tuple[str | None, str | None, str]:
+    """(type, code, message) of an OpenAI-style error body ``{"error": {...}}`` (or the bare object)."""
+    body = getattr(exc, "body", None)
+    err = body.get("error", body) if isinstance(body, dict) else None
+    if not isinstance(err, dict):
+        return getattr(exc, "type", None), getattr(exc, "code", None), str(getattr(exc, "message", exc))
+    code = err.get("code")
+    message = err.get("message") or getattr(exc, "message", "") or str(exc)
+    return (
+        str(err["type"]) if err.get("type") is not None else None,
+        str(code) if code is not None else None,
+        str(message),
+    )
+
+
+def _says_context_overflow(exc: Any) -> bool:
+    kind, code, message = _error_fields(exc)
+    if kind in _CONTEXT_OVERFLOW_CODES or code in _CONTEXT_OVERFLOW_CODES:
+        return True
+    return bool(_CONTEXT_OVERFLOW.search(message) or _CONTEXT_OVERFLOW.search(str(exc)))
+
+
+def _short(text: str, limit: int = 200) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _http_error_types() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
+    """(timeouts, transport errors) of the HTTP libraries under the OpenAI client.
+
+    A failure while a stream is being read comes from the HTTP library itself, not wrapped.
+    """
+    import importlib
+
+    timeouts: list[type[BaseException]] = []
+    transport: list[type[BaseException]] = []
+    for name in ("httpx", "httpx2"):
+        try:
+            mod = importlib.import_module(name)
+        except ImportError:
+            continue
+        timeouts.append(mod.TimeoutException)
+        transport.append(mod.TransportError)
+    return tuple(timeouts), tuple(transport)
+
+
+def retry_after_seconds(headers: Mapping[str, str], now: datetime | None = None) -> int | None:
+    """Seconds to wait from ``Retry-After`` (seconds or an HTTP date) or ``retry-after-ms``; None if absent.
+
+    Args:
+        headers: response headers (any case).
+        now: the current time, for an HTTP-date value (default: now, UTC).
+
+    Returns:
+        Whole seconds, at least 1; None when no usable header is present.
+    """
+    lower = {str(k).lower(): str(v) for k, v in headers.items()}
+    seconds: float | None = None
+    if "retry-after-ms" in lower:
+        try:
+            seconds = float(lower["retry-after-ms"]) / 1000
+        except ValueError:
+            seconds = None
+    if seconds is None and "retry-after" in lower:
+        value = lower["retry-after"].strip()
+        try:
+            seconds = float(value)
+        except ValueError:
+            try:
+                when = email.utils.parsedate_to_datetime(value)
+            except (TypeError, ValueError):
+                return None
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=UTC)
+            seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    if seconds is None or not math.isfinite(seconds):
+        return None
+    return max(1, math.ceil(seconds))
 
 
 def _index_version(retriever: Any) -> str | None:

@@ -50,9 +50,32 @@ def render_sources(sources: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+#: How the chat shows each failure: an icon and a short title before the message.
+_ERROR_LOOK: dict[str, tuple[str, str]] = {
+    "llm_rate_limited": ("⏳", "The model is busy"),
+    "llm_auth_failed": ("🔑", "The model refused our credentials"),
+    "context_too_long": ("✂️", "Too long for the model"),
+    "llm_timeout": ("⌛", "The model took too long"),
+    "llm_unavailable": ("🔌", "The model is unreachable"),
+    "llm_error": ("⚠️", "The model failed"),
+    "empty_index": ("📭", "Nothing is indexed"),
+    "turn_cancelled": ("⏹️", "Answer cut short"),
+    "internal_error": ("🐞", "Something went wrong"),
+}
+
+
 def error_text(err: ChatError) -> str:
-    """What the chat shows in place of an answer that failed."""
-    return f"⚠️ {err.message}"
+    """What the chat shows in place of an answer that failed: its own look per error code."""
+    return error_markdown(err.code, err.message, err.retry_after_s)
+
+
+def error_markdown(code: str, message: str, retry_after_s: int | None = None) -> str:
+    """Markdown for a failure with ``code`` (also for a failure after part of the answer streamed)."""
+    icon, title = _ERROR_LOOK.get(code, ("⚠️", ""))
+    text = f"{icon} **{title}:** {message}" if title else f"{icon} {message}"
+    if retry_after_s is not None and f"{retry_after_s} s" not in message:
+        text += f" (retry in {retry_after_s} s)"
+    return text
 
 
 def _user(text: Any) -> dict[str, str]:
@@ -96,9 +119,10 @@ class _Session:
                     answer += event.data["text"]
                     messages[idx] = {"role": "assistant", "content": answer}
                 elif event.kind == "error":
-                    msg = event.data["error"]["message"]
-                    gr.Warning(msg)
-                    messages[idx] = {"role": "assistant", "content": f"{answer}\n\n⚠️ {msg}"}
+                    err = event.data["error"]
+                    gr.Warning(err["message"])
+                    shown = error_markdown(err["code"], err["message"], err.get("retry_after_s"))
+                    messages[idx] = {"role": "assistant", "content": f"{answer}\n\n{shown}"}
                 elif event.kind == "done":
                     sources_md = render_sources([asdict(s) for s in event.data["result"].sources])
                 yield messages, "", sources_md, conv_id, turns, messages

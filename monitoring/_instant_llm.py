@@ -5,14 +5,22 @@ protocol, streaming included (token usage in the last chunk, as with ``stream_op
 answers at once with a fixed text, so a turn's time is the app's own work: the benchmark and the
 high-volume tests (hundreds of turns with the collector down) use it where the real local model
 would take hours.
+
+Options for the chat service's tests and benchmarks: a longer answer streamed with a delay between
+tokens, no token usage at all (as some OpenAI-compatible servers do), and a failure mode that
+answers every chat request with a given HTTP status, body and headers (429 with ``Retry-After``,
+401, 400 context-length, 5xx), switchable while the server runs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -36,28 +44,65 @@ def _chunk(cid: str, model: str, delta: dict[str, Any], finish: str | None = Non
     return f"data: {json.dumps(body)}\n\n"
 
 
-def _usage(messages: list[dict[str, Any]]) -> dict[str, int]:
+@dataclass
+class Behaviour:
+    """How the server answers; change the fields of a running server's ``behaviour`` at will.
+
+    Attributes:
+        pieces: the answer, as the streamed pieces (one piece = one token for usage).
+        token_delay_s: seconds between streamed pieces (0: all at once).
+        usage: send token usage (the last streamed chunk, the ``usage`` field); False sends none, a
+            dict is sent as it is (an endpoint's partial usage, e.g. ``{"total_tokens": 9}``).
+        fail_status: answer every chat request with this HTTP status instead (None: answer).
+        fail_body: the JSON body of a failure (default: an OpenAI-style error object).
+        fail_headers: headers of a failure, e.g. ``{"Retry-After": "7"}``.
+    """
+
+    pieces: Sequence[str] = ANSWER_PIECES
+    token_delay_s: float = 0.0
+    usage: bool | dict[str, int] = True
+    fail_status: int | None = None
+    fail_body: dict[str, Any] | None = None
+    fail_headers: dict[str, str] = field(default_factory=dict)
+
+
+def _usage(messages: list[dict[str, Any]], how: Behaviour) -> dict[str, int]:
+    if isinstance(how.usage, dict):
+        return dict(how.usage)
+    pieces = how.pieces
     prompt = sum(len(str(m.get("content", "")).split()) for m in messages)
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": len(ANSWER_PIECES),
-        "total_tokens": prompt + len(ANSWER_PIECES),
-    }
+    return {"prompt_tokens": prompt, "completion_tokens": len(pieces), "total_tokens": prompt + len(pieces)}
 
 
-def _stream(model: str, messages: list[dict[str, Any]]) -> Iterator[str]:
+async def _stream(model: str, messages: list[dict[str, Any]], how: Behaviour) -> AsyncIterator[str]:
     cid = f"chatcmpl-{uuid.uuid4().hex[:12]}"
     yield _chunk(cid, model, {"role": "assistant", "content": ""})
-    for piece in ANSWER_PIECES:
+    for piece in how.pieces:
+        if how.token_delay_s > 0:
+            await asyncio.sleep(how.token_delay_s)
         yield _chunk(cid, model, {"content": piece})
     yield _chunk(cid, model, {}, finish="stop")
-    last = {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
-    yield f"data: {json.dumps({**last, 'choices': [], 'usage': _usage(messages)})}\n\n"
+    if how.usage:
+        last = {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
+        yield f"data: {json.dumps({**last, 'choices': [], 'usage': _usage(messages, how)})}\n\n"
     yield "data: [DONE]\n\n"
 
 
-def build_app() -> FastAPI:
-    """The FastAPI app: ``GET /v1/models`` and ``POST /v1/chat/completions``."""
+def _failure(how: Behaviour) -> JSONResponse:
+    status = int(how.fail_status or 500)
+    message = f"instant LLM failing with HTTP {status}"
+    body = how.fail_body or {"error": {"message": message, "type": "instant_failure", "code": status}}
+    return JSONResponse(body, status_code=status, headers=dict(how.fail_headers))
+
+
+def build_app(behaviour: Behaviour | None = None, counter: _Counter | None = None) -> FastAPI:
+    """The FastAPI app: ``GET /v1/models`` and ``POST /v1/chat/completions``.
+
+    Args:
+        behaviour: how to answer (read on every request); the defaults answer at once.
+        counter: counts chat requests (tests check that a failure was not retried).
+    """
+    how = behaviour or Behaviour()
     app = new_app()
 
     @app.get("/v1/models")
@@ -66,36 +111,55 @@ def build_app() -> FastAPI:
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Any:
+        if counter is not None:
+            counter.add()
         body = await request.json()
+        if how.fail_status is not None:
+            return _failure(how)
         model, messages = str(body.get("model", "instant")), list(body.get("messages", []))
         if body.get("stream"):
-            return StreamingResponse(_stream(model, messages), media_type="text/event-stream")
-        return JSONResponse(
-            {
-                "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": model,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": "".join(ANSWER_PIECES)},
-                        "finish_reason": "stop",
-                    }
-                ],
-                "usage": _usage(messages),
-            }
-        )
+            return StreamingResponse(_stream(model, messages, how), media_type="text/event-stream")
+        reply: dict[str, Any] = {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "".join(how.pieces)},
+                    "finish_reason": "stop",
+                }
+            ],
+        }
+        if how.usage:
+            reply["usage"] = _usage(messages, how)
+        return JSONResponse(reply)
 
     return app
+
+
+class _Counter:
+    """A thread-safe request counter (the server runs in its own thread)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.value = 0
+
+    def add(self) -> None:
+        with self._lock:
+            self.value += 1
 
 
 class InstantLLM:
     """Serve :func:`build_app` on a free 127.0.0.1 port in a thread; ``base_url`` ends in ``/v1``."""
 
-    def __init__(self) -> None:
-        """Pick a port; :meth:`start` serves."""
-        self._server = ThreadedServer(build_app(), "/v1/models", name="instant-llm", timeout_s=30)
+    def __init__(self, behaviour: Behaviour | None = None) -> None:
+        """Pick a port; :meth:`start` serves. ``behaviour`` may be changed while serving."""
+        self.behaviour = behaviour or Behaviour()
+        self._counter = _Counter()
+        app = build_app(self.behaviour, self._counter)
+        self._server = ThreadedServer(app, "/v1/models", name="instant-llm", timeout_s=30)
         self.port = self._server.port
         self.base_url = f"{self._server.base}/v1"
 
@@ -103,6 +167,11 @@ class InstantLLM:
         """Start and wait until ``/v1/models`` answers."""
         self._server.start()
         return self
+
+    @property
+    def chat_requests(self) -> int:
+        """Chat-completion requests received so far."""
+        return self._counter.value
 
     def stop(self) -> None:
         """Stop serving."""

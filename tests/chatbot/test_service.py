@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from chatbot import ChatError, ChatService, build_service
-from chatbot._prompts import NO_CONTEXT_ANSWER, PROMPT_VERSION
 import chatlog as cl
+from chatbot import ChatError, ChatService, TurnObserver, build_service
+from chatbot._prompts import NO_CONTEXT_ANSWER, PROMPT_VERSION
+from chatbot._service import call_usage, total_usage
 from ragloop.process import free_port
 from ragloop.settings import Settings
 
@@ -151,23 +153,113 @@ def test_feedback_is_tied_to_a_turn(run, service: ChatService) -> None:
 
 
 def test_a_client_that_leaves_mid_stream_does_not_lose_the_turn(run, service: ChatService) -> None:
-    async def leave_early() -> str:
-        turn_id = ""
+    """The turn is stopped and logged ``cancelled`` with what was answered so far (fault 5)."""
+
+    async def leave_early() -> tuple[str, str]:
+        turn_id, streamed = "", ""
         stream = service.stream_turn("How do I sort a list in place?")
         async for event in stream:
             if event.kind == "started":
                 turn_id = event.data["turn_id"]
             if event.kind == "token":
+                streamed += event.data["text"]
                 break
         await stream.aclose()
-        for _ in range(200):  # the turn's own task finishes and logs it
+        for _ in range(200):  # the turn's own task stops the model and logs it
             await asyncio.sleep(0.1)
             if service.chatlog.get_turn(turn_id)["status"] != cl.STATUS_IN_PROGRESS:
                 break
-        return turn_id
+        return turn_id, streamed
 
-    row = service.chatlog.get_turn(run(leave_early()))
-    assert row["status"] == cl.STATUS_OK and row["answer"] and row["output_tokens"]
+    turn_id, streamed = run(leave_early())
+    row = service.chatlog.get_turn(turn_id)
+    assert row["status"] == getattr(cl, "STATUS_CANCELLED", "cancelled")
+    assert row["answer"].startswith(streamed) and row["completed_at"] is not None
+
+
+# --- fault 7: every LLM call of a turn counts in its usage; unknown usage is None, never 0 -------
+class UsageWitness(TurnObserver):
+    """An observer that sees each LLM call's usage through LangChain callbacks, and each turn record."""
+
+    def __init__(self) -> None:
+        from langchain_core.callbacks import BaseCallbackHandler
+
+        witness = self
+
+        class Handler(BaseCallbackHandler):
+            def on_llm_end(self, response: Any, **kwargs: Any) -> None:
+                message = response.generations[0][0].message
+                witness.calls.append(dict(message.usage_metadata or {}))
+
+        self.calls: list[dict[str, Any]] = []
+        self.records: list[dict[str, Any]] = []
+        self.handler = Handler()
+
+    def langchain_config(self, turn: dict[str, Any]) -> dict[str, Any]:
+        return {"callbacks": [self.handler]}
+
+    def on_turn_end(self, record: dict[str, Any]) -> None:
+        self.records.append(dict(record))
+
+
+def test_a_follow_up_counts_the_condense_call_in_its_usage(run, indexed: Path, llm_server: str) -> None:
+    witness = UsageWitness()
+    settings = Settings(data_dir=indexed, openai_base_url=llm_server, max_tokens=40, temperature=0.0)
+    svc = build_service(settings, observer=witness)
+    first = run(svc.run_turn("What is a tuple?"))
+    witness.calls.clear()
+    second = run(svc.run_turn("Can it be a dictionary key?", first.conversation_id))
+    assert len(witness.calls) == 2, "a follow-up makes two LLM calls: condense, then answer"
+    assert all(c["input_tokens"] > 0 and c["output_tokens"] > 0 for c in witness.calls)
+    expected_in = sum(c["input_tokens"] for c in witness.calls)
+    expected_out = sum(c["output_tokens"] for c in witness.calls)
+    row = svc.chatlog.get_turn(second.turn_id)
+    assert (row["input_tokens"], row["output_tokens"]) == (expected_in, expected_out)
+    assert (second.input_tokens, second.output_tokens) == (expected_in, expected_out)
+    record = witness.records[-1]  # what telemetry reads for the token metric and the cost
+    assert (record["input_tokens"], record["output_tokens"]) == (expected_in, expected_out)
+
+
+@pytest.mark.parametrize("usage", [False, {"total_tokens": 42}], ids=["no usage", "usage without counts"])
+def test_an_endpoint_without_usage_stores_unknown_not_zero(run, indexed: Path, usage: Any) -> None:
+    from monitoring._instant_llm import Behaviour, InstantLLM
+
+    with InstantLLM(Behaviour(usage=usage)) as instant:
+        witness = UsageWitness()
+        # Every passage counts as relevant: the instant server's fixed "condensed question" still
+        # leads to an answer call, so the follow-up makes two calls without usage.
+        settings = Settings(data_dir=indexed, openai_base_url=instant.base_url, score_threshold=-1.0)
+        svc = build_service(settings, observer=witness)
+        first = run(svc.run_turn("What is a tuple?"))
+        second = run(svc.run_turn("Can it be a dictionary key?", first.conversation_id))
+    assert len(witness.calls) == 3, "answer; then condense and answer"
+    for result in (first, second):
+        assert result.status == cl.STATUS_OK and result.answer
+        row = svc.chatlog.get_turn(result.turn_id)
+        assert (row["input_tokens"], row["output_tokens"]) == (None, None)
+        assert (result.input_tokens, result.output_tokens) == (None, None)
+    assert all((r["input_tokens"], r["output_tokens"]) == (None, None) for r in witness.records)
+
+
+@pytest.mark.parametrize(
+    ("usage", "text", "expected"),
+    [
+        ({"input_tokens": 120, "output_tokens": 9}, True, (120, 9)),
+        ({"input_tokens": 120, "output_tokens": 0}, False, (120, 0)),
+        ({"input_tokens": 0, "output_tokens": 0, "total_tokens": 42}, True, None),
+        ({"input_tokens": 120, "output_tokens": 0}, True, None),
+        (None, True, None),
+        ({}, True, None),
+    ],
+)
+def test_call_usage_known_values(usage: Any, text: bool, expected: Any) -> None:
+    assert call_usage(usage, text) == expected
+
+
+def test_total_usage_known_values() -> None:
+    assert total_usage([(100, 10), (50, 5)]) == (150, 15)
+    assert total_usage([(100, 10), None]) == (None, None)
+    assert total_usage([]) == (None, None)
 
 
 @pytest.mark.postgres
