@@ -59,7 +59,10 @@ def turn_inputs(turn: dict[str, Any]) -> tuple[str, list[str], str]:
 
 
 def telemetry_callback(telemetry: Any) -> ScoreCallback:
-    """A callback sending scores to ``monitoring.Telemetry.record_score`` (span, histogram, LangSmith)."""
+    """A callback sending scores to ``monitoring.Telemetry.record_score`` (span, histogram).
+
+    Vendors (LangSmith, Arize ...) get scores through the outbox, enqueued with the row.
+    """
 
     def send(turn: dict[str, Any], name: str, result: EvalResult) -> None:
         if result.score is None:
