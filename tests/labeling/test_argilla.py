@@ -239,3 +239,18 @@ def test_cli_push_pull_agreement(argilla_server, unique, tmp_path, monkeypatch, 
     assert (
         out.exit_code == 2 and out.output.startswith("Error: argilla:") and len(out.output.splitlines()) == 1
     )
+
+
+def test_pull_skips_labels_of_pairs_the_chat_log_lacks(argilla_server, unique, store, pairs_factory) -> None:
+    pairs = pairs_factory(2)
+    store.save_pair(pairs[0])  # pairs[1] reached the backend but is not in this chat log
+    backend = _backend(argilla_server, unique)
+    assert backend.push(pairs) == [True, True]
+    dataset = backend.dataset()
+    ann = ArgillaAnnotator(argilla_server, f"ann-{unique}", str(dataset.workspace.id))
+    records = ann.records(str(dataset.id))
+    for pair in pairs:
+        ann.answer(records[pair["pair_id"]]["id"], "B", "refusal")
+    report = pull_labels(store, backend)
+    assert (report.pulled, report.recorded, report.unknown_pairs) == (2, 1, ["turn-00001"])
+    assert [r["choice"] for r in store.labels_for("turn-00000")] == ["B"]
