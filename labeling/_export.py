@@ -109,7 +109,7 @@ def kto_rows(
     """KTO's unpaired rows from a pair: the chosen response desirable, the rejected one not."""
     out = []
     for row in dpo_rows(pair, labels, include_ai):
-        base = {k: row[k] for k in ("pair_id", "source", "strategy", "question", "context")}
+        base = {k: row[k] for k in ("pair_id", "turn_id", "source", "strategy", "question", "context")}
         out.append({**base, "completion": row["chosen"], "label": True})
         out.append({**base, "completion": row["rejected"], "label": False})
     return out
