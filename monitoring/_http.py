@@ -137,16 +137,31 @@ class TelemetryMiddleware:
         self.record(time.perf_counter() - started, attrs)
 
 
-def add_metrics_route(app: Any, render: Callable[[], bytes]) -> None:
-    """Add ``GET /metrics`` (Prometheus text format) to a FastAPI/Starlette app."""
-    from starlette.responses import Response
+class MetricsEndpoint:
+    """``GET /metrics``: prometheus-client's ASGI exposition app, after recording deferred measurements.
 
-    content_type = "text/plain; version=0.0.4; charset=utf-8"
+    prometheus-client renders the registry (text format, OpenMetrics when asked, gzip when
+    accepted); ``before`` runs first so a scrape sees every measurement taken so far.
+    """
 
-    async def metrics(_request: Any) -> Response:
-        return Response(render(), media_type=content_type)
+    def __init__(self, registry: Any, before: Callable[[], None]) -> None:
+        """Serve ``registry``; call ``before()`` ahead of each scrape."""
+        from prometheus_client import make_asgi_app
 
-    app.add_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
+        self._app = make_asgi_app(registry=registry)
+        self._before = before
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """One scrape."""
+        self._before()
+        await self._app(scope, receive, send)
+
+
+def add_metrics_route(app: Any, registry: Any, before: Callable[[], None]) -> None:
+    """Add ``GET /metrics`` (:class:`MetricsEndpoint` on ``registry``) to a FastAPI/Starlette app."""
+    from starlette.routing import Route
+
+    app.router.routes.append(Route("/metrics", MetricsEndpoint(registry, before), methods=["GET"]))
     # Mounted apps (Gradio at "/") would otherwise shadow a route added after them.
     routes = app.router.routes
     routes.insert(0, routes.pop())

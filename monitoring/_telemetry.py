@@ -369,7 +369,7 @@ class Telemetry:
 
         record = self.metrics.http_duration.record
         instrument(app, self.tracer, lambda seconds, attrs: self.metrics.defer((record, seconds, attrs)))
-        add_metrics_route(app, self.metrics.prometheus_text)
+        add_metrics_route(app, self.metrics.registry, self.metrics.deferred.drain)
 
     def force_flush(self, timeout_s: float = 10.0) -> bool:
         """Export everything queued so far (tests, shutdown)."""

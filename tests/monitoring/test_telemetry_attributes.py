@@ -24,7 +24,7 @@ from monitoring._attributes import (
     turn_end_attributes,
 )
 from monitoring._http import normalize_method, route_template
-from monitoring._langsmith import MAX_BACKOFF_S, backoff_s, run_id_for
+from monitoring._langsmith import run_id_for
 from monitoring._stack import rotel_command
 from monitoring._tracing import RateLimitFilter, _vector_summary
 
@@ -154,12 +154,11 @@ def test_unknown_tokens_make_an_unknown_cost() -> None:
     assert estimate_cost(parse_prices(""), "m", None, None) == 0.0
 
 
-def test_langsmith_run_ids_and_backoff() -> None:
+def test_langsmith_run_ids() -> None:
+    # (Delivery backoff moved to the outbox: tests/chatlog.)
     tid = uuid.uuid4().hex
     assert run_id_for(tid) == uuid.UUID(hex=tid)
     assert run_id_for("not-a-uuid") == run_id_for("not-a-uuid") != run_id_for("other")
-    assert [backoff_s(n, 30) for n in (1, 2, 3)] == [30, 60, 120]
-    assert backoff_s(50, 30) == MAX_BACKOFF_S
 
 
 def test_rotel_command_routes_traces_and_drops_the_rest(tmp_path: Path) -> None:
