@@ -123,11 +123,13 @@ def _bad_inputs(tmp: Path) -> list[tuple[str, list[str], dict[str, str]]]:
         ("drift show: bad database", ["drift", "show"], {"RAGLOOP_DATABASE_URL": "nosuchdb://x"}),
         ("eval: unknown dataset", ["eval", "run", "--dataset", "no-such-dataset"], {}),
         ("eval compare: missing reports", ["eval", "compare", str(tmp / "a.json"), str(tmp / "b.json")], {}),
-        (
-            "monitoring outbox: unreachable database",
-            ["monitoring", "outbox"],
-            {"RAGLOOP_DATABASE_URL": f"postgresql+psycopg2://u:p@127.0.0.1:{free_port()}/db"},
-        ),
+        ("db current: unreachable database", ["db", "current"], {"RAGLOOP_DATABASE_URL": closed_pg}),
+        ("outbox status: unreachable database", ["outbox", "status"], {"RAGLOOP_DATABASE_URL": closed_pg}),
+        ("drift show: unreachable database", ["drift", "show"], {"RAGLOOP_DATABASE_URL": closed_pg}),
+        ("usage: unknown option", ["ingest", "--no-such-option", str(tmp)], {}),
+        ("usage: missing argument", ["ingest"], {}),
+        ("usage: unknown command", ["no-such-command"], {}),
+        ("usage: bad option type", ["llm", "serve", "--port", "eighty"], {}),
     ]
 
 
