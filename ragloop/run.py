@@ -66,8 +66,9 @@ def _optional(what: str, start: Callable[[], Any]) -> list[Any]:
     """Start an optional local server; its failure is logged and the chat comes up without it."""
     try:
         started = start()
-    except Exception:  # noqa: BLE001 - optional: the chat comes up without it
-        log.warning("%s did not start; continuing without it", what, exc_info=True)
+    except Exception as exc:  # noqa: BLE001 - optional: the chat comes up without it
+        log.warning("%s did not start (%s); continuing without it", what, exc)
+        log.debug("%s failed to start", what, exc_info=True)
         return []
     if started is None:
         return []
