@@ -7,6 +7,11 @@ before every measured call, so both sides meet the same prompt cache: the stable
 cached, the rest not, as in normal use. The order (app first / direct first) alternates.
 Temperature 0, so both sides generate the same tokens and total times compare.
 
+Protocol (bench/_common.py): one app turn and one direct call warm up the server first; then every
+question is asked ``--repeat`` (>= 3) times on each side (the order alternating) and its median
+times give its ratios; the figures are the medians over the questions, with the load beside them.
+When the 1-minute load average was above 1.5 at the start, the figures go to bench/results/tmp/.
+
 Writes ``ttft_overhead_ratio_p50``, ``turn_overhead_ratio_p50`` and ``ttft_p50_s_default`` (and
 details) into bench/results/foundation.json, keeping the keys other benchmarks wrote there.
 """
@@ -32,20 +37,24 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from bench._common import Run  # noqa: E402
 from chatbot import _prompts as prompts  # noqa: E402
 from ragloop.process import ManagedProcess, free_port, http_ok  # noqa: E402
 from ragloop.settings import Settings  # noqa: E402
 
-RESULTS = ROOT / "bench" / "results" / "foundation.json"
-
 
 def _parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--questions", type=int, default=30, help="FAQ questions to ask (default 30).")
+    p.add_argument("--questions", type=int, default=12, help="FAQ questions to ask (default 12).")
+    p.add_argument("--repeat", type=int, default=3, help="times each question is asked per side (>= 3).")
+    p.add_argument("--scratch", action="store_true", help="a smoke run: write under bench/results/tmp/")
     p.add_argument("--max-tokens", type=int, default=96, help="Answer cap for both sides (default 96).")
     p.add_argument("--data-dir", type=Path, default=ROOT / "data", help="Data dir holding the default index.")
     p.add_argument("--seed", type=int, default=7)
-    return p.parse_args()
+    args = p.parse_args()
+    if args.repeat < 3:
+        p.error("--repeat must be at least 3")
+    return args
 
 
 def _start_llm(settings: Settings, logs: Path) -> tuple[ManagedProcess, str]:
@@ -151,7 +160,9 @@ def _p(values: list[float], q: float) -> float:
 
 
 def main() -> None:
+    """Start the LLM server and the app, measure, and write the figures."""
     args = _parse()
+    run = Run("chat", scratch=args.scratch)
     logs = ROOT / "bench" / "results" / "tmp"
     base = Settings(data_dir=args.data_dir)
     _ensure_index(base)
@@ -163,7 +174,7 @@ def main() -> None:
         rows = _measure(settings, llm_url, args)
     finally:
         llm.stop()
-    _report(rows, settings, args)
+    _report(rows, settings, args, run)
 
 
 def _measure(settings: Settings, llm_url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -180,38 +191,62 @@ def _measure(settings: Settings, llm_url: str, args: argparse.Namespace) -> list
     # retry on a stale pooled connection would be timed as part of the next call.
     with httpx.Client(timeout=300, limits=httpx.Limits(max_keepalive_connections=0)) as client:
         _flush(client, llm_url, settings.llm_model)  # warm-up: load the system prefix once
+        _warm_up(client, app_url, llm_url, settings, retriever, questions, args.max_tokens)
         for i, q in enumerate(tqdm(questions, desc="questions")):
             # First turn of a conversation: the standalone question is the message, so the same
             # retrieval gives the direct call exactly the prompt the app builds.
             messages = _prompt_of(retriever, q, settings.score_threshold)
             if messages is None:
                 continue
-            row: dict[str, Any] = {"question": q}
-            for side in ("app", "direct") if i % 2 == 0 else ("direct", "app"):
-                _flush(client, llm_url, settings.llm_model)
-                if side == "app":
-                    row["app_ttft_s"], row["app_total_s"], turn_id = _sse_turn(client, app_url, q)
-                else:
-                    row["direct_ttft_s"], row["direct_total_s"] = _direct(
-                        client, llm_url, settings.llm_model, messages, args.max_tokens
-                    )
+            times: dict[str, list[float]] = {}
+            turn_id = ""
+            for r in range(args.repeat):
+                for side in ("app", "direct") if (i + r) % 2 == 0 else ("direct", "app"):
+                    _flush(client, llm_url, settings.llm_model)
+                    if side == "app":
+                        ttft, total, turn_id = _sse_turn(client, app_url, q)
+                    else:
+                        ttft, total = _direct(client, llm_url, settings.llm_model, messages, args.max_tokens)
+                    times.setdefault(f"{side}_ttft_s", []).append(ttft)
+                    times.setdefault(f"{side}_total_s", []).append(total)
             turn = log.get_turn(turn_id)
             if turn is None or turn["status"] != "ok":
                 continue
+            row: dict[str, Any] = {"question": q, **{k: statistics.median(v) for k, v in times.items()}}
             row.update(
                 input_tokens=turn["input_tokens"],
                 output_tokens=turn["output_tokens"],
                 retrieval_ms=turn["retrieval_ms"],
+                repeats=times,
+                load=os.getloadavg()[0],
             )
             rows.append(row)
     server.should_exit = True
     return rows
 
 
-def _report(rows: list[dict[str, Any]], settings: Settings, args: argparse.Namespace) -> None:
+def _warm_up(
+    client: httpx.Client,
+    app_url: str,
+    llm_url: str,
+    settings: Settings,
+    retriever: Any,
+    questions: list[str],
+    max_tokens: int,
+) -> None:
+    """One app turn and one direct call, not timed: model, index and app paths loaded."""
+    _sse_turn(client, app_url, questions[0])
+    messages = _prompt_of(retriever, questions[0], settings.score_threshold)
+    if messages is not None:
+        _flush(client, llm_url, settings.llm_model)
+        _direct(client, llm_url, settings.llm_model, messages, max_tokens)
+
+
+def _report(rows: list[dict[str, Any]], settings: Settings, args: argparse.Namespace, run: Run) -> None:
     if not rows:
         raise SystemExit("no successful turns: nothing to report")
-    med = {k: statistics.median(r[k] for r in rows) for k in rows[0] if k != "question"}
+    skip = ("question", "repeats")
+    med = {k: statistics.median(r[k] for r in rows) for k in rows[0] if k not in skip}
     ttft_ratio = statistics.median(r["app_ttft_s"] / r["direct_ttft_s"] for r in rows)
     turn_ratio = statistics.median(r["app_total_s"] / r["direct_total_s"] for r in rows)
     header = f"\n{'metric':30} {'app':>9} {'direct':>9} {'ratio p50':>9}"
@@ -222,33 +257,36 @@ def _report(rows: list[dict[str, Any]], settings: Settings, args: argparse.Names
     print(f"{turn_line} {turn_ratio:9.3f}")
     print(f"{'prompt tokens p50':34} {med['input_tokens']:10.0f}")
     print(f"{'retrieval p50 (ms)':34} {med['retrieval_ms']:10.1f}")
-    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    results.update(
-        {
-            "ttft_overhead_ratio_p50": ttft_ratio,
-            "turn_overhead_ratio_p50": turn_ratio,
-            "ttft_p50_s_default": med["app_ttft_s"],
-            "ttft_p95_s_default": _p([r["app_ttft_s"] for r in rows], 95),
-            "chat_bench": {
-                "questions": len(rows),
-                "max_tokens": args.max_tokens,
-                "top_k": settings.top_k,
-                "chunk_size": settings.chunk_size,
-                "prompt_tokens_p50": med["input_tokens"],
-                "medians_s": {k: v for k, v in med.items() if k.endswith("_s")},
-                "method": "same prompt, one slot, flushed before each call, temperature 0, alternating order",
-                "machine": {
-                    "cpus": os.cpu_count(),
-                    "platform": platform.platform(),
-                    "python": platform.python_version(),
-                    "loadavg": os.getloadavg(),
-                },
+    keys = {
+        "ttft_overhead_ratio_p50": ttft_ratio,
+        "turn_overhead_ratio_p50": turn_ratio,
+        "ttft_p50_s_default": med["app_ttft_s"],
+        "ttft_p95_s_default": _p([r["app_ttft_s"] for r in rows], 95),
+        "chat_bench": {
+            "questions": len(rows),
+            "repeat": args.repeat,
+            "max_tokens": args.max_tokens,
+            "top_k": settings.top_k,
+            "chunk_size": settings.chunk_size,
+            "prompt_tokens_p50": med["input_tokens"],
+            "medians_s": {k: v for k, v in med.items() if k.endswith("_s")},
+            "per_question": rows,
+            "method": (
+                "same prompt, one slot, flushed before each call, temperature 0, alternating order; "
+                f"each question asked {args.repeat} times per side after a warm-up turn, its median "
+                "times give its ratios, the figures are the medians over the questions"
+            ),
+            "machine": {
+                "cpus": os.cpu_count(),
+                "platform": platform.platform(),
+                "python": platform.python_version(),
+                "loadavg": os.getloadavg(),
             },
-        }
-    )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2))
-    print(f"wrote {RESULTS}")
+        },
+    }
+    path = run.merge(keys, name="foundation")  # locked read-modify-write: other benchmarks' keys stay
+    kept = " (busy machine or --scratch: the committed figures stay)" if path.parent.name == "tmp" else ""
+    print(f"wrote {path}{kept}")
 
 
 if __name__ == "__main__":

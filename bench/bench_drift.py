@@ -15,7 +15,14 @@ and the Python FAQ's questions (the "other topic"), fetched and embedded by the 
    fewer of them where it is slow; the counts are recorded.
 3. Power at n = 1k: 5%, 10%, 20% of the current window replaced by Python FAQ questions.
 
-Results: bench/results/drift.json, rewritten after every step (a partial run still records).
+Protocol (bench/_common.py): every speed cell is warmed up once and timed ``--repeat`` (>= 3) times;
+the median is the figure, every timing and the load average sit beside it. When the 1-minute load
+average was above 1.5 before the run started, the speed figures go to bench/results/tmp/ and the
+committed file is left alone. False-alarm and power figures are counts on seeded data (the load
+cannot change them); they are written with the speed figures, or alone with ``--parts``.
+
+Results: bench/results/drift.json, rewritten after every step (a partial run still records); the
+parts not run keep the committed figures. ``--quick`` (a smoke run) always writes to tmp/.
 """
 
 from __future__ import annotations
@@ -24,7 +31,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -37,13 +43,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from bench._common import RESULTS, Run  # noqa: E402
 from monitoring.drift import embedding_drift_test  # noqa: E402
 from monitoring.drift._evidently import default_embedding_drift  # noqa: E402
 from monitoring.drift._sources import load_questions  # noqa: E402
 from ragloop.settings import Settings  # noqa: E402
 
-OUT = ROOT / "bench" / "results" / "drift.json"
+NAME = "drift"
 NOISE = 0.01
+PARTS = ("speed", "calibration", "power")
 
 
 def _parse() -> argparse.Namespace:
@@ -61,9 +69,16 @@ def _parse() -> argparse.Namespace:
     )
     p.add_argument("--power-pairs", type=int, default=100, help="pairs per injected fraction at n=1k")
     p.add_argument("--evidently-power-pairs", type=int, default=40, help="Evidently's pairs per fraction")
-    p.add_argument("--quick", action="store_true", help="a smoke run: a tenth of the pairs, sizes 1k and 10k")
-    p.add_argument("--out", type=Path, default=OUT, help="JSON output")
+    p.add_argument("--repeat", type=int, default=3, help="timings per speed cell after one warm-up (>= 3)")
+    p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="what to measure")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: a tenth of the pairs, sizes <= 10k, written to tmp/",
+    )
     args = p.parse_args()
+    if args.repeat < 3:
+        p.error("--repeat must be at least 3")
     if args.quick:
         args.sizes = [s for s in args.sizes if s <= 10_000]
         args.pairs = [max(10, n // 10) for n in args.pairs]
@@ -130,35 +145,38 @@ def _rate(alarms: list[bool]) -> dict[str, Any]:
     }
 
 
-def write(result: dict[str, Any], path: Path) -> None:
-    """Rewrite the JSON (after every step)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def write(result: dict[str, Any], run: Run) -> Path:
+    """Rewrite the JSON (after every step) where the run may write it."""
     result["load_avg_end"] = list(os.getloadavg())
-    path.write_text(json.dumps(result, indent=2))
+    return run.write(result)
 
 
-def speed(result: dict, same: np.ndarray, sizes: list[int], path: Path) -> None:
-    """Seconds per decision, ours vs Evidently's default report."""
+def speed(result: dict, same: np.ndarray, sizes: list[int], run: Run, repeat: int) -> None:
+    """Seconds per decision, ours vs Evidently's default report: warm-up, ``repeat`` timings, median."""
     rng = np.random.default_rng(1)
+    result["seconds"] = {}
     for n in tqdm(sizes, desc="speed"):
         ref, cur = same_source_pair(same, n, rng)
-        t = time.perf_counter()
-        embedding_drift_test(ref, cur)
-        ours = time.perf_counter() - t
-        t = time.perf_counter()
-        default_embedding_drift(ref, cur, full_report=True)
-        theirs = time.perf_counter() - t
+        ours = run.time(lambda ref=ref, cur=cur: embedding_drift_test(ref, cur), repeat=repeat)
+        theirs = run.time(
+            lambda ref=ref, cur=cur: default_embedding_drift(ref, cur, full_report=True), repeat=repeat
+        )
         result["seconds"][str(n)] = {
-            "ours": ours,
-            "evidently_default": theirs,
-            "speedup": theirs / ours,
+            "ours": ours["median_s"],
+            "evidently_default": theirs["median_s"],
+            "speedup": theirs["median_s"] / ours["median_s"],
             "load_avg": list(os.getloadavg()),
+            "ours_times_s": ours["times_s"],
+            "evidently_times_s": theirs["times_s"],
+            "load_1m_after_ours": ours["load"],
+            "load_1m_after_evidently": theirs["load"],
         }
-        write(result, path)
+        write(result, run)
 
 
-def calibration(result: dict, same: np.ndarray, pairs: list[int], ev_pairs: list[int], path: Path) -> None:
+def calibration(result: dict, same: np.ndarray, pairs: list[int], ev_pairs: list[int], run: Run) -> None:
     """False-alarm rates on same-source pairs."""
+    result["false_alarm_rate"] = {}
     for n, n_ours, n_ev in zip((200, 1_000, 10_000), pairs, ev_pairs, strict=True):
         rng = np.random.default_rng(n)
         ours, theirs = [], []
@@ -176,12 +194,13 @@ def calibration(result: dict, same: np.ndarray, pairs: list[int], ev_pairs: list
             "ours_detail": _rate(ours),
             "evidently_detail": _rate(theirs),
         }
-        write(result, path)
+        write(result, run)
 
 
-def power(result: dict, same: np.ndarray, other: np.ndarray, n_pairs: int, n_ev: int, path: Path) -> None:
+def power(result: dict, same: np.ndarray, other: np.ndarray, n_pairs: int, n_ev: int, run: Run) -> None:
     """Share of shifted windows detected at n = 1k."""
     n = 1_000
+    result["power_n1000"] = {}
     for frac in (0.05, 0.1, 0.2):
         rng = np.random.default_rng(int(frac * 1000))
         ours, theirs = [], []
@@ -202,7 +221,7 @@ def power(result: dict, same: np.ndarray, other: np.ndarray, n_pairs: int, n_ev:
             "pairs": n_pairs,
             "evidently_pairs": len(theirs),
         }
-        write(result, path)
+        write(result, run)
 
 
 def table(result: dict) -> str:
@@ -226,36 +245,63 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _previous(run: Run) -> dict[str, Any]:
+    """The committed results (their parts not re-run are kept as they are)."""
+    path = RESULTS / f"{NAME}.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def main() -> None:
     """Run the benchmark and print the table."""
     args = _parse()
     settings = Settings()
+    # Timings are held back on a busy machine; counts alone (no speed part) are not load-sensitive.
+    run = Run(NAME, timing="speed" in args.parts, scratch=args.quick)
     result: dict[str, Any] = {
-        "benchmark": "drift",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "load_avg_start": list(os.getloadavg()),
         "seconds": {},
         "false_alarm_rate": {},
         "power_n1000": {},
-        "settings": {"alpha": 0.05, "permutations": 199, "dims": 20, "max_rows": 5000, "noise": NOISE},
-        "data": (
-            "HaluEval QA questions (same source, 10k pool) and Python FAQ questions (other topic), embedded "
-            "with all-MiniLM-L6-v2; windows larger than half the pool are resampled with replacement plus "
-            f"N(0, {NOISE}^2) noise per dimension, re-normalised"
-        ),
-        "evidently_default": "Report([EmbeddingsDrift(name)]) default: model method, ROC AUC > 0.55, "
-        "bootstrap when reference < 1000 rows; false alarms/power use the same method directly",
+        **{k: v for k, v in _previous(run).items() if k != "meta"},
     }
+    result.update(
+        {
+            "benchmark": "drift",
+            "load_avg_start": list(os.getloadavg()),
+            "settings": {"alpha": 0.05, "permutations": 199, "dims": 20, "max_rows": 5000, "noise": NOISE},
+            "protocol": (
+                f"speed cells: 1 warm-up, {args.repeat} timings, median reported with every timing and the "
+                "load beside it; figures not committed when the 1-minute load average was > 1.5 at the start"
+            ),
+            "data": (
+                "HaluEval QA questions (same source, 10k pool) and Python FAQ questions (other topic), "
+                "embedded with all-MiniLM-L6-v2; windows larger than half the pool are resampled with "
+                f"replacement plus N(0, {NOISE}^2) noise per dimension, re-normalised"
+            ),
+            "evidently_default": "Report([EmbeddingsDrift(name)]) default: model method, ROC AUC > 0.55, "
+            "bootstrap when reference < 1000 rows; false alarms/power use the same method directly",
+        }
+    )
+    result.pop("machine", None)  # now in meta (cpus, python, load before/after)
     t0 = time.perf_counter()
     same, other = pools(settings)
     result["pool_sizes"] = {"same": len(same), "other": len(other)}
-    speed(result, same, args.sizes, args.out)
-    calibration(result, same, args.pairs, args.evidently_pairs, args.out)
-    power(result, same, other, args.power_pairs, args.evidently_power_pairs, args.out)
+    parts_meta = result.setdefault("parts_measured", {})
+    if "speed" in args.parts:
+        speed(result, same, args.sizes, run, args.repeat)
+        parts_meta["speed"] = run.meta()
+    if "calibration" in args.parts:
+        calibration(result, same, args.pairs, args.evidently_pairs, run)
+        parts_meta["calibration"] = run.meta()
+    if "power" in args.parts:
+        power(result, same, other, args.power_pairs, args.evidently_power_pairs, run)
+        parts_meta["power"] = run.meta()
     result["wall_seconds"] = time.perf_counter() - t0
-    write(result, args.out)
+    path = write(result, run)
     print(table(result))
-    print(f"written {args.out}")
+    print(
+        f"written {path}"
+        + (" (busy or smoke run: the committed figures stay)" if path.parent.name == "tmp" else "")
+    )
 
 
 if __name__ == "__main__":

