@@ -175,3 +175,24 @@ def test_every_command_has_help() -> None:
             walk(sub, [*path, name])
 
     walk(root, [])
+
+
+@pytest.mark.parametrize("command", [["drift", "show"], ["db", "current"], ["outbox", "status"]])
+def test_verbose_logs_and_tracebacks_never_show_a_secret(tmp_path: Path, command: list[str]) -> None:
+    # Everything printed with --verbose (DEBUG logs, the traceback of a refused connection).
+    secrets = {
+        "OPENAI_API_KEY": "sk-zq-openai-1",
+        "LANGSMITH_API_KEY": "lsv2-zq-langsmith-2",
+        "OTEL_EXPORTER_OTLP_HEADERS": "signoz-ingestion-key=zq-header-3",
+    }
+    password = "zq-dbpass-4"
+    env = {
+        **secrets,
+        "RAGLOOP_DATA_DIR": str(tmp_path / "data"),
+        "RAGLOOP_DATABASE_URL": f"postgresql+psycopg2://ragloop:{password}@127.0.0.1:{free_port()}/db",
+    }
+    result = _ragloop(["--verbose", *command], env, tmp_path)
+    assert result.returncode != 0
+    out = result.stdout + result.stderr
+    for value in [*secrets.values(), password, "zq-header-3"]:
+        assert value not in out, f"{value} shown by `ragloop --verbose {' '.join(command)}`"
