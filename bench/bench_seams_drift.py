@@ -139,9 +139,10 @@ def _check(settings: Settings, window: str, insufficient_expected: bool, evident
     if not samples or not all(math.isfinite(s.value) for s in samples):
         return "a NaN/inf (or no) metric point"
     alarmed = {s.labels.get("ragloop_drift_target") for s in samples if "alarm" in s.name and s.value}
-    if alarmed & set(report.insufficient) or (report.alarm and not report.tests):
+    insufficient = set(getattr(report, "insufficient", {}))  # (the pre-issue report had no such field)
+    if alarmed & insufficient or (report.alarm and not report.tests):
         return "alarm on insufficient data"
-    if insufficient_expected and not report.insufficient:
+    if insufficient_expected and not insufficient:
         return "decided on a window below the minimum"
     return "ok"
 
