@@ -217,7 +217,7 @@ class LabelingLoop:
         turn = self.chatlog.get_turn(turn_id)
         if turn is None:
             raise LookupError(f"no turn {turn_id}")
-        signals = load_signals(self.chatlog, since=None, threshold=self.threshold)
+        signals = load_signals(self.chatlog, since=None, threshold=self.threshold, turn_ids=[turn_id])
         reasons = turn_reasons(turn, None, signals)
         if not reasons:
             return False

@@ -275,8 +275,17 @@ def load_signals(
     since: datetime | None,
     threshold: float,
     rephrase_similarity: float = REPHRASE_SIMILARITY,
+    turn_ids: Sequence[str] | None = None,
 ) -> Signals:
-    """Feedback, faithfulness scores and alarmed drift clusters from the chat log."""
+    """Feedback, faithfulness scores and alarmed drift clusters from the chat log.
+
+    Args:
+        chatlog: the chat log.
+        since: only evaluations and drift runs at or after this time (None: all).
+        threshold: faithfulness under this is low.
+        rephrase_similarity: the implicit-feedback rephrase threshold.
+        turn_ids: only these turns' feedback and scores (the event-driven path reads one turn).
+    """
     from sqlalchemy import select as sql_select
     from sqlalchemy import true
 
@@ -287,13 +296,18 @@ def load_signals(
     faith: dict[str, float] = {}
     drift: set[str] = set()
     with chatlog.engine.connect() as conn:
-        for tid, value in conn.execute(sql_select(feedback.c.turn_id, feedback.c.value)):
+        fb_query = sql_select(feedback.c.turn_id, feedback.c.value)
+        if turn_ids is not None:
+            fb_query = fb_query.where(feedback.c.turn_id.in_(list(turn_ids)))
+        for tid, value in conn.execute(fb_query):
             thumbs.setdefault(tid, []).append(int(value))
         query = sql_select(evaluations.c.turn_id, evaluations.c.score).where(
             evaluations.c.evaluator == LocalFaithfulness.name, evaluations.c.score.is_not(None)
         )
         if since is not None:
             query = query.where(evaluations.c.created_at >= since)
+        if turn_ids is not None:
+            query = query.where(evaluations.c.turn_id.in_(list(turn_ids)))
         faith = {tid: float(score) for tid, score in conn.execute(query)}
         runs, clusters = _drift_tables()
         query = (

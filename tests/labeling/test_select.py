@@ -215,3 +215,5 @@ def test_the_shell_reads_feedback_faithfulness_and_alarmed_drift(chatlog: ChatLo
         "fine": None,
     }
     assert sel.positives == [ids["fine"]]
+    one = load_signals(chatlog, since=None, threshold=0.5, turn_ids=[ids["low"]])
+    assert dict(one.thumbs) == {} and dict(one.faithfulness) == {ids["low"]: 0.2}
