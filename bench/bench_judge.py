@@ -118,7 +118,7 @@ def run_local(task: str, held: list, flips: list[bool], n: int, direction: int) 
 def run_llm(task: str, held: list, flips: list[bool], n: int, judge: PairwiseJudge, deadline: float) -> None:
     """LLM verdicts (both orders) for the first ``n`` held-out items, until ``deadline`` (epoch s)."""
     done = load_raw(task)
-    todo = [i for i in range(min(n, len(held))) if "llm_p_a" not in done.get(i, {})]
+    todo = [i for i in range(min(n, len(held))) if done.get(i, {}).get("llm_p_a") is None]
     for i in tqdm(todo, desc=f"llm {task}", unit="pair"):
         if time.time() > deadline:
             print(f"time budget reached: {task} stopped at {i}")
