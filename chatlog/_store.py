@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -358,19 +358,25 @@ class ChatLog:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(turns)).scalar_one())
 
-    def close_interrupted_turns(self) -> int:
+    def close_interrupted_turns(self, older_than_s: float = 0.0) -> int:
         """Mark turns left ``in_progress`` (by a crash) ``cancelled``, error type ``interrupted``.
 
-        Call at start-up, before serving: any turn still in progress then belongs to a process
-        that is gone. The partial answer, if one was saved, stays.
+        Call at start-up, before serving. With one app process, any turn still in progress then
+        belongs to a process that is gone (``older_than_s=0``). When several app processes share
+        one database, pass the longest a live turn can take (the LLM timeout plus a margin), so a
+        starting process leaves the turns its running peers are answering alone.
+
+        Args:
+            older_than_s: only turns created at least this many seconds ago are closed.
 
         Returns:
             How many turns were closed.
         """
+        cutoff = now() - timedelta(seconds=max(0.0, older_than_s))
         with self.engine.begin() as conn:
             res = conn.execute(
                 update(turns)
-                .where(turns.c.status == STATUS_IN_PROGRESS)
+                .where(turns.c.status == STATUS_IN_PROGRESS, turns.c.created_at <= cutoff)
                 .values(
                     status=STATUS_CANCELLED,
                     error_type="interrupted",

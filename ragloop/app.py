@@ -236,7 +236,9 @@ def build_application(
 
     if chatlog is None:
         chatlog = service.chatlog if service is not None else ChatLog(settings.chatlog_url)
-    closed = _quietly("closing interrupted turns", chatlog.close_interrupted_turns)
+    closed = _quietly(
+        "closing interrupted turns", chatlog.close_interrupted_turns, interrupted_after_s(settings)
+    )
     if closed:
         log.info("closed %d turn(s) left in progress by an earlier process", closed)
     if observer is None:
@@ -245,6 +247,9 @@ def build_application(
         service = build_chat_service(settings, observer=observer, chatlog=chatlog)
     active = load_sinks(settings, chatlog, sinks)
     chatlog.set_routes(routes_of(active))
+    observe_outbox = getattr(observer, "observe_outbox", None)
+    if callable(observe_outbox):
+        _quietly("the outbox gauge", observe_outbox, chatlog.engine)
     if active:
         log.info("outbox sinks: %s", ", ".join(s.name for s in active))
     return Application(
@@ -256,6 +261,18 @@ def build_application(
         sinks=active,
         worker=_build_worker(settings, chatlog, active),
     )
+
+
+def interrupted_after_s(settings: Settings) -> float:
+    """Age (s) past which a turn still ``in_progress`` at start-up belongs to no live process.
+
+    A SQLite chat log has one app process, so every such turn is a crash leftover (0). A shared
+    database (PostgreSQL) may have running peers: only turns older than the longest a live turn
+    can take (condense and answer each bounded by the LLM timeout, plus a minute) are closed.
+    """
+    if settings.chatlog_url.startswith("sqlite"):
+        return 0.0
+    return 2 * settings.llm_timeout_s + 60.0
 
 
 def _telemetry(settings: Settings) -> Any:

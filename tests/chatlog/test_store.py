@@ -125,3 +125,22 @@ def test_turns_left_in_progress_by_a_crash_are_closed_as_cancelled(log: cl.ChatL
     assert log.get_turn(done)["status"] == cl.STATUS_OK  # type: ignore[index]
     assert log.close_interrupted_turns() == 0
     assert cl.STATUS_CANCELLED == "cancelled"
+
+
+def test_a_starting_peer_leaves_turns_that_live_processes_are_still_answering(log: cl.ChatLog) -> None:
+    from datetime import timedelta
+
+    old = log.start_turn(conversation_id="c", user_message="q1", created_at=cl.now() - timedelta(minutes=10))
+    live = log.start_turn(conversation_id="c", user_message="q2")
+    assert log.close_interrupted_turns(older_than_s=300) == 1
+    assert log.get_turn(old)["status"] == cl.STATUS_CANCELLED  # type: ignore[index]
+    assert log.get_turn(live)["status"] == cl.STATUS_IN_PROGRESS  # type: ignore[index]
+
+
+def test_the_app_closes_only_old_turns_on_a_shared_database() -> None:
+    from ragloop.app import interrupted_after_s
+    from ragloop.settings import Settings
+
+    assert interrupted_after_s(Settings(database_url="sqlite:///x.db")) == 0.0
+    shared = Settings(database_url="postgresql+psycopg2://u@127.0.0.1/db", llm_timeout_s=120)
+    assert interrupted_after_s(shared) == 300.0
