@@ -394,7 +394,13 @@ class ChatService:
                 await self._finish(state, started, turn)
                 raise _to_chat_error(exc, state.turn_id) from exc
             queue.put_nowait(TurnEvent("error", _to_chat_error(exc, state.turn_id).to_dict()))
-        result = await self._finish(state, started, turn)
+        try:
+            result = await self._finish(state, started, turn)
+        except asyncio.CancelledError:
+            # Cancelled while the finished turn was being logged: the write still landed, and the
+            # answer is complete, so the client gets its result before the task stops.
+            queue.put_nowait(TurnEvent("done", {"result": state.result()}))
+            raise
         queue.put_nowait(TurnEvent("done", {"result": result}))
 
     async def _start(self, state: _TurnState) -> None:
