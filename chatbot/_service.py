@@ -28,7 +28,7 @@ import math
 import re
 import time
 import unicodedata
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -51,8 +51,8 @@ T = TypeVar("T")
 # C0/C1 control characters other than tab, newline and carriage return.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
-#: Status of a turn cut short (client gone, server shutting down); the chat log defines it.
-STATUS_CANCELLED: str = getattr(cl, "STATUS_CANCELLED", "cancelled")
+#: Status of a turn cut short (client gone, server shutting down).
+STATUS_CANCELLED = cl.STATUS_CANCELLED
 
 #: HTTP status of each error code a turn can end with (the JSON API uses it for late failures too).
 ERROR_STATUS: dict[str, int] = {
@@ -244,7 +244,9 @@ class ChatService:
         assert result is not None  # stream_turn always ends with done or raises
         return result
 
-    async def stream_turn(self, message: Any, conversation_id: str | None = None) -> AsyncIterator[TurnEvent]:
+    async def stream_turn(
+        self, message: Any, conversation_id: str | None = None
+    ) -> AsyncGenerator[TurnEvent, None]:
         """Yield the events of one turn; errors before any token raise :class:`ChatError`.
 
         Errors after tokens were streamed arrive as an ``error`` event followed by ``done``. A

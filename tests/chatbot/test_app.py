@@ -13,10 +13,10 @@ from typing import Any
 import httpx
 import pytest
 
+import chatlog as cl
 from chatbot._app import parse_feedback_value, sse_event
 from chatbot._service import ChatError
 from chatbot._ui import render_sources
-import chatlog as cl
 from ragloop.process import free_port
 
 QUESTION = "How do I copy a file in Python?"
