@@ -47,21 +47,31 @@ _PERM_CHUNK = 64
 _TIE_TOL = 1e-6
 
 
-def _single_threaded_blas(fn: F) -> F:
-    """Run ``fn`` with one BLAS thread.
+@functools.cache
+def _threadpools() -> Any:
+    """One threadpoolctl controller (scanning the loaded libraries costs ~15 ms, so it is done once)."""
+    try:
+        import sklearn.neighbors  # noqa: F401 - load its OpenMP runtime first, so the controller sees it
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        return None
+    return ThreadpoolController()
 
-    Its matrices are small, and on a busy machine OpenBLAS threads spin-wait for each other
-    (a 400 x 30 QR took 40 ms with two threads, 1 ms with one).
+
+def _single_threaded(fn: F) -> F:
+    """Run ``fn`` with one BLAS and one OpenMP thread.
+
+    Its matrices are small, and on a busy machine OpenBLAS and OpenMP threads spin-wait for each
+    other (a 400 x 30 QR took 40 ms with two threads, 1 ms with one; a 60-point neighbour search
+    took 150 ms).
     """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            from threadpoolctl import threadpool_limits
-
-            limits: contextlib.AbstractContextManager = threadpool_limits(1, user_api="blas")
-        except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
-            limits = contextlib.nullcontext()
+        controller = _threadpools()
+        limits: contextlib.AbstractContextManager = (
+            controller.limit(limits=1) if controller is not None else contextlib.nullcontext()
+        )
         with limits:
             return fn(*args, **kwargs)
 
@@ -360,7 +370,6 @@ def _components(names: list[str], stats: np.ndarray, alpha: float, adjusted: np.
     }
 
 
-@_single_threaded_blas
 def _decide(
     name: str, columns: list[str], stats: np.ndarray, alpha: float, sizes: tuple[int, int]
 ) -> DriftTest:
@@ -403,6 +412,7 @@ def _subsample_pair(
     return ref[i_ref], cur[i_cur], groups
 
 
+@_single_threaded
 def embedding_drift_test(
     reference: np.ndarray,
     current: np.ndarray,
@@ -471,7 +481,7 @@ def _varies(a: np.ndarray, b: np.ndarray) -> bool:
     return both.size > 1 and bool(np.ptp(both) > 0)
 
 
-@_single_threaded_blas
+@_single_threaded
 def feature_drift_test(
     reference: Mapping[str, np.ndarray],
     current: Mapping[str, np.ndarray],
@@ -523,12 +533,18 @@ def feature_drift_test(
 
 
 def holm(p_values: Sequence[float]) -> np.ndarray:
-    """Holm's step-down adjusted p-values (statsmodels' ``multipletests``), in the input order."""
-    if not len(p_values):
-        return np.zeros(0)
-    from statsmodels.stats.multitest import multipletests
+    """Holm's step-down adjusted p-values, in the input order (cross-checked against statsmodels).
 
-    return np.asarray(multipletests(np.asarray(p_values, dtype=np.float64), method="holm")[1])
+    The i-th smallest p-value is multiplied by ``m - i`` (0-based), made non-decreasing, capped at 1.
+    """
+    p = np.asarray(p_values, dtype=np.float64)
+    if not p.size:
+        return p
+    order = np.argsort(p, kind="stable")
+    stepped = np.maximum.accumulate((p.size - np.arange(p.size)) * p[order])
+    out = np.empty_like(p)
+    out[order] = np.minimum(stepped, 1.0)
+    return out
 
 
 def correct_for_run(tests: Sequence[DriftTest], alpha: float) -> list[DriftTest]:
