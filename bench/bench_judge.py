@@ -149,7 +149,7 @@ def summarize(task: str, n_local: int) -> dict[str, Any]:
     local_rows = [raw[i] for i in sorted(raw) if i < n_local and "local_right" in raw[i]]
     llm_rows = [r for r in (raw[i] for i in sorted(raw)) if r.get("llm_p_a") is not None]
     both = [r for r in llm_rows if "local_right" in r]
-    errors = sum(1 for r in raw.values() if r.get("llm_error"))
+    errors = sum(1 for r in raw.values() if r.get("llm_error") and r.get("llm_p_a") is None)
 
     def p_right(p_a: float, row: dict[str, Any]) -> float:
         return p_a if row["a_is_right"] else 1.0 - p_a
@@ -208,6 +208,7 @@ def main() -> None:
     )
     ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     ap.add_argument("--report-only", action="store_true", help="summarise the raw outcomes and merge")
+    ap.add_argument("--note", default="", help="how the run went (recorded in judge_setup)")
     args = ap.parse_args()
     settings = Settings()
     run = Run("loop", timing=False)
@@ -245,6 +246,7 @@ def main() -> None:
             f"{1 - LOCAL_WEIGHT:.1f} * llm, fixed a priori",
             "tie": "counted as wrong",
             "llm": args.model or settings.llm_model,
+            "note": args.note,
         },
     }
     path = run.merge(
