@@ -236,8 +236,14 @@ def main() -> None:
                 held, flips, _ = data[task]
                 run_llm(task, held, flips, min(args.judge_n, start + 10), judge, deadline)
     summary = {task: summarize(task, args.n_local) for task in args.tasks}
-    accuracy = {t: {j: v["accuracy"] for j, v in s.items()} for t, s in summary.items()}
-    consistency = {t: {j: v["order_consistency"] for j, v in s.items()} for t, s in summary.items()}
+    # Keyed judge -> task (check_targets reads judge_pairwise_accuracy.combined.<task>).
+    names = {"combination": "combined", "llm_judge": "llm"}
+    accuracy: dict[str, dict[str, float]] = {}
+    consistency: dict[str, dict[str, float]] = {}
+    for t, s in summary.items():
+        for j, v in s.items():
+            accuracy.setdefault(names.get(j, j), {})[t] = v["accuracy"]
+            consistency.setdefault(names.get(j, j), {})[t] = v["order_consistency"]
     detail = {
         "judge_pairwise_detail": summary,
         "judge_setup": {
