@@ -73,8 +73,10 @@ USER_MODEL: dict[str, Any] = {
 }
 #: The stated model of the human annotators.
 ANNOTATOR_MODEL: dict[str, Any] = {
-    "rule": "knows the reference answer; picks the response with the higher quality (FAQ token F1, "
-    "HaluEval reference recall); 'tie' when the two are within tie_margin",
+    "rule": "knows the reference answer; grades each response: correct (does not miss the reference "
+    "by the user model's rule) > honest refusal ('I don't know') > wrong or no words (citations only); "
+    "two correct ones by quality (FAQ token F1, HaluEval reference recall), 'tie' within tie_margin; "
+    "equal grades otherwise 'tie'",
     "tie_margin": 0.05,
     "error_rate": 0.10,  # with this probability the annotator picks one of the other two choices
     "second_annotator_share": 0.30,
@@ -431,12 +433,32 @@ def annotate(choice_true: str, rng: random.Random) -> str:
     return choice_true
 
 
+def rank(item: Item, answer: str) -> int:
+    """The annotator's grade of one answer: 3 correct, 2 honest refusal, 1 wrong or no words."""
+    from labeling._select import is_empty_answer
+
+    if is_empty_answer(answer):
+        return 1
+    if _NO_ANSWER.search(answer):
+        return 2
+    return 1 if misses(item, quality(item, answer)) else 3
+
+
 def true_choice(item: Item, a: str, b: str) -> str:
-    """What an annotator who knows the reference prefers between A and B (no error)."""
-    qa, qb = quality(item, a), quality(item, b)
-    if abs(qa - qb) < ANNOTATOR_MODEL["tie_margin"]:
-        return "tie"
-    return "A" if qa > qb else "B"
+    """What an annotator who knows the reference prefers between A and B (no error).
+
+    A correct answer (it does not miss the reference) beats an honest refusal, which beats a wrong
+    answer or one with no words; two correct answers are ordered by quality (tie within the margin);
+    otherwise equal grades are a tie.
+    """
+    ra, rb = rank(item, a), rank(item, b)
+    if ra != rb:
+        return "A" if ra > rb else "B"
+    if ra == 3:
+        qa, qb = quality(item, a), quality(item, b)
+        if abs(qa - qb) >= ANNOTATOR_MODEL["tie_margin"]:
+            return "A" if qa > qb else "B"
+    return "tie"
 
 
 def failure_type(item: Item, rejected: str) -> str:
@@ -448,8 +470,13 @@ def failure_type(item: Item, rejected: str) -> str:
 
 def label_pairs(store: Any, item_of: dict[str, Item], seed: int) -> list[dict[str, Any]]:
     """Label every pair with annotator 1, a sample also with annotator 2; returns per-pair records."""
+    from sqlalchemy import delete
+
+    from labeling import labels
     from labeling._judge import preferred_of
 
+    with store.engine.begin() as conn:  # a --reuse run labels afresh
+        conn.execute(delete(labels).where(labels.c.backend == "simulated", labels.c.annotator.like("sim-%")))
     rng = random.Random(seed + 3)
     out = []
     for pair in store.iter_pairs():
@@ -524,9 +551,11 @@ def measure_latency(settings: Any, questions: list[str], repeats: int, workdir: 
     app.start()
     store = PairStore(app.chatlog)
     runs = []
+    # One event loop for every turn: the chat model's async client is bound to the loop it first ran on.
+    loop = asyncio.new_event_loop()
     try:
         for i, question in enumerate(questions[: repeats + 1]):
-            res = asyncio.run(app.service.run_turn(question))
+            res = loop.run_until_complete(app.service.run_turn(question))
             t0 = time.perf_counter()
             app.service.add_feedback(res.turn_id, -1, source="simulated", rater=f"latency-{i}")
             while store.get(res.turn_id) is None:
@@ -564,6 +593,7 @@ def measure_latency(settings: Any, questions: list[str], repeats: int, workdir: 
             shutil.rmtree(out, ignore_errors=True)
     finally:
         app.stop()
+        loop.close()
     timed = [r for r in runs if not r["warmup"]]
     return {
         "repeats": len(timed),
@@ -764,7 +794,7 @@ def _main(args: argparse.Namespace, run: Run, workdir: Path, llm_url: str, start
     labeled = label_pairs(store, item_of, args.seed)
     if sampled_judge:
         llm_judge_sample(settings, store, labeled, args.llm_judge_sample, args.seed)
-    export_dir = workdir / "export-dpo"
+    export_dir = workdir / f"export-dpo-{int(time.time())}"
     exp = export(store, "dpo", export_dir)
     dpo_ids = {
         json.loads(x)["pair_id"]
@@ -775,7 +805,11 @@ def _main(args: argparse.Namespace, run: Run, workdir: Path, llm_url: str, start
     try:
         import datasets
 
-        loaded = len(datasets.load_dataset(str(export_dir), "standard", split="train"))
+        loaded = len(
+            datasets.load_dataset(
+                str(export_dir), "standard", split="train", cache_dir=tempfile.mkdtemp(prefix="hf-")
+            )
+        )
     except Exception as exc:  # noqa: BLE001 - recorded, not fatal
         loaded = f"{type(exc).__name__}: {exc}"
 
@@ -786,7 +820,13 @@ def _main(args: argparse.Namespace, run: Run, workdir: Path, llm_url: str, start
     full = select(load_turns(chatlog), signals, max_selected=len(turns) + 10, dedupe_similarity=1.01)
     chat_of = {t["turn_id"]: t["chat"] for t in turns if t.get("turn_id")}
     reasons_all = ["thumbs_down", "implicit_feedback", "low_faithfulness", "empty_answer", "drift_cluster"]
-    pair_reasons = {p["pair_id"]: (p.get("meta") or {}).get("reasons", []) for p in store.iter_pairs()}
+    # only the month's turns count (a --reuse run's chat log also holds the latency turns)
+    pair_reasons = {
+        p["pair_id"]: (p.get("meta") or {}).get("reasons", [])
+        for p in store.iter_pairs()
+        if p["pair_id"] in chat_of
+    }
+    full.selected = {t: rs for t, rs in full.selected.items() if t in chat_of}
 
     def by_reason(ids_reasons: dict[str, list[str]]) -> dict[str, Any]:
         out = {r: per_1000(sum(r in rs for rs in ids_reasons.values()), len(plan)) for r in reasons_all}
