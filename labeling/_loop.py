@@ -23,7 +23,15 @@ from labeling._candidates import (
     question_of,
 )
 from labeling._judge import PairwiseJudge, Verdict
-from labeling._select import THUMBS_DOWN, Selection, load_signals, load_turns, select, turn_reasons
+from labeling._select import (
+    THUMBS_DOWN,
+    Selection,
+    load_signals,
+    load_turns,
+    load_vectors,
+    select,
+    turn_reasons,
+)
 from labeling._store import PairStore
 
 log = logging.getLogger(__name__)
@@ -151,12 +159,15 @@ class LabelingLoop:
         """Run selection over turns since ``since`` (default: the lookback window)."""
         since = since or (now() - self.lookback if self.lookback else None)
         signals = load_signals(self.chatlog, since=since, threshold=self.threshold)
+        before = self.store.selected_ids()
         return select(
             load_turns(self.chatlog, since),
             signals,
             max_selected=limit or self.max_per_run,
             dedupe_similarity=self.dedupe_similarity,
-            already_selected=self.store.selected_ids(),
+            already_selected=before,
+            # Near-duplicates of turns selected by earlier runs are dropped too, not only within a run.
+            exclude_vectors=load_vectors(self.chatlog, before),
         )
 
     def pair_for(self, turn_id: str, reasons: Sequence[str]) -> dict[str, Any]:

@@ -198,6 +198,7 @@ def select(
     max_selected: int,
     dedupe_similarity: float,
     already_selected: Iterable[str] = (),
+    exclude_vectors: np.ndarray | None = None,
 ) -> Selection:
     """Flag, rank, de-duplicate and cap turns.
 
@@ -208,6 +209,8 @@ def select(
         max_selected: at most this many turns are selected.
         dedupe_similarity: cosine similarity of query embeddings at or above which turns are duplicates.
         already_selected: turn ids selected by earlier runs: never selected again.
+        exclude_vectors: query embeddings of those earlier selections, shape ``(n, dim)``: their
+            near-duplicates are dropped as duplicates.
 
     Returns:
         The :class:`Selection`.
@@ -230,7 +233,9 @@ def select(
             and min(signals.thumbs[tid]) > 0
         ):
             out.positives.append(tid)
-    out.selected, out.duplicates = dedupe_and_cap(flagged, max_selected, dedupe_similarity)
+    out.selected, out.duplicates = dedupe_and_cap(
+        flagged, max_selected, dedupe_similarity, exclude_vectors=exclude_vectors
+    )
     return out
 
 
@@ -250,7 +255,7 @@ def load_turns(chatlog: Any, since: datetime | None = None) -> Iterator[dict[str
     """Stream the columns selection needs, ordered by (conversation id, creation time)."""
     from sqlalchemy import select as sql_select
 
-    from chatlog import turns
+    from chatlog import conversations, turns
 
     cols = [
         turns.c.turn_id,
@@ -261,12 +266,34 @@ def load_turns(chatlog: Any, since: datetime | None = None) -> Iterator[dict[str
         turns.c.answer,
         turns.c.query_embedding,
     ]
-    query = sql_select(*cols).order_by(turns.c.conversation_id, turns.c.created_at, turns.c.turn_id)
+    # A deleted conversation's turns stay in the log for monitoring, but never become training data.
+    query = (
+        sql_select(*cols)
+        .outerjoin(conversations, conversations.c.conversation_id == turns.c.conversation_id)
+        .where(conversations.c.deleted_at.is_(None))
+        .order_by(turns.c.conversation_id, turns.c.created_at, turns.c.turn_id)
+    )
     if since is not None:
         query = query.where(turns.c.created_at >= since)
     with chatlog.engine.connect() as conn:
         for row in conn.execution_options(yield_per=2000).execute(query).mappings():
             yield dict(row)
+
+
+def load_vectors(chatlog: Any, turn_ids: Iterable[str], chunk: int = 500) -> np.ndarray | None:
+    """Query embeddings of ``turn_ids`` (turns without one are skipped), shape ``(n, dim)``, or None."""
+    from sqlalchemy import select as sql_select
+
+    from chatlog import decode_vector, turns
+
+    ids, out = list(turn_ids), []
+    with chatlog.engine.connect() as conn:
+        for start in range(0, len(ids), chunk):
+            rows = conn.execute(
+                sql_select(turns.c.query_embedding).where(turns.c.turn_id.in_(ids[start : start + chunk]))
+            )
+            out += [v for (blob,) in rows if (v := decode_vector(blob)) is not None and v.size]
+    return np.vstack(out) if out else None
 
 
 def load_signals(

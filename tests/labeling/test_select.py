@@ -217,3 +217,56 @@ def test_the_shell_reads_feedback_faithfulness_and_alarmed_drift(chatlog: ChatLo
     assert sel.positives == [ids["fine"]]
     one = load_signals(chatlog, since=None, threshold=0.5, turn_ids=[ids["low"]])
     assert dict(one.thumbs) == {} and dict(one.faithfulness) == {ids["low"]: 0.2}
+
+
+def test_turns_of_deleted_conversations_are_never_selected(chatlog: ChatLog) -> None:
+    kept, gone = chatlog.create_conversation(), chatlog.create_conversation()
+    ids = {}
+    for i, (name, conv) in enumerate([("kept", kept), ("gone", gone)]):
+        ids[name] = chatlog.start_turn(
+            conversation_id=conv,
+            created_at=T0 + timedelta(minutes=i),
+            status="ok",
+            user_message=f"question {name}",
+            answer="",
+            query_embedding=unit(1, i, 0),
+        )
+    chatlog.delete_conversation(gone)
+    assert [t["turn_id"] for t in load_turns(chatlog)] == [ids["kept"]]
+
+
+def test_near_duplicates_of_earlier_runs_are_not_selected_again(chatlog: ChatLog) -> None:
+    from labeling._loop import LabelingLoop
+
+    conv = chatlog.create_conversation()
+    first = chatlog.start_turn(
+        conversation_id=conv,
+        created_at=T0,
+        status="ok",
+        user_message="How do I copy a file?",
+        answer="",
+        query_embedding=unit(1, 0, 0),
+    )
+    loop = LabelingLoop(chatlog, None, None, threshold=0.5, max_per_run=10, dedupe_similarity=0.95)
+    sel = loop.select()
+    assert list(sel.selected) == [first]
+    loop.store.record_selections(sel.selected, "run-1")
+    again = chatlog.start_turn(
+        conversation_id=conv,
+        created_at=T0 + timedelta(minutes=1),
+        status="ok",
+        user_message="how do i copy a file",
+        answer="",
+        query_embedding=unit(1, 0.01, 0),
+    )
+    other = chatlog.start_turn(
+        conversation_id=conv,
+        created_at=T0 + timedelta(minutes=2),
+        status="ok",
+        user_message="What is a tuple?",
+        answer="",
+        query_embedding=unit(0, 1, 0),
+    )
+    second = loop.select()
+    assert again not in second.selected
+    assert list(second.selected) == [other]
