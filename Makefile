@@ -31,7 +31,7 @@ fetch: install  ## Fetch the local model (sha256-checked) and the default corpus
 	$(BIN)/ragloop llm fetch
 	$(BIN)/ragloop corpus fetch
 
-run: install fetch phoenix  ## Index the corpus, start the local LLM, monitoring and the chatbot.
+run: install fetch phoenix argilla  ## Index the corpus, start the local LLM, monitoring and the chatbot.
 	$(BIN)/ragloop run
 
 test: install system-deps phoenix labeling-servers  ## Install, fetch test data and run the whole test suite.

@@ -11,6 +11,7 @@ Public API:
     CandidateGenerator, STRATEGIES: alternative answers.
     PairwiseJudge, Verdict, JUDGE_PROMPT_VERSION: the RLAIF-style pairwise judge.
     export, ExportReport, FORMATS: DPO / KTO / SFT export in TRL's formats with a dataset card.
+    start_labeling_ui: start the local labeling UI (Argilla, or Label Studio) for ``ragloop run``.
 
 Heavy pieces (the models, Dagster) load only when used.
 """
@@ -31,6 +32,7 @@ from labeling._store import (
     pairs,
     selections,
 )
+from labeling._ui import start_labeling_ui
 
 __all__ = [
     "CHOICES",
@@ -57,4 +59,5 @@ __all__ = [
     "pairs",
     "select",
     "selections",
+    "start_labeling_ui",
 ]

@@ -210,3 +210,14 @@ def test_the_sink_registry_builds_configured_sinks_and_routes(tmp_path: Path) ->
         assert "langsmith" not in [s.name for s in load_sinks(Settings(data_dir=tmp_path / "data"), chatlog)]
     finally:
         chatlog.close()
+
+
+def test_ragloop_run_finds_the_labeling_ui() -> None:
+    """`ragloop run` looks the labeling UI up on the labeling package: it must be there to be started."""
+    import labeling
+    from ragloop.run import start_labeling
+    from ragloop.settings import Settings
+
+    assert callable(labeling.start_labeling_ui)
+    settings = Settings(labeling_ui="none")
+    assert start_labeling(settings) == (settings, [])
