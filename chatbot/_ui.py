@@ -101,17 +101,23 @@ class _Session:
     async def respond(
         self, message: str, messages: list[dict[str, Any]], conv_id: str | None, turns: dict[int, str]
     ) -> AsyncIterator[tuple[Any, ...]]:
-        """Stream one turn into the chat; yields (chat, textbox, sources, conv, turns, messages)."""
+        """Stream one turn into the chat; yields (chat, textbox, sources, conv, turns, messages).
+
+        Only the first update clears the question box: later ones leave it alone, so a question
+        typed while this answer streams is not wiped. The answer's turn becomes rateable (enters
+        ``turns``) when it has finished, not while it is still streaming.
+        """
         messages = [*(messages or []), _user(message), {"role": "assistant", "content": "…"}]
         turns = dict(turns or {})
         idx = len(messages) - 1
         sources_md: Any = gr.skip()
         yield messages, "", sources_md, conv_id, turns, messages
-        answer = ""
+        keep = gr.skip()  # the question box from here on
+        answer, turn_id = "", None
         try:
             async for event in self.service.stream_turn(message, conv_id):
                 if event.kind == "started":
-                    conv_id, turns[idx] = event.data["conversation_id"], event.data["turn_id"]
+                    conv_id, turn_id = event.data["conversation_id"], event.data["turn_id"]
                     continue
                 if event.kind == "sources":
                     sources_md = render_sources(event.data["sources"])
@@ -125,7 +131,8 @@ class _Session:
                     messages[idx] = {"role": "assistant", "content": f"{answer}\n\n{shown}"}
                 elif event.kind == "done":
                     sources_md = render_sources([asdict(s) for s in event.data["result"].sources])
-                yield messages, "", sources_md, conv_id, turns, messages
+                    turns[idx] = turn_id or event.data["result"].turn_id
+                yield messages, keep, sources_md, conv_id, turns, messages
         except ChatError as err:
             if err.turn_id:
                 turns[idx] = err.turn_id
@@ -133,7 +140,7 @@ class _Session:
                 conv_id = None  # the next message starts a fresh conversation
             gr.Warning(err.message)
             messages[idx] = {"role": "assistant", "content": error_text(err)}
-            yield messages, "", sources_md, conv_id, turns, messages
+            yield messages, keep, sources_md, conv_id, turns, messages
 
     async def like(
         self, data: gr.LikeData, turns: dict[int, str], comment: str, request: gr.Request | None = None
@@ -147,7 +154,7 @@ class _Session:
         turn_id = (turns or {}).get(index)
         value = _like_value(data.liked)
         if turn_id is None:
-            return "Feedback is only possible on answers from this session.", None, comment
+            return "Rate an answer once it has finished (answers of this session only).", None, comment
         if value is None:
             return "Thumbs cleared (earlier feedback stays recorded).", None, comment
         try:
