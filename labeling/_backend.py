@@ -52,6 +52,8 @@ class LabelingBackend(Protocol):
     """A labeling tool behind one interface: push pairs, pull submitted labels."""
 
     name: str
+    failures: dict[str, str]
+    """pair id -> why it failed, for the last push (or the answers the last pull skipped)."""
 
     def push(self, pairs: Sequence[Mapping[str, Any]]) -> list[bool]:
         """Create or update one record/task per pair; one bool per pair (True = stored).

@@ -75,30 +75,53 @@ def push(
     ),
     since: str | None = typer.Option(None, help="Only pairs updated at or after this ISO time."),
 ) -> None:
-    """Push the chat log's pairs to the labeling backends (an update where a record exists; no duplicates)."""
+    """Push the chat log's pairs to the labeling backends (an update where a record exists; no duplicates).
+
+    Exits 1 when any pair failed, naming how many and the first reason.
+    """
     from ragloop.settings import Settings
 
     settings = Settings()
     start = _since(since)
     backends = _backends(settings, backend)
     store = _store(settings)
+    any_failed = False
     for target in backends:
         pushed = failed = 0
+        first_reason: str | None = None
         batch: list[dict[str, Any]] = []
+
+        def send(batch: list[dict[str, Any]], target: Any = target) -> tuple[int, int, str | None]:
+            ok = target.push(batch)
+            reasons = getattr(target, "failures", None) or {}
+            bad = [str(p.get("pair_id")) for p, good in zip(batch, ok, strict=True) if not good]
+            reason = next((f"{pid}: {reasons[pid]}" for pid in bad if pid in reasons), None)
+            return sum(ok), len(ok) - sum(ok), reason or (f"{bad[0]}: not stored" if bad else None)
+
         try:
             for pair in store.iter_pairs(since=start):
                 batch.append(pair)
                 if len(batch) == BATCH:
-                    ok = target.push(batch)
-                    pushed, failed, batch = pushed + sum(ok), failed + len(ok) - sum(ok), []
+                    n_ok, n_bad, reason = send(batch)
+                    pushed, failed, batch = pushed + n_ok, failed + n_bad, []
+                    first_reason = first_reason or reason
             if batch:
-                ok = target.push(batch)
-                pushed, failed = pushed + sum(ok), failed + len(ok) - sum(ok)
+                n_ok, n_bad, reason = send(batch)
+                pushed, failed = pushed + n_ok, failed + n_bad
+                first_reason = first_reason or reason
         except Exception as exc:  # noqa: BLE001 - a server that is down or refuses us: one line
             raise _fail(f"{target.name}: {type(exc).__name__}: {exc} ({pushed} pushed before)") from None
         finally:
             target.close()
-        typer.echo(f"{target.name}: {pushed} pairs pushed, {failed} failed (see the log for why)")
+        typer.echo(f"{target.name}: {pushed} pairs pushed, {failed} failed")
+        if failed:
+            any_failed = True
+            typer.echo(
+                f"Error: {target.name}: {failed} pairs failed; first: {' '.join(str(first_reason).split())}",
+                err=True,
+            )
+    if any_failed:
+        raise typer.Exit(1)
 
 
 @app.command("pull")
@@ -108,7 +131,11 @@ def pull(
     ),
     since: str | None = typer.Option(None, help="Only answers submitted at or after this ISO time."),
 ) -> None:
-    """Pull submitted answers into the chat log as label rows (one per pair, backend and annotator)."""
+    """Pull submitted answers into the chat log as label rows (one per pair, backend and annotator).
+
+    Exits 1 when any answer was invalid (outside the schema), naming how many and the first reason;
+    answers for pairs the chat log no longer holds (deleted conversations) are counted, not an error.
+    """
     from labeling._backend import pull_labels
     from ragloop.settings import Settings
 
@@ -116,6 +143,7 @@ def pull(
     start = _since(since)
     backends = _backends(settings, backend)
     store = _store(settings)
+    any_invalid = False
     for target in backends:
         try:
             report = pull_labels(store, target, since=start)
@@ -123,10 +151,19 @@ def pull(
             raise _fail(f"{target.name}: {type(exc).__name__}: {exc}") from None
         finally:
             target.close()
+        # answers the backend itself skipped (outside the schema) count as invalid too
+        skipped = [f"{pid}: {why}" for pid, why in (getattr(target, "failures", None) or {}).items()]
+        invalid = skipped + report.invalid
         typer.echo(
             f"{target.name}: {report.pulled} answers pulled, {report.recorded} stored, "
-            f"{len(report.unknown_pairs)} for pairs not in the chat log, {len(report.invalid)} invalid"
+            f"{len(report.unknown_pairs)} for pairs not in the chat log, {len(invalid)} invalid"
         )
+        if invalid:
+            any_invalid = True
+            first = " ".join(invalid[0].split())
+            typer.echo(f"Error: {target.name}: {len(invalid)} answers invalid; first: {first}", err=True)
+    if any_invalid:
+        raise typer.Exit(1)
 
 
 @app.command("agreement")

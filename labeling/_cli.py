@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 
@@ -14,9 +15,11 @@ app = typer.Typer(
 )
 
 
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
+def _fail(message: str) -> NoReturn:
+    """A user error: ``ragloop.cli.main`` prints it as one ``Error: ...`` line, exit code 2."""
+    from ragloop.errors import UserError
+
+    raise UserError(message)
 
 
 def _since(days: float | None) -> datetime | None:
@@ -98,7 +101,10 @@ def select_cmd(
 def export_cmd(
     fmt: str = typer.Option("dpo", "--format", "-f", help="dpo, kto or sft."),
     out: Path = typer.Option(
-        None, "--out", "-o", help="Output folder (default RAGLOOP_LOOP_EXPORT_DIR/<format>)."
+        None,
+        "--out",
+        "-o",
+        help="Output folder (default: <RAGLOOP_LOOP_EXPORT_DIR, else the data dir's exports>/<format>).",
     ),
     include_ai: bool = typer.Option(
         False, "--include-ai", help="Also write AI-judged pairs nobody labeled, as the 'rlaif' split."
@@ -112,7 +118,7 @@ def export_cmd(
     if fmt not in FORMATS:
         _fail(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
     settings, chatlog = _open_log()
-    target = out or settings.loop_export_dir / fmt
+    target = out or (settings.loop_export_dir or settings.data_dir / "exports") / fmt
     if target.exists() and not target.is_dir():
         _fail(f"{target} exists and is not a folder")
     try:

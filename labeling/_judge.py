@@ -47,6 +47,11 @@ FOLLOW_UP = (
     "Now give only your verdict: 'Verdict: A' or 'Verdict: B' (or 'Verdict: tie'), then 'Confidence: N'."
 )
 _VERDICT = re.compile(r"verdict\s*[:\-]?\s*\**\s*(?:answer\s*)?(A|B|tie)\b", re.I)
+_REASONING = re.compile(r"\**\s*reasoning\s*\**\s*[:\-]\s*\**", re.I)
+_REASONING_STOP = re.compile(
+    r"(?:^|\n)\s*\**\s*(?:verdict|confidence|answer\s+[AB])\b|\bverdict\s*[:\-]", re.I
+)
+_ECHO = re.compile(r"^\s*\**\s*(?:answer|response)\s+[AB]\s*\**\s*[:\-]", re.I)
 _CONFIDENCE = re.compile(r"confidence\s*[:\-]?\s*\**\s*(\d{1,2})(?:\s*/\s*10)?", re.I)
 
 #: ``complete(messages) -> (text, logprobs)``; logprobs: [{"token", "logprob", "top_logprobs": [...]}].
@@ -110,6 +115,41 @@ def preferred_of(score: float, margin: float = TIE_MARGIN) -> str:
     return "tie"
 
 
+def reasoning_of(text: str, verdict_at: int | None = None) -> str:
+    """The judge's own reasoning in a reply, without echoed answers, verdict or confidence.
+
+    Small models often echo the prompt (``Answer A: ...``, ``Answer B: ...``) before their
+    ``Reasoning:`` line, or write the reasoning after the verdict. The reasoning is the text after
+    the last ``Reasoning:`` marker before the verdict (else the first one after it), up to the next
+    ``Verdict``/``Confidence``/``Answer A|B`` line; with no marker, the text before the verdict
+    with echoed ``Answer A:``/``Answer B:`` lines removed.
+
+    Args:
+        text: the reply.
+        verdict_at: where the verdict starts in ``text`` (None: no verdict, the whole text counts).
+    """
+    text = text or ""
+    end = len(text) if verdict_at is None else verdict_at
+    markers = list(_REASONING.finditer(text))
+    before = [m for m in markers if m.start() < end]
+    chosen = before[-1] if before else (markers[0] if markers else None)
+    if chosen is not None:
+        body = text[chosen.end() :]
+        stop = _REASONING_STOP.search(body)
+        return " ".join((body[: stop.start()] if stop else body).split()).strip(" *")
+    kept: list[str] = []
+    in_echo = False  # inside an echoed "Answer A:" block whose text starts on the next line
+    for line in text[:end].splitlines():
+        echo = _ECHO.match(line)
+        if echo:
+            in_echo = not line[echo.end() :].strip()
+        elif not line.strip():
+            in_echo = False
+        elif not in_echo:
+            kept.append(line)
+    return " ".join(" ".join(kept).split()).strip(" *")
+
+
 def parse_reply(text: str, logprobs: list[dict[str, Any]] | None = None) -> OneOrder:
     """P(first answer better) and the reasoning from one reply.
 
@@ -126,8 +166,7 @@ def parse_reply(text: str, logprobs: list[dict[str, Any]] | None = None) -> OneO
         raise JudgeParseError(f"no verdict in the judge's reply: {text[:200]!r}")
     last = found[-1]
     choice = last.group(1).upper() if last.group(1).lower() != "tie" else "tie"
-    reasoning = text[: last.start()].strip()
-    reasoning = re.sub(r"^\s*reasoning\s*:\s*", "", reasoning, flags=re.I).strip()
+    reasoning = reasoning_of(text, last.start())
     p = _from_logprobs(logprobs, last.start(1)) if logprobs and choice != "tie" else None
     if p is not None:
         return OneOrder(p, reasoning, "logprobs")
@@ -252,7 +291,7 @@ class PairwiseJudge:
             ]
             text2, logprobs2 = self.complete(follow)
             verdict = parse_reply(text2, logprobs2)
-            reasoning = re.sub(r"^\s*reasoning\s*:\s*", "", text, flags=re.I).strip()
+            reasoning = reasoning_of(text) or verdict.reasoning
             return OneOrder(verdict.p_first, reasoning, verdict.source)
 
     def judge(self, question: str, contexts: Sequence[str], a: str, b: str) -> Verdict:

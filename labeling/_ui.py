@@ -34,6 +34,18 @@ LOCAL_LABEL_STUDIO_PASSWORD = "ragloop-local"  # noqa: S105 - a local, loopback-
 LOCAL_LABEL_STUDIO_TOKEN = "ragloop-local-token"  # noqa: S105
 
 
+#: The repository root: the labeling tools' venvs live in its .venv-tools (see ``make argilla``).
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tool_venv(configured: Path | None, name: str) -> Path:
+    """A labeling tool's venv: the configured path, else ``<repository>/.venv-tools/<name>``.
+
+    Independent of the current directory, so ``ragloop labeling ui`` works from anywhere.
+    """
+    return Path(configured) if configured is not None else ROOT / ".venv-tools" / name
+
+
 def _missing(venv: Path, target: str) -> RuntimeError:
     return RuntimeError(f"{venv} is missing: run `make {target}` (it builds the server's own venv)")
 
@@ -326,9 +338,11 @@ def start_labeling_ui(settings: Settings) -> LocalArgilla | LocalLabelStudio | N
             settings.argilla_api_key.get_secret_value() if settings.argilla_api_key else LOCAL_ARGILLA_API_KEY
         )
         server = LocalArgilla(
-            settings.argilla_venv, root / "argilla", port=settings.argilla_port, api_key=key
+            tool_venv(settings.argilla_venv, "argilla"),
+            root / "argilla",
+            port=settings.argilla_port,
+            api_key=key,
         )
-        login = f"user {server.username}, password {server.password}"
     elif choice in ("labelstudio", "label-studio", "label_studio"):
         if settings.label_studio_url:
             return None
@@ -338,11 +352,26 @@ def start_labeling_ui(settings: Settings) -> LocalArgilla | LocalLabelStudio | N
             else LOCAL_LABEL_STUDIO_TOKEN
         )
         server = LocalLabelStudio(
-            settings.label_studio_venv, root / "label-studio", port=settings.label_studio_port, api_key=key
+            tool_venv(settings.label_studio_venv, "label-studio"),
+            root / "label-studio",
+            port=settings.label_studio_port,
+            api_key=key,
         )
-        login = f"user {server.username}, password {server.password}"
     else:
         raise ValueError(f"RAGLOOP_LABELING_UI must be 'argilla', 'labelstudio' or 'none', not {choice!r}")
     server.start()
-    print(f"labeling UI ({server.name}): {server.url}  ({login})", flush=True)
+    print(login_line(server), flush=True)
     return server
+
+
+def login_line(server: LocalArgilla | LocalLabelStudio) -> str:
+    """The line ``ragloop run`` and ``ragloop labeling ui`` print: URL, user, password and API key.
+
+    The API key is the one ``ragloop labeling push/pull`` and the SDKs need (ARGILLA_API_KEY or
+    LABEL_STUDIO_API_KEY); it is a local, loopback-only server's key, so printing it is the point.
+    """
+    key = "API key" if server.name == "argilla" else "API token"
+    return (
+        f"labeling UI ({server.name}): {server.url}  "
+        f"(user {server.username}, password {server.password}, {key} {server.api_key})"
+    )

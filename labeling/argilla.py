@@ -16,6 +16,8 @@ The SDK (extra ``argilla``) is imported only here, lazily.
 from __future__ import annotations
 
 import logging
+import re
+import unicodedata
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -54,6 +56,29 @@ FAILURE_TITLES = {
     "none": "None (neither answer fails)",
 }
 PREFERRED_TITLES = {"A": "Response A", "B": "Response B", "tie": "Tie (equally good or bad)"}
+#: The server's rule for a suggestion's agent (argilla_server ``AGENT_REGEX``, 1-200 characters).
+AGENT_PATTERN = re.compile(r"^[a-zA-Z0-9-_:\.\/\s]*[a-zA-Z0-9][a-zA-Z0-9-_:\.\/\s]*$")
+AGENT_MAX_LENGTH = 200
+#: The agent shown when nothing of the judge's identity survives (an empty or all-symbol agent).
+UNKNOWN_AGENT = "unknown-judge"
+_AGENT_UNSAFE = re.compile(r"[^a-zA-Z0-9_:./ -]+")
+
+
+def argilla_agent(agent: str | None) -> str:
+    """The judge's identity as Argilla accepts it (matches :data:`AGENT_PATTERN`, 1-200 characters).
+
+    Accented letters lose their accents (``é`` -> ``e``); whitespace becomes one space; every other
+    run of characters outside letters, digits and ``_ : . / -`` becomes ``_`` (so the default
+    judge's ``model/prompt+local/w0.8`` shows as ``model/prompt_local/w0.8``). An agent with no
+    letter or digit left is :data:`UNKNOWN_AGENT`. Only what Argilla shows changes: the stored
+    verdict keeps its agent.
+    """
+    text = unicodedata.normalize("NFKD", agent or "").encode("ascii", "ignore").decode("ascii")
+    text = " ".join(text.split())
+    text = _AGENT_UNSAFE.sub("_", text).strip()[:AGENT_MAX_LENGTH].strip()
+    if not any(ch.isascii() and ch.isalnum() for ch in text):
+        return UNKNOWN_AGENT
+    return text
 
 
 def _sdk() -> Any:
@@ -116,7 +141,9 @@ def record_payload(pair: Mapping[str, Any]) -> dict[str, Any]:
         metadata["judge_score"] = float(judge["score"])
     if judge:
         metadata["judge_reasoning"] = str(judge.get("reasoning") or "")[:4000]
-        metadata["judge_order_consistent"] = bool(judge.get("order_consistent", True))
+        # None (a judge with no order, e.g. local-only) claims nothing: the key is left out
+        if judge.get("order_consistent") is not None:
+            metadata["judge_order_consistent"] = bool(judge["order_consistent"])
     return {
         "id": str(pair["pair_id"]),
         "fields": {
@@ -148,6 +175,24 @@ def label_from_values(values: Mapping[str, Any]) -> tuple[str, str, str | None]:
     return choice, failure, (str(correction).strip() or None) if correction else None
 
 
+def _is_invalid(exc: BaseException) -> bool:
+    """Whether the server rejected the records themselves (HTTP 422), not the connection."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        status = getattr(getattr(seen, "response", None), "status_code", None) or getattr(
+            seen, "status_code", None
+        )
+        if status == 422 or type(seen).__name__ == "UnprocessableEntityError":
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _reason(exc: BaseException) -> str:
+    """One line naming why a push failed."""
+    return " ".join(f"{type(exc).__name__}: {exc}".split())[:500]
+
+
 def _parse_time(text: str) -> datetime:
     stamp = datetime.fromisoformat(text)
     return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)  # the server writes naive UTC
@@ -175,6 +220,8 @@ class ArgillaBackend:
         self.timeout_s = timeout_s
         self._client: Any = None
         self._dataset: Any = None
+        #: pair id -> why it failed, for the last :meth:`push` or :meth:`pull` (skipped answers).
+        self.failures: dict[str, str] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ArgillaBackend | None:
@@ -236,7 +283,9 @@ class ArgillaBackend:
         suggestions = []
         if payload["suggestion"] is not None:
             value, score, agent = payload["suggestion"]
-            suggestions.append(rg.Suggestion(QUESTION_PREFERRED, value, score=score, agent=agent))
+            suggestions.append(
+                rg.Suggestion(QUESTION_PREFERRED, value, score=score, agent=argilla_agent(agent))
+            )
         return rg.Record(
             id=payload["id"], fields=payload["fields"], metadata=payload["metadata"], suggestions=suggestions
         )
@@ -244,9 +293,10 @@ class ArgillaBackend:
     def push(self, pairs: Sequence[Mapping[str, Any]]) -> list[bool]:
         """Upsert one record per pair (by pair id), in bulks of at most 500; one bool per pair.
 
-        A malformed pair (say, a judge score outside [0, 1]) is False and named in the log; a bulk
-        the server rejects is False for its pairs; the others stand. Re-sending is safe: the
-        server upserts by record id.
+        A malformed pair (say, a judge score outside [0, 1]) is False and named in the log. A bulk
+        the server rejects as invalid (HTTP 422) is sent again record by record, so a bad record
+        fails alone; any other failure of a bulk (the server went away) is False for its pairs.
+        Re-sending is safe: the server upserts by record id.
 
         Raises:
             Exception: the dataset cannot be reached or created (the server is down).
@@ -256,6 +306,7 @@ class ArgillaBackend:
         except Exception:
             self._dataset = None
             raise
+        self.failures = {}
         results = [False] * len(pairs)
         good: list[tuple[int, Any]] = []
         for i, pair in enumerate(pairs):
@@ -263,13 +314,30 @@ class ArgillaBackend:
                 good.append((i, self._record(pair)))
             except (ValueError, TypeError, KeyError) as exc:
                 log.warning("argilla: pair %s cannot be pushed: %s", pair.get("pair_id"), exc)
+                self.failures[str(pair.get("pair_id"))] = f"{type(exc).__name__}: {exc}"
         for start in range(0, len(good), MAX_BULK):
             chunk = good[start : start + MAX_BULK]
             try:
                 dataset.records.log([record for _, record in chunk], batch_size=len(chunk))
             except Exception as exc:  # noqa: BLE001 - this bulk is retried later; report and go on
-                log.warning("argilla: a bulk of %d records failed: %s", len(chunk), exc)
-                self._dataset = None  # re-resolve (the dataset may have been deleted)
+                if not _is_invalid(exc) or len(chunk) == 1:
+                    log.warning("argilla: a bulk of %d records failed: %s", len(chunk), exc)
+                    for _, record in chunk:
+                        self.failures[str(record.id)] = _reason(exc)
+                    if not _is_invalid(exc):
+                        self._dataset = None  # re-resolve (the dataset may have been deleted)
+                    continue
+                log.warning("argilla: a bulk of %d records was rejected; sending them one by one", len(chunk))
+                for i, record in chunk:
+                    try:
+                        dataset.records.log([record], batch_size=1)
+                    except Exception as one_exc:  # noqa: BLE001 - this record fails alone
+                        log.warning("argilla: pair %s was rejected: %s", record.id, one_exc)
+                        self.failures[str(record.id)] = _reason(one_exc)
+                        if not _is_invalid(one_exc):
+                            self._dataset = None
+                        continue
+                    results[i] = True
                 continue
             for i, _ in chunk:
                 results[i] = True
@@ -316,6 +384,7 @@ class ArgillaBackend:
 
         A response whose values are outside the schema is logged and skipped.
         """
+        self.failures = {}
         users = self._usernames()
         out: list[PulledLabel] = []
         for record in self._submitted():
@@ -330,6 +399,7 @@ class ArgillaBackend:
                     choice, failure, correction = label_from_values(response.get("values") or {})
                 except ValueError as exc:
                     log.warning("argilla: skipping a response on %s: %s", pair_id, exc)
+                    self.failures[str(pair_id)] = f"an answer outside the schema: {exc}"
                     continue
                 out.append(
                     PulledLabel(
@@ -381,6 +451,7 @@ __all__ = [
     "CHOICES",
     "FAILURE_TYPES",
     "ArgillaBackend",
+    "argilla_agent",
     "dataset_settings",
     "from_settings",
     "label_from_values",

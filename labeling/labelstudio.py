@@ -194,6 +194,8 @@ class LabelStudioBackend:
         self.timeout_s = timeout_s
         self._client: Any = None
         self._project_id: int | None = None
+        #: pair id -> why it failed, for the last :meth:`push` or :meth:`pull` (skipped annotations).
+        self.failures: dict[str, str] = {}
         self._tasks: dict[str, tuple[int, str]] | None = (
             None  # pair_id -> (task id, fingerprint); None: reread
         )
@@ -262,6 +264,7 @@ class LabelStudioBackend:
         Raises:
             Exception: the server cannot be reached (the next push reads the task map again).
         """
+        self.failures = {}
         try:
             return self._push(pairs)
         except Exception:
@@ -278,6 +281,7 @@ class LabelStudioBackend:
                 task_data(pair)
             except (ValueError, TypeError, KeyError) as exc:
                 log.warning("labelstudio: pair %s cannot be pushed: %s", pair.get("pair_id"), exc)
+                self.failures[str(pair.get("pair_id"))] = f"{type(exc).__name__}: {exc}"
                 continue
             latest[str(pair["pair_id"])] = pair
         new = [p for pid, p in latest.items() if pid not in known]
@@ -307,7 +311,11 @@ class LabelStudioBackend:
                 if fingerprint != data["fingerprint"]:
                     self._update(task_id, pair, data)
                     known[pair_id] = (task_id, data["fingerprint"])
-        return [str(p.get("pair_id")) in latest and str(p["pair_id"]) in known for p in pairs]
+        results = [str(p.get("pair_id")) in latest and str(p["pair_id"]) in known for p in pairs]
+        for pair, ok in zip(pairs, results, strict=True):
+            if not ok:
+                self.failures.setdefault(str(pair.get("pair_id")), "the server did not store the task")
+        return results
 
     def _update(self, task_id: int, pair: Mapping[str, Any], data: dict[str, Any]) -> None:
         """Overwrite a task's data and replace the judge's prediction (pushing a changed pair again)."""
@@ -325,6 +333,7 @@ class LabelStudioBackend:
 
     def pull(self, since: datetime | None = None) -> list[PulledLabel]:
         """Submitted (not skipped) annotations as labels (updated at or after ``since`` when given)."""
+        self.failures = {}
         users = self._users()
         out: list[PulledLabel] = []
         # The server ignores `only_annotated`; a Data Manager filter keeps unlabeled tasks off the wire.
@@ -352,6 +361,7 @@ class LabelStudioBackend:
                     choice, failure, correction = label_from_result(ann.get("result") or [])
                 except ValueError as exc:
                     log.warning("labelstudio: skipping an annotation on %s: %s", pair_id, exc)
+                    self.failures[str(pair_id)] = f"an annotation outside the schema: {exc}"
                     continue
                 by = ann.get("completed_by")
                 by_id = by.get("id") if isinstance(by, Mapping) else by

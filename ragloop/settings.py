@@ -542,10 +542,12 @@ class Settings(BaseSettings):
             "RAGLOOP_LOOP_EVENT_DRIVEN: pair a turn as soon as it gets a thumbs-down (the 'loop' sink)."
         ),
     )
-    loop_export_dir: Path = Field(
-        Path("data/exports"),
+    loop_export_dir: Path | None = Field(
+        None,
         validation_alias=_env("RAGLOOP_LOOP_EXPORT_DIR"),
-        description="RAGLOOP_LOOP_EXPORT_DIR: default folder of `ragloop loop export`.",
+        description=(
+            "RAGLOOP_LOOP_EXPORT_DIR: default folder of `ragloop loop export`; unset: DATA_DIR/exports."
+        ),
     )
     loop_export_license: str = Field(
         "other",
@@ -571,7 +573,8 @@ class Settings(BaseSettings):
         None,
         validation_alias=_env("ARGILLA_API_KEY"),
         description=(
-            "ARGILLA_API_KEY: an owner's or admin's API key (the local server's owner key by default)."
+            "ARGILLA_API_KEY: an owner's or admin's API key; unset: 'ragloop.local.apikey', the owner "
+            "key of the local Argilla `ragloop run` starts (printed with its URL, user and password)."
         ),
     )
     argilla_workspace: str = Field(
@@ -589,10 +592,13 @@ class Settings(BaseSettings):
         validation_alias=_env("RAGLOOP_ARGILLA_PORT"),
         description="RAGLOOP_ARGILLA_PORT: port of the local Argilla `ragloop run` starts.",
     )
-    argilla_venv: Path = Field(
-        Path(".venv-tools/argilla"),
+    argilla_venv: Path | None = Field(
+        None,
         validation_alias=_env("RAGLOOP_ARGILLA_VENV"),
-        description="RAGLOOP_ARGILLA_VENV: venv with argilla-server and noida-db (`make argilla`).",
+        description=(
+            "RAGLOOP_ARGILLA_VENV: venv with argilla-server and noida-db (`make argilla`); "
+            "unset: .venv-tools/argilla in the repository (whatever the current directory)."
+        ),
     )
     label_studio_url: str | None = Field(
         None,
@@ -604,7 +610,10 @@ class Settings(BaseSettings):
     label_studio_api_key: SecretStr | None = Field(
         None,
         validation_alias=_env("LABEL_STUDIO_API_KEY"),
-        description="LABEL_STUDIO_API_KEY: a Label Studio (legacy) API token.",
+        description=(
+            "LABEL_STUDIO_API_KEY: a Label Studio (legacy) API token; unset: 'ragloop-local-token', the "
+            "token of the local Label Studio `ragloop run` starts (printed with its URL)."
+        ),
     )
     label_studio_project: str = Field(
         "ragloop-preferences",
@@ -616,10 +625,13 @@ class Settings(BaseSettings):
         validation_alias=_env("RAGLOOP_LABEL_STUDIO_PORT"),
         description="RAGLOOP_LABEL_STUDIO_PORT: port of the local Label Studio `ragloop run` starts.",
     )
-    label_studio_venv: Path = Field(
-        Path(".venv-tools/label-studio"),
+    label_studio_venv: Path | None = Field(
+        None,
         validation_alias=_env("RAGLOOP_LABEL_STUDIO_VENV"),
-        description="RAGLOOP_LABEL_STUDIO_VENV: venv with the Label Studio server (`make label-studio`).",
+        description=(
+            "RAGLOOP_LABEL_STUDIO_VENV: venv with the Label Studio server (`make label-studio`); "
+            "unset: .venv-tools/label-studio in the repository (whatever the current directory)."
+        ),
     )
 
     # --- Arize -----------------------------------------------------------------------------------

@@ -35,11 +35,46 @@ def test_record_payload_known_values() -> None:
     assert record_payload(make_pair(3, judge=None))["suggestion"] is None
 
 
+def test_a_judge_without_order_is_not_marked_inconsistent() -> None:
+    """Local-only verdicts have order_consistent None: nothing about order may be claimed."""
+    local_only = make_pair(0)
+    local_only["judge"] = {**local_only["judge"], "order_consistent": None}
+    assert "judge_order_consistent" not in record_payload(local_only)["metadata"]
+    assert record_payload(make_pair(0))["metadata"]["judge_order_consistent"] is True
+    inconsistent = make_pair(0)
+    inconsistent["judge"] = {**inconsistent["judge"], "order_consistent": False}
+    assert record_payload(inconsistent)["metadata"]["judge_order_consistent"] is False
+
+
 def test_record_payload_rejects_a_malformed_verdict() -> None:
     with pytest.raises(ValueError, match="P\\(A better\\)"):
         record_payload(make_pair(0, judge={"preferred": "A", "score": 1.5}))
     with pytest.raises(ValueError, match="preferred"):
         record_payload(make_pair(0, judge={"preferred": "left", "score": 0.5}))
+
+
+#: The agent of the default judge (LLM + local faithfulness), as labeling._judge writes it.
+DEFAULT_AGENT = "qwen2.5-coder-0.5b-instruct/pairwise-judge-1+local-faithfulness-5/w0.8"
+
+
+def test_argilla_agent_known_values() -> None:
+    from labeling.argilla import AGENT_PATTERN, argilla_agent
+
+    cases = {
+        DEFAULT_AGENT: "qwen2.5-coder-0.5b-instruct/pairwise-judge-1_local-faithfulness-5/w0.8",
+        "judge:qwen2.5-0.5b:prompt-v1": "judge:qwen2.5-0.5b:prompt-v1",
+        "": "unknown-judge",
+        "+++": "unknown-judge",
+        "modèle-é/v1": "modele-e/v1",
+        "裁判/模型": "unknown-judge",
+        "a\n\tb  c": "a b c",
+        "x" * 300: "x" * 200,
+    }
+    for raw, want in cases.items():
+        got = argilla_agent(raw)
+        assert got == want, raw
+        assert AGENT_PATTERN.match(got) and 1 <= len(got) <= 200
+    assert argilla_agent(None) == "unknown-judge"
 
 
 def test_label_from_values() -> None:
@@ -106,6 +141,32 @@ def test_a_malformed_pair_fails_alone(argilla_server, unique, pairs_factory) -> 
     pairs[1]["judge"] = {"preferred": "A", "score": 7.0}
     assert backend.push(pairs) == [True, False, True]
     assert backend.count() == 2
+
+
+def test_the_default_judge_agent_is_accepted(argilla_server, unique, pairs_factory) -> None:
+    backend = _backend(argilla_server, unique)
+    pairs = pairs_factory(2)
+    for pair in pairs:
+        pair["judge"] = {**pair["judge"], "agent": DEFAULT_AGENT}
+    assert backend.push(pairs) == [True, True]
+    records = _records(argilla_server, backend)
+    (suggestion,) = records["turn-00000"]["suggestions"]
+    assert suggestion["agent"] == "qwen2.5-coder-0.5b-instruct/pairwise-judge-1_local-faithfulness-5/w0.8"
+    backend.close()
+
+
+def test_a_record_the_server_rejects_fails_alone(argilla_server, unique, pairs_factory, monkeypatch) -> None:
+    """The server (not our checks) rejects one record of a bulk with a 422: only that record fails."""
+    import labeling.argilla as mod
+
+    # let one raw, server-invalid agent through to the real server
+    monkeypatch.setattr(mod, "argilla_agent", lambda agent: agent, raising=False)
+    backend = _backend(argilla_server, unique)
+    pairs = pairs_factory(3)
+    pairs[1]["judge"] = {**pairs[1]["judge"], "agent": DEFAULT_AGENT}
+    assert backend.push(pairs) == [True, False, True]
+    assert backend.count() == 2
+    backend.close()
 
 
 def test_annotators_label_pull_and_agree(argilla_server, unique, store, pairs_factory) -> None:
@@ -239,6 +300,34 @@ def test_cli_push_pull_agreement(argilla_server, unique, tmp_path, monkeypatch, 
     assert (
         out.exit_code == 2 and out.output.startswith("Error: argilla:") and len(out.output.splitlines()) == 1
     )
+
+
+def test_cli_push_exits_1_naming_the_failed_pairs(
+    argilla_server, unique, tmp_path, monkeypatch, pairs_factory
+) -> None:
+    from typer.testing import CliRunner
+
+    from chatlog import ChatLog
+    from labeling._backends_cli import app
+    from labeling._store import PairStore
+
+    monkeypatch.setenv("RAGLOOP_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("ARGILLA_API_URL", argilla_server.url)
+    monkeypatch.setenv("ARGILLA_API_KEY", argilla_server.api_key)
+    monkeypatch.setenv("ARGILLA_WORKSPACE", unique)
+    monkeypatch.setenv("RAGLOOP_ARGILLA_DATASET", unique)
+    (tmp_path / "data").mkdir()
+    store = PairStore(ChatLog(Settings().chatlog_url))
+    pairs = pairs_factory(3)
+    pairs[2]["judge"] = {**pairs[2]["judge"], "score": 7.0}  # stored, but no backend can show it
+    for pair in pairs:
+        store.save_pair(pair)
+    out = CliRunner().invoke(app, ["push"])
+    assert out.exit_code == 1, out.output
+    assert "argilla: 2 pairs pushed, 1 failed" in out.output
+    errors = [line for line in out.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1
+    assert "1 pairs failed" in errors[0] and "turn-00002" in errors[0] and "P(A better)" in errors[0]
 
 
 def test_pull_skips_labels_of_pairs_the_chat_log_lacks(argilla_server, unique, store, pairs_factory) -> None:

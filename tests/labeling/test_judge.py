@@ -34,6 +34,39 @@ def test_stated_confidence_maps_to_a_probability() -> None:
     ).p_first == pytest.approx(0.2)
 
 
+#: A reply as the 0.5B judge writes it: it echoes both answers before its reasoning.
+ECHOING_REPLY = (
+    "Answer A: The 'with' statement does not do anything.\n"
+    "Answer B: The 'with' statement closes the file when the block ends.\n"
+    "Reasoning: B matches the context, which says the file is closed after the block.\n"
+    "Verdict: B\nConfidence: 8"
+)
+
+
+def test_the_reasoning_is_the_judges_not_the_echoed_answers() -> None:
+    want = "B matches the context, which says the file is closed after the block."
+    assert parse_reply(ECHOING_REPLY).reasoning == want
+    # reasoning after the verdict, markdown emphasis, a multi-line echo without a marker
+    assert parse_reply("Verdict: A\nConfidence: 7\nReasoning: A cites [1].").reasoning == "A cites [1]."
+    assert parse_reply("**Reasoning:** A cites [1]. **Verdict:** A").reasoning == "A cites [1]."
+    echo_block = "ANSWER A:\nThe with statement does nothing.\n\nB is grounded in [1].\nVerdict: B"
+    assert parse_reply(echo_block).reasoning == "B is grounded in [1]."
+    # both orders: the stored reasoning holds the judge's words, never the answers
+    judge = PairwiseJudge(lambda messages: (ECHOING_REPLY, None), "m")
+    _, _, reasoning = judge.judge_llm("q", ["ctx"], "x", "y")
+    assert reasoning == f"A,B order: {want} | B,A order: {want}"
+    assert "does not do anything" not in reasoning
+
+
+def test_local_only_judging_claims_no_order_consistency() -> None:
+    def local(answer: str, contexts: object, question: object) -> float:
+        return {"good": 0.9, "bad": 0.1}[answer]
+
+    v = PairwiseJudge(None, "m", local).judge("q", ["c"], "good", "bad")
+    assert v.order_consistent is None and v.to_dict()["order_consistent"] is None
+    assert v.preferred == "A" and v.llm_score is None
+
+
 def test_no_verdict_is_an_error_not_a_score() -> None:
     with pytest.raises(JudgeParseError):
         parse_reply("Reasoning: both answers look fine to me")
