@@ -201,6 +201,14 @@ class ExportReport:
         return f"{self.format}: {parts or 'no rows'} -> {self.out}"
 
 
+def annotation_creators(counts: Mapping[str, int]) -> list[str]:
+    """The card's ``annotations_creators`` for the rows per split (see :func:`dataset_card`)."""
+    creators = (["expert-generated"] if counts.get("train") else []) + (
+        ["machine-generated"] if counts.get("rlaif") else []
+    )
+    return creators or ["no-annotation"]
+
+
 def dataset_card(
     fmt: str,
     counts: Mapping[str, int],
@@ -210,9 +218,15 @@ def dataset_card(
     license_id: str,
     source: str,
 ) -> str:
-    """The README.md with the Hugging Face YAML header (configs, license, task and size categories)."""
+    """The README.md with the Hugging Face YAML header (configs, license, task and size categories).
+
+    ``annotations_creators`` lists what made the labels of the rows written: ``expert-generated``
+    when the ``train`` split (human labels: annotators, users' thumbs) has rows, ``machine-generated``
+    when the ``rlaif`` split (AI judge suggestions nobody confirmed) has rows; ``no-annotation`` for
+    an export without rows. The body gives the rows per creator and the agreement.
+    """
     splits = [s for s in ("train", "rlaif") if counts.get(s)] or ["train"]
-    creators = ["expert-generated"] + (["machine-generated"] if counts.get("rlaif") else [])
+    creators = annotation_creators(counts)
     lines = ["---", f"license: {license_id}", "language:", "- en", "task_categories:", "- text-generation"]
     lines += ["- question-answering", "size_categories:", f"- {size_category(sum(counts.values()))}"]
     lines += ["annotations_creators:", *[f"- {c}" for c in creators], "source_datasets:", "- original"]
@@ -236,6 +250,8 @@ def dataset_card(
         "",
         f"- Date range: {date_range[0] or 'n/a'} to {date_range[1] or 'n/a'} (UTC, pair or turn creation)",
         f"- Rows: {', '.join(f'{s} {counts.get(s, 0)}' for s in ('train', 'rlaif'))}",
+        f"- Annotation creators: expert-generated (human labels) {counts.get('train', 0)} rows, "
+        f"machine-generated (AI judge suggestions, RLAIF) {counts.get('rlaif', 0)} rows",
         "- Annotations: `train` is human-confirmed (annotators' majority choice, or a user's thumbs);",
         "  `rlaif` holds AI-judged pairs no human labeled (the RLAIF set, `source = ai`): judge suggestions,",
         "  not ground truth.",

@@ -106,6 +106,22 @@ def test_card_header_is_hugging_face_yaml() -> None:
     assert "2026-11-01T00:00:00 to 2026-11-30T00:00:00" in card and "kappa 0.000" in card
 
 
+def test_card_lists_the_annotation_creators_that_apply() -> None:
+    def creators(counts: dict[str, int]) -> tuple[list[str], str]:
+        card = dataset_card("dpo", counts, (None, None), {"records": 0}, license_id="other", source="sqlite")
+        return yaml.safe_load(card.split("---\n")[1])["annotations_creators"], card
+
+    assert creators({"train": 3})[0] == ["expert-generated"]
+    only_ai, card = creators({"train": 0, "rlaif": 4})
+    assert only_ai == ["machine-generated"]
+    assert (
+        "expert-generated (human labels) 0 rows, machine-generated (AI judge suggestions, RLAIF) 4 rows"
+        in card
+    )
+    assert creators({"train": 2, "rlaif": 1})[0] == ["expert-generated", "machine-generated"]
+    assert creators({"train": 0})[0] == ["no-annotation"]
+
+
 @pytest.fixture()
 def filled(chatlog: ChatLog, store: PairStore) -> dict[str, str]:
     """Three pairs (labeled B, labeled A with a correction, AI-only) and two thumbed turns without pairs."""
