@@ -243,6 +243,8 @@ def _deliver(
     return delivered, failed
 
 
-def _user_error(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(2)
+def _user_error(message: str) -> Exception:
+    """A user error: ``ragloop.cli.main`` prints it as one ``Error: ...`` line, exit code 2."""
+    from ragloop.errors import UserError
+
+    return UserError(message)

@@ -32,8 +32,9 @@ def stack() -> None:
 @app.command("outbox", hidden=True)
 def outbox(deliver: bool = typer.Option(False, help="(moved)")) -> None:
     """Moved to `ragloop outbox status` / `ragloop outbox retry` (every sink, not only LangSmith)."""
-    typer.echo("error: moved: run `ragloop outbox status` (and `ragloop outbox retry`)", err=True)
-    raise typer.Exit(1)
+    from ragloop.errors import UserError
+
+    raise UserError("moved: run `ragloop outbox status` (and `ragloop outbox retry`)")
 
 
 # The drift commands live with the drift package (imports stay lazy inside each command).

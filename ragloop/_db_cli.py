@@ -7,28 +7,55 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
 import typer
+
+from ragloop.errors import UserError, clean_message, is_connection_error
 
 db_app = typer.Typer(help="The chat log's schema: upgrade it, show its revision and the history.")
 outbox_app = typer.Typer(help="Items waiting for vendor sinks (LangSmith, Argilla, ...): status, retry.")
 
 
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
+def _fail(message: str) -> NoReturn:
+    """A user error: ``ragloop.cli.main`` prints it as one ``Error: ...`` line, exit code 2."""
+    raise UserError(message)
+
+
+def _missing_sqlite(url: str) -> str | None:
+    """For a SQLite URL whose file does not exist: the message saying so, else None."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception:  # noqa: BLE001 - make_engine reports a bad URL below
+        return None
+    if not parsed.drivername.startswith("sqlite") or parsed.database in (None, "", ":memory:"):
+        return None
+    if str(parsed.database).startswith("file:"):
+        return None
+    path = Path(str(parsed.database))
+    if not path.parent.is_dir():
+        return f"the database {path} does not exist (no folder {path.parent})"
+    if not path.exists():
+        return f"the database {path} does not exist: create it with `ragloop db upgrade`"
+    return None
 
 
 @contextmanager
-def _engine(url: str | None) -> Iterator[Any]:
+def _engine(url: str | None, must_exist: bool = True) -> Iterator[Any]:
     import chatlog as cl
     from ragloop.settings import Settings
 
+    target = url or Settings().chatlog_url
+    missing = _missing_sqlite(target) if must_exist else None
+    if missing:
+        _fail(missing)
     try:
-        engine = cl.make_engine(url or Settings().chatlog_url)
-    except Exception as exc:  # noqa: BLE001 - a bad URL is a user error
-        _fail(f"cannot open the chat log: {exc}")
+        engine = cl.make_engine(target)
+    except Exception as exc:  # noqa: BLE001 - a bad URL is a user error; the URL may hold a password
+        _fail(f"cannot open the chat log ({type(exc).__name__}): check RAGLOOP_DATABASE_URL / --url")
     try:
         yield engine
     finally:
@@ -39,7 +66,9 @@ _URL = typer.Option(None, "--url", help="Database URL (default: RAGLOOP_DATABASE
 
 
 def _db_error(action: str, exc: Exception) -> str:
-    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    first = clean_message(exc)
+    if is_connection_error(exc):
+        return f"cannot {action}: cannot connect to the database: {first}"
     if "no such table" in first or "does not exist" in first:
         return f"cannot {action}: the outbox table is missing: run `ragloop db upgrade` ({first})"
     return f"cannot {action}: {first}"
@@ -55,18 +84,19 @@ def db_upgrade(
     url: str | None = _URL,
 ) -> None:
     """Migrate the chat log to REVISION (a database made before migrations is adopted as-is)."""
+    from alembic.util import CommandError
     from sqlalchemy.exc import SQLAlchemyError
 
     import chatlog as cl
 
-    with _engine(url) as engine:
+    with _engine(url, must_exist=False) as engine:
         try:
             before = cl.current(engine)
             after = cl.upgrade(engine, revision)
-        except (cl.SchemaError, SQLAlchemyError) as exc:
-            _fail(str(exc).splitlines()[0])
-        except Exception as exc:  # noqa: BLE001 - alembic's CommandError for an unknown revision
-            _fail(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else exc!r}")
+        except SQLAlchemyError as exc:
+            _fail(_db_error("upgrade the chat log", exc))
+        except (cl.SchemaError, CommandError) as exc:  # CommandError: an unknown revision
+            _fail(f"cannot upgrade to {revision!r}: {clean_message(exc)} (see `ragloop db history`)")
         if before == after:
             typer.echo(f"{_safe(engine)}: already at {after}")
         else:
@@ -84,7 +114,7 @@ def db_current(url: str | None = _URL) -> None:
         try:
             rev = cl.current(engine)
         except SQLAlchemyError as exc:
-            _fail(f"cannot read the chat log: {str(exc).splitlines()[0]}")
+            _fail(_db_error("read the chat log", exc))
         head = cl.head()
         if rev is None:
             note = "no revision: empty, or made before migrations; run `ragloop db upgrade`"

@@ -11,8 +11,9 @@ keeps its traceback.
 from __future__ import annotations
 
 import errno
+import re
 
-__all__ = ["EXIT_USER_ERROR", "UserError", "user_message"]
+__all__ = ["EXIT_USER_ERROR", "UserError", "clean_message", "is_connection_error", "user_message"]
 
 #: Exit code of a user error (click uses 2 for usage errors too).
 EXIT_USER_ERROR = 2
@@ -22,9 +23,28 @@ class UserError(Exception):
     """A mistake the user can fix; its message is shown alone, as one line."""
 
 
+#: SQLAlchemy's prefix naming the driver's exception class: ``(psycopg2.OperationalError) ...``.
+_DRIVER_PREFIX = re.compile(r"^\((?:[\w.]+\.)?\w+\)\s*")
+#: SQLAlchemy's suffix pointing at its docs: ``(Background on this error at: https://sqlalche.me/...)``.
+_BACKGROUND = re.compile(r"\s*\(Background on this error at:[^)]*\)\s*$")
+
+
 def _first_line(text: str) -> str:
     lines = [line.strip() for line in str(text).splitlines() if line.strip()]
-    return lines[0] if lines else ""
+    line = lines[0] if lines else ""
+    return _BACKGROUND.sub("", _DRIVER_PREFIX.sub("", line))
+
+
+def clean_message(exc: BaseException) -> str:
+    """The first line of ``exc``'s message, without driver class names or SQLAlchemy's doc link.
+
+    Alembic and SQLAlchemy quote their messages (``"Can't locate revision ..."``) or prefix them
+    with the driver's exception class (``(psycopg2.OperationalError) ...``); the user needs neither.
+    """
+    text = _first_line(str(exc))
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        text = text[1:-1]
+    return text or type(exc).__name__
 
 
 def _validation_message(exc: Exception) -> str:
@@ -41,7 +61,7 @@ def _validation_message(exc: Exception) -> str:
     return "invalid setting " + "; ".join(parts)
 
 
-def _is_connection_error(exc: BaseException) -> bool:
+def is_connection_error(exc: BaseException) -> bool:
     """True for a refused or unreachable connection, whichever client library raised it."""
     if isinstance(exc, ConnectionError):
         return True
@@ -78,7 +98,7 @@ def user_message(exc: BaseException) -> str | None:
     if module.startswith("sqlalchemy") and type(exc).__name__ in ("ArgumentError", "NoSuchModuleError"):
         # The URL itself is not repeated: it may hold a password.
         return f"RAGLOOP_DATABASE_URL is not a usable SQLAlchemy URL ({type(exc).__name__})"
-    if _is_connection_error(exc):
+    if is_connection_error(exc):
         return "cannot connect: " + _first_line(str(exc) or type(exc).__name__)
     if isinstance(exc, ImportError):
         # Missing extras name the pip command in their message.

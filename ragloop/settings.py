@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -113,7 +113,9 @@ class Settings(BaseSettings):
         description="RAGLOOP_LLM_GGUF: a GGUF file for the local server instead of the default model.",
     )
     llm_host: str = Field(
-        "127.0.0.1", validation_alias=_env("RAGLOOP_LLM_HOST"), description="RAGLOOP_LLM_HOST."
+        "127.0.0.1",
+        validation_alias=_env("RAGLOOP_LLM_HOST"),
+        description="RAGLOOP_LLM_HOST: address the local LLM server binds and is reached at.",
     )
     llm_port: Port = Field(
         8081,
@@ -140,7 +142,9 @@ class Settings(BaseSettings):
         256, validation_alias=_env("RAGLOOP_MAX_TOKENS"), description="RAGLOOP_MAX_TOKENS: answer length cap."
     )
     temperature: float = Field(
-        0.1, validation_alias=_env("RAGLOOP_TEMPERATURE"), description="RAGLOOP_TEMPERATURE."
+        0.1,
+        validation_alias=_env("RAGLOOP_TEMPERATURE"),
+        description="RAGLOOP_TEMPERATURE: sampling temperature of answers (0: deterministic).",
     )
 
     # --- app -----------------------------------------------------------------------------------
@@ -737,17 +741,43 @@ def secret_value(value: SecretStr | str | None) -> str | None:
     return value
 
 
+#: Query parameters that carry a password (libpq's ``password``, ODBC's ``pwd``, ...), lower case.
+_PASSWORD_PARAMS = (
+    "password",
+    "passwd",
+    "pwd",
+    "pass",
+    "secret",
+    "token",
+    "api_key",
+    "apikey",
+    "sslpassword",
+)
+
+
 def mask_url(url: str) -> str:
-    """``url`` with its password replaced by ``***`` (``scheme://user:***@host/db``)."""
+    """``url`` with its passwords replaced by ``***``.
+
+    Both forms are masked: ``scheme://user:***@host/db`` and a query parameter such as
+    ``?password=***`` (any case; see ``_PASSWORD_PARAMS``).
+    """
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    if parts.password is not None:
+        user = parts.username or ""
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+        parts = parts._replace(netloc=netloc)
+    if parts.query:
+        pairs = parts.query.split("&")
+        masked = []
+        for pair in pairs:
+            key, sep, value = pair.partition("=")
+            secret = unquote_plus(key).strip().lower() in _PASSWORD_PARAMS
+            masked.append(f"{key}=***" if sep and secret and value else pair)
+        parts = parts._replace(query="&".join(masked))
+    return urlunsplit(parts)
 
 
 #: Field names that hold secrets even when a field was (wrongly) declared as a plain ``str``.

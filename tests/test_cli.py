@@ -130,6 +130,19 @@ def _bad_inputs(tmp: Path) -> list[tuple[str, list[str], dict[str, str]]]:
         ("usage: missing argument", ["ingest"], {}),
         ("usage: unknown command", ["no-such-command"], {}),
         ("usage: bad option type", ["llm", "serve", "--port", "eighty"], {}),
+        # Issue 9 fault #12: commands that printed their own `error:` line with exit code 1.
+        ("loop export: unknown format", ["loop", "export", "--format", "nope", "--out", str(tmp / "o")], {}),
+        ("loop select: negative since", ["loop", "select", "--since-days", "-1"], {}),
+        ("db upgrade: unknown revision", ["db", "upgrade", "nope-revision"], {}),
+        ("db current: bad url", ["db", "current", "--url", "nosuchdb://x"], {}),
+        ("arize backfill: bad date", ["arize", "backfill", "--since", "notadate"], {}),
+        ("arize backfill: not configured", ["arize", "backfill", "--since", "7d"], {}),
+        ("outbox status: folder missing", ["outbox", "status", "--url", f"sqlite:///{tmp}/nodir/x.db"], {}),
+        ("outbox retry: folder missing", ["outbox", "retry", "--url", f"sqlite:///{tmp}/nodir/x.db"], {}),
+        ("outbox status: no table", ["outbox", "status", "--url", f"sqlite:///{tmp}/empty.db"], {}),
+        ("drift: impossible window", ["drift", "run", "--window", "2026-13-45/2026-14-01"], {}),
+        ("drift: impossible reference", ["drift", "run", "--reference", "2026-13-45/2026-14-01"], {}),
+        ("monitoring outbox: moved", ["monitoring", "outbox"], {}),
     ]
 
 
@@ -148,8 +161,16 @@ def test_a_user_error_is_one_line_and_a_nonzero_exit(tmp_path: Path, what: str) 
     assert "Traceback" not in result.stderr + result.stdout, f"{what}:\n{result.stderr}"
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, f"{what}: expected one line on stderr, got:\n{result.stderr}"
-    assert lines[0].lower().startswith("error"), lines[0]
-    assert "pw@" not in lines[0]  # a database URL's password never shows in an error
+    assert lines[0].startswith("Error: "), lines[0]
+    assert result.returncode == 2, f"{what}: exit {result.returncode}: {lines[0]}"
+    assert "pw@" not in lines[0] and ":pw" not in lines[0]  # a database URL's password never shows
+    # No Python class names: the user reads what is wrong, not which exception said it.
+    for name in ("Error:", "Exception", "psycopg2", "sqlalchemy"):
+        assert name not in lines[0][len("Error: ") :], f"{what}: {lines[0]}"
+    if what.startswith("drift: impossible"):
+        assert "--window" in lines[0] or "--reference" in lines[0], lines[0]
+    if what.startswith("outbox") and "folder missing" in what:
+        assert "does not exist" in lines[0] and "db upgrade" not in lines[0], lines[0]
 
 
 def test_verbose_keeps_the_traceback(tmp_path: Path) -> None:
@@ -196,3 +217,50 @@ def test_verbose_logs_and_tracebacks_never_show_a_secret(tmp_path: Path, command
     out = result.stdout + result.stderr
     for value in [*secrets.values(), password, "zq-header-3"]:
         assert value not in out, f"{value} shown by `ragloop --verbose {' '.join(command)}`"
+
+
+def test_unreachable_postgres_is_one_line_without_password_or_driver(tmp_path: Path) -> None:
+    env = {
+        "RAGLOOP_DATA_DIR": str(tmp_path / "data"),
+        "RAGLOOP_DATABASE_URL": f"postgresql+psycopg2://bob:secret-zq@127.0.0.1:{free_port()}/rl",
+    }
+    result = _ragloop(["db", "current"], env, tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    for word in ("secret-zq", "psycopg2", "OperationalError", "(Background"):
+        assert word not in lines[0], lines[0]
+    assert "127.0.0.1" in lines[0], lines[0]  # still says which server
+
+
+def test_every_setting_description_names_its_variable_then_its_meaning() -> None:
+    import re
+
+    for name, field in Settings.model_fields.items():
+        text = field.description or ""
+        assert re.match(r"^[A-Z][A-Z0-9_]+: \S", text), f"{name}: {text!r} is not 'VAR: meaning'"
+        variable = text.partition(":")[0]
+        alias = field.validation_alias
+        choices = [str(c) for c in getattr(alias, "choices", [alias])] if alias else [name.upper()]
+        assert variable in choices, f"{name}: description names {variable}, env is {choices}"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg2://bob@db.example/rl?password=hunter2pw",
+        "postgresql+psycopg2://bob@db.example/rl?sslmode=require&PASSWORD=hunter2pw",
+        "postgresql+psycopg2://db.example/rl?user=bob&pwd=hunter2pw",
+        "postgresql+psycopg2://bob:hunter2pw@db.example/rl?password=hunter2pw",
+    ],
+)
+def test_config_masks_a_password_given_as_a_query_parameter(tmp_path: Path, url: str) -> None:
+    from ragloop.settings import mask_url
+
+    assert "hunter2pw" not in mask_url(url)
+    assert "db.example" in mask_url(url)
+    env = {"RAGLOOP_DATA_DIR": str(tmp_path / "data"), "RAGLOOP_DATABASE_URL": url}
+    result = _ragloop(["config"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "hunter2pw" not in result.stdout + result.stderr
+    assert "db.example" in result.stdout

@@ -11,6 +11,25 @@ import typer
 log = logging.getLogger(__name__)
 
 
+def _check_windows(window: str, reference: str) -> None:
+    """Raise a user error naming the option when ``--window``/``--reference`` cannot be parsed."""
+    from datetime import UTC, datetime
+
+    from monitoring.drift._windows import parse_window, reference_spec
+    from ragloop.errors import UserError
+
+    try:
+        current = parse_window(window, datetime.now(UTC))
+    except ValueError as exc:
+        raise UserError(f"--window {window!r}: {exc} (hour, day, week or START/END in ISO 8601)") from None
+    try:
+        reference_spec(reference, current)
+    except ValueError as exc:
+        raise UserError(
+            f"--reference {reference!r}: {exc} (previous, saved:NAME or START/END in ISO 8601)"
+        ) from None
+
+
 def run(
     window: str = typer.Option(
         None, "--window", "-w", help="hour, day, week or START/END (ISO); default setting."
@@ -31,6 +50,7 @@ def run(
     from ragloop.settings import get_settings
 
     settings = get_settings()
+    _check_windows(window or settings.drift_window, reference or settings.drift_reference)
     report, explanation = run_drift(settings, window=window, reference=reference, evidently=evidently)
     typer.echo(f"drift run {report.run_id}: {report.current_label} vs {report.reference_label}")
     typer.echo(
