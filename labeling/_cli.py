@@ -6,7 +6,6 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import NoReturn
-from typing import NoReturn
 
 import typer
 
