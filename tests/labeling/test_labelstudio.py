@@ -121,6 +121,9 @@ def test_a_malformed_pair_fails_alone(label_studio_server, unique, pairs_factory
     pairs[0]["judge"] = {"preferred": "B", "score": -1}
     assert backend.push(pairs) == [False, True, True]
     assert backend.count() == 2
+    # the reason is kept per pair, for `ragloop labeling push` to name (it exits 1 then)
+    assert list(backend.failures) == ["turn-00000"] and "P(A better)" in backend.failures["turn-00000"]
+    assert backend.push(pairs[1:]) == [True, True] and backend.failures == {}
 
 
 def test_annotation_pulled_as_label(label_studio_server, unique, store, pairs_factory) -> None:
