@@ -110,21 +110,41 @@ def start_phoenix(settings: Settings, run_dir: Path, timeout: float = 180.0) -> 
     return proc
 
 
-def start_local_stack(settings: Settings) -> list[StackProcess]:
+def start_local_stack(settings: Settings, skipped: list[str] | None = None) -> list[StackProcess]:
     """Start Phoenix and the collector as the settings ask; each result has a ``url`` to print.
 
     The app reaches the collector through the default OTLP endpoint (see ``monitoring._otlp``).
+
+    Args:
+        settings: ``phoenix``/``collector`` say what to start.
+        skipped: when given, a tool that is not installed is reported here (one message naming
+            the command that installs it) instead of raising; without Phoenix the collector still
+            runs, forwarding traces to RAGLOOP_TRACES_FORWARD or dropping them.
+
+    Raises:
+        FileNotFoundError, ImportError: a tool is not installed (only without ``skipped``).
     """
     run_dir = settings.data_dir / "monitoring"
     procs: list[StackProcess] = []
     try:
         traces_to = settings.traces_endpoint
         if settings.phoenix:
-            phoenix = start_phoenix(settings, run_dir)
-            procs.append(phoenix)
-            traces_to = traces_to or f"http://127.0.0.1:{settings.phoenix_grpc_port}"
+            try:
+                phoenix = start_phoenix(settings, run_dir)
+            except FileNotFoundError as exc:
+                if skipped is None:
+                    raise
+                skipped.append(str(exc))
+            else:
+                procs.append(phoenix)
+                traces_to = traces_to or f"http://127.0.0.1:{settings.phoenix_grpc_port}"
         if settings.collector:
-            procs.append(start_collector(settings, traces_to, run_dir))
+            try:
+                procs.append(start_collector(settings, traces_to, run_dir))
+            except (ImportError, FileNotFoundError) as exc:
+                if skipped is None:
+                    raise
+                skipped.append(str(exc))
     except BaseException:
         for proc in reversed(procs):
             proc.stop()

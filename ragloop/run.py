@@ -75,14 +75,35 @@ def _optional(what: str, start: Callable[[], Any]) -> list[Any]:
     return list(started) if isinstance(started, list | tuple) else [started]
 
 
-def start_monitoring(settings: Settings) -> list[Any]:
-    """The local monitoring stack (collector, Phoenix) and the Evidently UI over drift snapshots."""
-    import monitoring
+def start_stack(settings: Settings) -> tuple[Settings, list[Any]]:
+    """The local collector and Phoenix; settings that point the app only at a collector that runs.
 
-    procs: list[Any] = []
-    start_local_stack = getattr(monitoring, "start_local_stack", None)
-    if start_local_stack is not None:
-        procs += _optional("the local monitoring stack", lambda: start_local_stack(settings))
+    A tool that is not installed is named in ONE printed line with the command that installs it.
+    Without Phoenix the collector runs alone (forwarding to RAGLOOP_TRACES_FORWARD, else dropping
+    traces). When the collector did not start, the app must not export to its port (every export
+    would fail, log a warning and raise the export-error metric): ``collector`` is switched off,
+    so the app exports to OTEL_EXPORTER_OTLP_ENDPOINT if set, else nowhere.
+    """
+    from monitoring import start_local_stack
+
+    skipped: list[str] = []
+    procs = _optional("the local monitoring stack", lambda: start_local_stack(settings, skipped=skipped))
+    collector_up = any(getattr(p, "name", "") == "collector" for p in procs)
+    if settings.collector and not collector_up:
+        settings = settings.model_copy(update={"collector": False})
+        if not skipped:
+            skipped.append(f"the local collector (see {settings.data_dir / 'monitoring'})")
+        skipped.append("the app exports no telemetry" if not settings.otlp_endpoint else "")
+    elif skipped and collector_up and not settings.traces_endpoint:
+        skipped.append("the local collector runs alone and drops traces")
+    if skipped:
+        _echo("  not started: " + "; ".join(s for s in skipped if s))
+    return settings, procs
+
+
+def start_monitoring(settings: Settings) -> tuple[Settings, list[Any]]:
+    """The local monitoring stack (:func:`start_stack`) and the Evidently UI over drift snapshots."""
+    settings, procs = start_stack(settings)
 
     def evidently() -> Any:
         from monitoring.drift import start_evidently_ui
@@ -90,7 +111,7 @@ def start_monitoring(settings: Settings) -> list[Any]:
         return start_evidently_ui(settings)
 
     procs += _optional("the Evidently UI", evidently)
-    return procs
+    return settings, procs
 
 
 def start_labeling(settings: Settings) -> tuple[Settings, list[Any]]:
@@ -124,7 +145,8 @@ def start_local_servers(settings: Settings) -> tuple[Settings, list[Any]]:
             llm = start_llm(settings)
             if llm is not None:
                 children.append(llm)
-        children += start_monitoring(settings)
+        settings, started = start_monitoring(settings)
+        children += started
         settings, started = start_labeling(settings)
         children += started
     except BaseException:

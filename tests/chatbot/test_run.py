@@ -69,3 +69,74 @@ def test_app_commands_have_help(command: str) -> None:
 
     result = CliRunner().invoke(app, [command, "--help"])
     assert result.exit_code == 0 and "--port" in result.output
+
+
+def _collector_takes_a_span(endpoint: str) -> bool:
+    """Send one span over OTLP/gRPC, as the app does; True when the receiver accepted it."""
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+
+    results: list[SpanExportResult] = []
+
+    class Recording(SpanExporter):
+        def __init__(self) -> None:
+            self.inner = OTLPSpanExporter(endpoint=endpoint, insecure=True, timeout=5)
+
+        def export(self, spans):  # type: ignore[no-untyped-def]
+            results.append(self.inner.export(spans))
+            return results[-1]
+
+        def shutdown(self) -> None:
+            self.inner.shutdown()
+
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(Recording()))
+    with provider.get_tracer("test").start_as_current_span("probe"):
+        pass
+    provider.shutdown()
+    return results == [SpanExportResult.SUCCESS]
+
+
+@pytest.mark.parametrize("broken", ["phoenix missing", "collector fails"])
+def test_a_missing_phoenix_or_collector_never_leaves_the_app_exporting_to_a_dead_port(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], broken: str
+) -> None:
+    from monitoring._otlp import resolve_endpoint
+    from ragloop.process import port_open
+    from ragloop.run import start_stack, stop_all
+    from ragloop.settings import Settings
+
+    grpc = free_port()
+    data = tmp_path / "data"
+    if broken == "collector fails":
+        data.mkdir()
+        (data / "monitoring").write_text("a file where the collector's folder should be")
+    settings = Settings(
+        data_dir=data,
+        phoenix=broken == "phoenix missing",
+        phoenix_bin=tmp_path / "no-phoenix" / "bin" / "phoenix",
+        collector=True,
+        collector_grpc_port=grpc,
+        collector_http_port=free_port(),
+        otlp_endpoint=None,
+        otlp_protocol="grpc",
+        traces_endpoint=None,
+    )
+    app_settings, procs = start_stack(settings)
+    try:
+        endpoint = resolve_endpoint(app_settings)
+        if broken == "phoenix missing":
+            # The collector runs alone (dropping traces): the app's exports succeed.
+            assert endpoint == f"http://127.0.0.1:{grpc}" and port_open("127.0.0.1", grpc)
+            assert _collector_takes_a_span(endpoint)
+        else:
+            assert endpoint is None, "the app must not export to a collector that did not start"
+    finally:
+        stop_all(procs)
+    out = [line for line in capsys.readouterr().out.splitlines() if "not started" in line]
+    assert len(out) == 1, out
+    if broken == "phoenix missing":
+        assert "make phoenix" in out[0] and "no-phoenix" in out[0], out[0]
+    else:
+        assert "collector" in out[0] and "no telemetry" in out[0], out[0]
