@@ -38,7 +38,9 @@ def _open_log():  # type: ignore[no-untyped-def]
     try:
         return settings, ChatLog(settings.chatlog_url)
     except Exception as exc:  # noqa: BLE001 - one clear line, never a traceback
-        _fail(f"cannot open the chat log: {exc}")
+        from ragloop.errors import clean_message, user_message
+
+        _fail(f"cannot open the chat log: {user_message(exc) or clean_message(exc)}")
         raise
 
 

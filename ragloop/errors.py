@@ -77,6 +77,26 @@ def is_connection_error(exc: BaseException) -> bool:
     return False
 
 
+#: Driver messages (lower case) of a database the settings name but that cannot be opened.
+_DATABASE_ACCESS = (
+    "unable to open database file",
+    "password authentication failed",
+    "authentication failed",
+    "timeout expired",
+    "no password supplied",
+)
+
+
+def _is_database_access_error(exc: BaseException) -> bool:
+    """True for SQLAlchemy's OperationalError about opening the database (not about a query)."""
+    if type(exc).__name__ != "OperationalError" or not (type(exc).__module__ or "").startswith("sqlalchemy"):
+        return False
+    text = str(exc).lower()
+    if any(marker in text for marker in _DATABASE_ACCESS):
+        return True
+    return "database" in text and "does not exist" in text and "relation" not in text
+
+
 def user_message(exc: BaseException) -> str | None:
     """The one-line message for an exception that is a user error, or None for a bug.
 
@@ -100,6 +120,8 @@ def user_message(exc: BaseException) -> str | None:
         return f"RAGLOOP_DATABASE_URL is not a usable SQLAlchemy URL ({type(exc).__name__})"
     if is_connection_error(exc):
         return "cannot connect: " + _first_line(str(exc) or type(exc).__name__)
+    if _is_database_access_error(exc):
+        return "cannot open the database (RAGLOOP_DATABASE_URL): " + clean_message(exc)
     if isinstance(exc, ImportError):
         # Missing extras name the pip command in their message.
         return _first_line(str(exc))

@@ -264,3 +264,16 @@ def test_config_masks_a_password_given_as_a_query_parameter(tmp_path: Path, url:
     assert result.returncode == 0, result.stderr
     assert "hunter2pw" not in result.stdout + result.stderr
     assert "db.example" in result.stdout
+
+
+@pytest.mark.parametrize("command", [["db", "current"], ["drift", "show"], ["loop", "status"]])
+def test_a_database_that_does_not_exist_on_the_server_is_one_line(
+    postgres_url: str, tmp_path: Path, command: list[str]
+) -> None:
+    url = postgres_url.rsplit("/", 1)[0] + "/no_such_db_zq"
+    env = {"RAGLOOP_DATA_DIR": str(tmp_path / "data"), "RAGLOOP_DATABASE_URL": url}
+    result = _ragloop(command, env, tmp_path)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
+    assert lines[0].startswith("Error: ") and "no_such_db_zq" in lines[0], lines[0]
+    assert "psycopg2" not in lines[0] and "OperationalError" not in lines[0], lines[0]
