@@ -367,7 +367,7 @@ class Settings(BaseSettings):
     drift_alpha: float = Field(
         0.05,
         validation_alias=_env("RAGLOOP_DRIFT_ALPHA"),
-        description="RAGLOOP_DRIFT_ALPHA: false-alarm rate of each drift decision, at any window size.",
+        description="RAGLOOP_DRIFT_ALPHA: false-alarm rate of a whole drift run (Holm across its tests).",
     )
     drift_permutations: int = Field(
         199,
