@@ -53,11 +53,24 @@ def test_help_everywhere(group: list[str]) -> None:
 
 
 def test_user_errors_are_one_line(data_dir: Path) -> None:
-    res = cli("export", "--format", "orpo")
-    assert res.exit_code != 0
-    assert "unknown format 'orpo'" in res.output and "Traceback" not in res.output
-    res = cli("select", "--since-days", "-1")
-    assert res.exit_code != 0 and "--since-days must be >= 0" in res.output
+    import os
+    import subprocess
+    import sys
+
+    def ragloop(*args: str) -> subprocess.CompletedProcess[str]:
+        # The real entry point: it turns a user error into one line and exit code 2.
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAGLOOP_DATA_DIR": str(data_dir)}
+        cmd = [sys.executable, "-m", "ragloop.cli", "loop", *args]
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+
+    for args, says in (
+        (("export", "--format", "orpo"), "unknown format 'orpo'"),
+        (("select", "--since-days", "-1"), "--since-days must be >= 0"),
+    ):
+        res = ragloop(*args)
+        lines = res.stderr.strip().splitlines()
+        assert res.returncode == 2, res.stderr
+        assert len(lines) == 1 and lines[0].startswith("Error: ") and says in lines[0], res.stderr
 
 
 def test_select_and_status_on_a_log(data_dir: Path) -> None:

@@ -7,6 +7,8 @@ annotations), and the outbox is the real one on a real SQLite chat log.
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -549,17 +551,29 @@ def test_a_payload_without_span_ids_lands_on_the_traced_span(
     assert set(receiver.evaluations) == set(receiver.annotations) == {turn["span_id"]}
 
 
+def _ragloop(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The real entry point, as users run it (user errors become one line there)."""
+    return subprocess.run(
+        [sys.executable, "-m", "ragloop.cli", *args],
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 @pytest.mark.parametrize(
     "args", [["backfill", "--since", "last tuesday"], ["backfill", "--since", "3000-01-01"]]
 )
 def test_backfill_bad_input_is_one_line(args: list[str], tmp_path: Path) -> None:
-    result = CliRunner().invoke(ragloop_app, ["arize", *args], env={"RAGLOOP_DATA_DIR": str(tmp_path)})
-    assert result.exit_code == 2
-    assert result.output.strip().count("\n") == 0 and result.output.startswith("error: --since")
+    result = _ragloop(["arize", *args], {"RAGLOOP_DATA_DIR": str(tmp_path)})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: --since"), result.stderr
 
 
 def test_backfill_unconfigured_is_one_line(tmp_path: Path) -> None:
     env = {"RAGLOOP_DATA_DIR": str(tmp_path), "ARIZE_API_KEY": "", "ARIZE_SPACE_ID": ""}
-    result = CliRunner().invoke(ragloop_app, ["arize", "backfill", "--since", "7d"], env=env)
-    assert result.exit_code == 2
-    assert result.output.strip() == "error: Arize is not configured: set ARIZE_API_KEY and ARIZE_SPACE_ID"
+    result = _ragloop(["arize", "backfill", "--since", "7d"], env)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "Error: Arize is not configured: set ARIZE_API_KEY and ARIZE_SPACE_ID"
