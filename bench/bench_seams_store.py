@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,37 +35,11 @@ sys.path.insert(0, str(ROOT))
 from bench._common import Run, table  # noqa: E402
 
 
-@contextlib.contextmanager
-def postgres_server() -> Iterator[str]:
-    """A real PostgreSQL server in a temp dir (as tests/conftest.py's ``postgres_url``)."""
-    from ragloop.process import free_port
-    from tests.conftest import _pg_bin
+def postgres_server() -> contextlib.AbstractContextManager[str]:
+    """A real PostgreSQL server in a temp dir: the one tests/conftest.py starts for ``postgres_url``."""
+    from tests.conftest import postgres_server as server
 
-    root = Path(tempfile.mkdtemp(prefix="ragloop-bench-pg-"))
-    data, sock = root / "data", root / "sock"
-    sock.mkdir()
-    port = free_port()
-    as_user: list[str] = []
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres")
-        shutil.chown(sock, "postgres")
-        os.chmod(root, 0o755)
-        as_user = ["runuser", "-u", "postgres", "--"]
-    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
-    subprocess.run(
-        [*as_user, initdb, "-D", str(data), "-U", "ragloop", "--auth=trust"], check=True, capture_output=True
-    )
-    opts = f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off"
-    subprocess.run(
-        [*as_user, pg_ctl, "-D", str(data), "-o", opts, "-l", str(root / "pg.log"), "-w", "start"],
-        check=True,
-        capture_output=True,
-    )
-    try:
-        yield f"postgresql+psycopg2://ragloop@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
+    return server(prefix="ragloop-bench-pg-")
 
 
 def fresh_schema(base: str) -> str:

@@ -5,6 +5,7 @@ Package-specific fixtures live in ``tests/<package>/conftest.py``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -98,11 +99,14 @@ def _pg_bin(name: str) -> str:
     return exe
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A real PostgreSQL server in a temp dir (initdb + pg_ctl); yields a SQLAlchemy URL."""
+@contextlib.contextmanager
+def postgres_server(prefix: str = "ragloop-pg-") -> Iterator[str]:
+    """A real PostgreSQL server in a temp dir (initdb + pg_ctl); yields a SQLAlchemy URL.
+
+    Shared by the ``postgres_url`` fixture and the benchmarks that need a real server.
+    """
     # Not under pytest's tmp dir: that is private to root, and the server runs as 'postgres'.
-    root = Path(tempfile.mkdtemp(prefix="ragloop-pg-"))
+    root = Path(tempfile.mkdtemp(prefix=prefix))
     data, sock = root / "data", root / "sock"
     sock.mkdir()
     port = free_port()
@@ -130,3 +134,10 @@ def postgres_url() -> Iterator[str]:
     finally:
         subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A real PostgreSQL server for the session (see :func:`postgres_server`)."""
+    with postgres_server() as url:
+        yield url
