@@ -61,6 +61,10 @@ conversations = Table(
     Column("conversation_id", String(64), primary_key=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("deleted_at", DateTime(timezone=True)),
+    # Who owns the conversation: the authenticated user, else an anonymous cookie id (0005).
+    Column("user_id", String(200), index=True),
+    Column("title", Text),
+    Column("updated_at", DateTime(timezone=True)),
 )
 
 turns = Table(
@@ -93,6 +97,14 @@ turns = Table(
     Column("trace_id", String(32), index=True),
     Column("span_id", String(16)),
     Column("extra", JSON),
+    # 0005: verified citations [{"sentence", "source", "score"}], what the grounding gate did
+    # ("passed", "retried", "extractive", "warned"), the question's language (ISO 639-1), the turn
+    # this one regenerates, and flags such as {"injection": true}.
+    Column("citations", JSON),
+    Column("gate", String(32)),
+    Column("language", String(16)),
+    Column("retry_of", String(64), index=True),
+    Column("flags", JSON),
 )
 
 feedback = Table(
@@ -247,11 +259,24 @@ class ChatLog:
                 pass
 
     # --- conversations -------------------------------------------------------------------------
-    def create_conversation(self, conversation_id: str | None = None) -> str:
-        """Start a conversation and return its id."""
+    def create_conversation(
+        self, conversation_id: str | None = None, *, user_id: str | None = None, title: str | None = None
+    ) -> str:
+        """Start a conversation and return its id.
+
+        Args:
+            conversation_id: the id to use (a fresh one when None).
+            user_id: its owner: the authenticated user, or the browser's anonymous id.
+            title: a display title (the UI sets it from the first question).
+        """
         cid = conversation_id or new_id()
+        stamp = now()
         with self.engine.begin() as conn:
-            conn.execute(insert(conversations).values(conversation_id=cid, created_at=now()))
+            conn.execute(
+                insert(conversations).values(
+                    conversation_id=cid, created_at=stamp, updated_at=stamp, user_id=user_id, title=title
+                )
+            )
         return cid
 
     def conversation_exists(self, conversation_id: str) -> bool:

@@ -24,7 +24,7 @@ import chatlog as cl
 from chatlog.outbox import outbox
 from tests.chatlog.legacy_data import build_legacy, lost_rows, snapshot
 
-REVISIONS = ["0001", "0002", "0003"]  # ours; later ones (0004 labeling, ...) follow 0003
+REVISIONS = ["0001", "0002", "0003", "0004", "0005"]
 BASELINE = {
     "conversations",
     "turns",
@@ -184,7 +184,7 @@ def test_db_commands_upgrade_report_and_fail_in_one_line(tmp_path: Path) -> None
     assert up.returncode == 0 and f"(empty) -> {cl.head()}" in up.stdout, up.stderr
     assert ragloop("db", "current").stdout.startswith(f"{cl.head()} (head)")
     history = ragloop("db", "history").stdout.splitlines()
-    assert [line.split()[0] for line in history][:3] == REVISIONS
+    assert [line.split()[0] for line in history][: len(REVISIONS)] == REVISIONS
     bad = ragloop("db", "upgrade", "nope")
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1 and "nope" in bad.stderr
