@@ -41,6 +41,7 @@ from langchain_core.runnables import Runnable
 
 import chatlog as cl
 from chatbot import _prompts as prompts
+from chatbot._admission import BUSY_STATUS, Admission, Refused
 from chatbot._chain import Retrieval
 from chatbot._observer import TurnObserver, dont_throw
 from ragloop.settings import Settings
@@ -65,6 +66,7 @@ ERROR_STATUS: dict[str, int] = {
     "llm_error": 502,
     "turn_cancelled": 503,
     "internal_error": 500,
+    **BUSY_STATUS,  # refused by the admission queue (backpressure): 429 / 503 with Retry-After
 }
 #: Seconds a client is told to wait after a rate limit when the endpoint did not say (Retry-After).
 DEFAULT_RETRY_AFTER_S = 10
@@ -136,6 +138,7 @@ class TurnResult:
     total_ms: float | None = None
     error_type: str | None = None
     error: str | None = None
+    queue_ms: float | None = None  # time spent in the admission queue before the turn started
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -182,6 +185,7 @@ class ChatService:
         self.observer = observer or TurnObserver()
         self.embedding_model = getattr(getattr(retriever, "embedder", None), "model_name", None)
         self._tasks: set[asyncio.Task[None]] = set()
+        self.admission = admission_from(settings)
 
     # --- conversations & feedback ----------------------------------------------------------
     def new_conversation(self) -> str:
@@ -255,12 +259,19 @@ class ChatService:
         """
         turn_id = cl.new_id()
         text = await self._admit(turn_id, message, conversation_id)
-        if conversation_id is None:
-            conversation_id = await asyncio.to_thread(self.new_conversation)
-        queue: asyncio.Queue[TurnEvent | None] = asyncio.Queue()
-        task = asyncio.create_task(self._produce(queue, turn_id, conversation_id, text))
+        queue_s = await self._wait_for_slot(turn_id, text, conversation_id)
+        admitted = time.perf_counter()
+        try:
+            if conversation_id is None:
+                conversation_id = await asyncio.to_thread(self.new_conversation)
+            queue: asyncio.Queue[TurnEvent | None] = asyncio.Queue()
+            task = asyncio.create_task(self._produce(queue, turn_id, conversation_id, text, queue_s))
+        except BaseException:
+            self.admission.release(None)
+            raise
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda _t: self.admission.release(time.perf_counter() - admitted))
         drained = done = False
         try:
             while (event := await queue.get()) is not None:
@@ -296,6 +307,7 @@ class ChatService:
         Returns:
             ``{"finished": n, "cancelled": m}``: turns that ended within the bound, turns cancelled.
         """
+        self.admission.close()  # queued turns are refused (503 shutting_down), new ones too
         pending = {t for t in self._tasks if not t.done()}
         if not pending:
             return {"finished": 0, "cancelled": 0}
@@ -325,33 +337,58 @@ class ChatService:
                 )
         except ChatError as err:
             err.turn_id = turn_id
-            await _settled(
-                self.chatlog.start_turn,
-                turn_id=turn_id,
-                conversation_id=conversation_id,
-                user_message=raw[: 4 * self.settings.max_message_chars],
-                status=cl.STATUS_REJECTED,
-                completed_at=cl.now(),
-                error_type=err.code,
-                error=err.message,
-                prompt_version=prompts.PROMPT_VERSION,
-            )
+            await self._log_rejected(turn_id, raw, conversation_id, err)
             raise
         return text
 
+    async def _wait_for_slot(self, turn_id: str, text: str, conversation_id: str | None) -> float:
+        """Queue for a turn slot (backpressure); returns seconds waited.
+
+        A refused turn, or one whose client left while queued, is logged ``rejected`` (like invalid
+        input), so the chat log's accepted turns (status other than ``rejected``) are exactly the
+        turns that ran.
+        """
+        try:
+            return await self.admission.acquire()
+        except Refused as refused:
+            err = ChatError(
+                refused.status_code, refused.code, refused.message, turn_id, refused.retry_after_s
+            )
+            await self._log_rejected(turn_id, text, conversation_id, err)
+            raise err from None
+        except asyncio.CancelledError:
+            err = _to_chat_error(asyncio.CancelledError(), turn_id)
+            await self._log_rejected(turn_id, text, conversation_id, err)
+            raise
+
+    async def _log_rejected(
+        self, turn_id: str, raw: str, conversation_id: str | None, err: ChatError
+    ) -> None:
+        await _settled(
+            self.chatlog.start_turn,
+            turn_id=turn_id,
+            conversation_id=conversation_id,
+            user_message=raw[: 4 * self.settings.max_message_chars],
+            status=cl.STATUS_REJECTED,
+            completed_at=cl.now(),
+            error_type=err.code,
+            error=err.message,
+            prompt_version=prompts.PROMPT_VERSION,
+        )
+
     async def _produce(
-        self, queue: asyncio.Queue[TurnEvent | None], turn_id: str, cid: str, text: str
+        self, queue: asyncio.Queue[TurnEvent | None], turn_id: str, cid: str, text: str, queue_s: float
     ) -> None:
         turn = {"turn_id": turn_id, "conversation_id": cid, "user_message": text}
         scope: AbstractContextManager[None] = _guarded_scope(self.observer.turn_scope, turn)
         try:
             with scope:
-                await self._run_chain(queue, turn, text)
+                await self._run_chain(queue, turn, text, queue_s * 1000)
         finally:
             queue.put_nowait(None)
 
     async def _run_chain(
-        self, queue: asyncio.Queue[TurnEvent | None], turn: dict[str, Any], text: str
+        self, queue: asyncio.Queue[TurnEvent | None], turn: dict[str, Any], text: str, queue_ms: float
     ) -> None:
         started = time.perf_counter()
         state = _TurnState(
@@ -359,6 +396,7 @@ class ChatService:
             conversation_id=turn["conversation_id"],
             model=self.settings.llm_model,
             user_message=text,
+            queue_ms=queue_ms,
         )
         try:
             await self._start(state)
@@ -607,6 +645,7 @@ class _TurnState:
     total_ms: float | None = None
     status: str = cl.STATUS_IN_PROGRESS
     error: BaseException | None = None
+    queue_ms: float | None = None
 
     def set_retrieval(self, retrieval: Retrieval) -> None:
         self.retrieval = retrieval
@@ -650,6 +689,7 @@ class _TurnState:
             total_ms=self.total_ms,
             error_type=err.code if err else None,
             error=err.message if err else None,
+            queue_ms=self.queue_ms,
         )
 
     def row(self) -> dict[str, Any]:
@@ -883,6 +923,16 @@ def retry_after_seconds(headers: Mapping[str, str], now: datetime | None = None)
     if seconds is None or not math.isfinite(seconds):
         return None
     return max(1, math.ceil(seconds))
+
+
+def admission_from(settings: Settings) -> Admission:
+    """The admission queue the settings describe (concurrency defaults to the LLM server's slots)."""
+    concurrency = settings.llm_concurrency or settings.llm_parallel
+    return Admission(
+        concurrency=max(1, int(concurrency)),
+        depth=settings.queue_depth,
+        max_wait_s=settings.queue_max_wait_s,
+    )
 
 
 def _index_version(retriever: Any) -> str | None:

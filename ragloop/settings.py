@@ -707,6 +707,65 @@ class Settings(BaseSettings):
         description="RAGLOOP_ARIZE_BATCH_SIZE: items per Arize upload in `ragloop arize backfill`.",
     )
 
+    # --- reliability (issue 12): backpressure, readiness, ingestion limits ----------------------
+    llm_concurrency: int | None = Field(
+        None,
+        ge=1,
+        validation_alias=_env("RAGLOOP_LLM_CONCURRENCY"),
+        description=(
+            "RAGLOOP_LLM_CONCURRENCY: turns that run (call the LLM) at once per app process; unset "
+            "means RAGLOOP_LLM_PARALLEL, the local server's slots. Further turns queue."
+        ),
+    )
+    queue_depth: int = Field(
+        16,
+        ge=0,
+        validation_alias=_env("RAGLOOP_QUEUE_DEPTH"),
+        description=(
+            "RAGLOOP_QUEUE_DEPTH: turns that may wait for a slot; one more is refused at once "
+            "(429 server_busy, Retry-After)."
+        ),
+    )
+    queue_max_wait_s: float = Field(
+        30.0,
+        gt=0,
+        validation_alias=_env("RAGLOOP_QUEUE_MAX_WAIT"),
+        description=(
+            "RAGLOOP_QUEUE_MAX_WAIT: seconds a queued turn waits for a slot before it is refused "
+            "(503 queue_timeout, Retry-After)."
+        ),
+    )
+    ready_cache_s: float = Field(
+        5.0,
+        ge=0,
+        validation_alias=_env("RAGLOOP_READY_CACHE"),
+        description="RAGLOOP_READY_CACHE: seconds a readiness probe's answer is reused (GET /readyz).",
+    )
+    ready_timeout_s: float = Field(
+        2.0,
+        gt=0,
+        validation_alias=_env("RAGLOOP_READY_TIMEOUT"),
+        description="RAGLOOP_READY_TIMEOUT: seconds each readiness probe may take before it counts as down.",
+    )
+    ingest_max_file_mb: float = Field(
+        50.0,
+        gt=0,
+        validation_alias=_env("RAGLOOP_INGEST_MAX_FILE_MB"),
+        description="RAGLOOP_INGEST_MAX_FILE_MB: larger files are refused at ingestion, unread.",
+    )
+    ingest_max_pdf_pages: int = Field(
+        2000,
+        ge=1,
+        validation_alias=_env("RAGLOOP_INGEST_MAX_PDF_PAGES"),
+        description="RAGLOOP_INGEST_MAX_PDF_PAGES: PDFs with more pages are refused at ingestion.",
+    )
+    ingest_max_parse_s: float = Field(
+        60.0,
+        gt=0,
+        validation_alias=_env("RAGLOOP_INGEST_MAX_PARSE_S"),
+        description="RAGLOOP_INGEST_MAX_PARSE_S: seconds one file may take to parse before it is refused.",
+    )
+
     # ---------------------------------------------------------------------------------------------
     @property
     def chroma_path(self) -> Path:
