@@ -26,6 +26,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from chatbot._auth import api_check_owner, api_conversation
 from chatbot._observer import TurnObserver, dont_throw
 from chatbot._service import ERROR_STATUS, ChatError, ChatService, TurnEvent
 from ragloop._fastapi import native_telemetry_off, new_app
@@ -135,11 +136,11 @@ def _add_chat_routes(app: FastAPI, service: ChatService) -> None:
         """Run one turn; stream server-sent events if asked to."""
         wants_sse = req.stream or "text/event-stream" in request.headers.get("accept", "")
         if not wants_sse:
-            result = await service.run_turn(req.message, req.conversation_id)
+            result = await service.run_turn(req.message, await api_conversation(service, req, request))
             # A failure after some tokens: the partial result, with the failure's own status.
             status = ERROR_STATUS.get(result.error_type or "", 500) if result.error_type else 200
             return JSONResponse(result.to_dict(), status_code=status)
-        events = aiter(service.stream_turn(req.message, req.conversation_id))
+        events = aiter(service.stream_turn(req.message, await api_conversation(service, req, request)))
         # Hold the response until the first token: a failure before it becomes a JSON 4xx/5xx
         # (the service raises ChatError then) instead of a 200 event stream that ends in an error.
         buffered = await _pull_until_answer(events)
@@ -167,8 +168,9 @@ def _add_chat_routes(app: FastAPI, service: ChatService) -> None:
         return {"conversation_id": await asyncio.to_thread(service.new_conversation)}
 
     @app.delete("/api/conversations/{conversation_id}")
-    async def delete_conversation(conversation_id: str) -> dict[str, Any]:
+    async def delete_conversation(conversation_id: str, request: Request) -> dict[str, Any]:
         """Delete a conversation (its turns stay in the chat log)."""
+        await api_check_owner(service, conversation_id, request)
         await asyncio.to_thread(service.delete_conversation, conversation_id)
         return {"conversation_id": conversation_id, "deleted": True}
 
@@ -217,7 +219,8 @@ def create_app(
     """
     import gradio as gr
 
-    from chatbot._ui import build_ui
+    from chatbot._auth import install_auth
+    from chatbot._ui import build_ui, ui_mount_kwargs
 
     owns_service = service is None
     if observer is None:
@@ -245,13 +248,19 @@ def create_app(
     app.state.service = service
     app.state.settings = settings
     _install_error_handlers(app)
+    install_auth(app, settings)  # /login, /logout and who each request is (chatbot/_auth.py)
     _add_chat_routes(app, service)
     instrument = getattr(observer, "instrument_app", None)
     if callable(instrument):
         dont_throw(instrument)(app)
     # Mounted last: a mount at "/" would shadow any route added after it.
     return gr.mount_gradio_app(
-        app, build_ui(service), path="/", footer_links=[], app_kwargs=native_telemetry_off()
+        app,
+        build_ui(service),
+        path="/",
+        footer_links=[],
+        app_kwargs=native_telemetry_off(),
+        **ui_mount_kwargs(app),
     )
 
 

@@ -18,6 +18,9 @@ from typing import Any
 import gradio as gr
 
 from chatbot._service import ChatError, ChatService
+from chatbot._ui_assets import ui_mount_kwargs
+
+__all__ = ["build_ui", "ui_mount_kwargs"]
 
 log = logging.getLogger(__name__)
 

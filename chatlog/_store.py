@@ -299,6 +299,141 @@ class ChatLog:
             )
         return bool(res.rowcount)
 
+    def get_conversation(self, conversation_id: str) -> dict[str, Any] | None:
+        """A live (not deleted) conversation's row as a dict, or None."""
+        with self.engine.connect() as conn:
+            row = (
+                conn.execute(
+                    select(conversations).where(
+                        conversations.c.conversation_id == conversation_id,
+                        conversations.c.deleted_at.is_(None),
+                    )
+                )
+                .mappings()
+                .first()
+            )
+        return dict(row) if row else None
+
+    def owns_conversation(self, conversation_id: str, user_id: str) -> bool:
+        """True when the live conversation belongs to ``user_id``."""
+        row = self.get_conversation(conversation_id)
+        return row is not None and row["user_id"] == user_id
+
+    def list_conversations(
+        self, user_id: str, *, query: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        """``user_id``'s live conversations, most recently updated first.
+
+        Args:
+            user_id: the owner (``conversations.user_id``); other users' rows are never returned.
+            query: keep conversations whose title, or any question or answer, contains this text
+                (case-insensitive); None or blank keeps all.
+            limit: at most this many.
+
+        Returns:
+            Dicts with ``conversation_id``, ``title``, ``created_at``, ``updated_at``.
+        """
+        cols = [conversations.c.conversation_id, conversations.c.title]
+        stmt = select(*cols, conversations.c.created_at, conversations.c.updated_at).where(
+            conversations.c.user_id == user_id, conversations.c.deleted_at.is_(None)
+        )
+        text = (query or "").strip().lower()
+        if text:
+            in_turns = select(turns.c.conversation_id).where(
+                func.lower(turns.c.user_message).contains(text, autoescape=True)
+                | func.lower(func.coalesce(turns.c.answer, "")).contains(text, autoescape=True)
+            )
+            stmt = stmt.where(
+                func.lower(func.coalesce(conversations.c.title, "")).contains(text, autoescape=True)
+                | conversations.c.conversation_id.in_(in_turns)
+            )
+        order = func.coalesce(conversations.c.updated_at, conversations.c.created_at)
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt.order_by(order.desc()).limit(limit)).mappings().all()
+        return [dict(r) for r in rows]
+
+    def rename_conversation(self, conversation_id: str, user_id: str, title: str) -> bool:
+        """Set the title of ``user_id``'s conversation; False when it is not theirs (or gone)."""
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                update(conversations)
+                .where(
+                    conversations.c.conversation_id == conversation_id,
+                    conversations.c.user_id == user_id,
+                    conversations.c.deleted_at.is_(None),
+                )
+                .values(title=title.strip()[:200] or None)
+            )
+        return bool(res.rowcount)
+
+    def touch_conversation(self, conversation_id: str, *, title: str | None = None) -> None:
+        """Mark a conversation updated now; set its title when it has none yet."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(conversations)
+                .where(conversations.c.conversation_id == conversation_id)
+                .values(updated_at=now())
+            )
+            if title:
+                conn.execute(
+                    update(conversations)
+                    .where(
+                        conversations.c.conversation_id == conversation_id, conversations.c.title.is_(None)
+                    )
+                    .values(title=title[:200])
+                )
+
+    def conversation_turns(self, conversation_id: str) -> list[dict[str, Any]]:
+        """Every turn of a conversation, oldest first, without the embeddings (for reopening it)."""
+        cols = [c for c in turns.c if c.name not in ("query_embedding", "answer_embedding")]
+        with self.engine.connect() as conn:
+            rows = (
+                conn.execute(
+                    select(*cols)
+                    .where(turns.c.conversation_id == conversation_id)
+                    .order_by(turns.c.created_at, turns.c.turn_id)
+                )
+                .mappings()
+                .all()
+            )
+        return [dict(r) for r in rows]
+
+    def purge_conversation(self, conversation_id: str, user_id: str | None) -> dict[str, int] | None:
+        """Delete a conversation and its content everywhere the product stores it.
+
+        In one transaction: the turns (question and answer texts, passages, embeddings), their
+        feedback, evaluations, labeling rows (selections, pairs, labels), every outbox item about
+        them (keys ``<turn>`` and ``<turn>:<...>``), the questions quoted as drift-cluster
+        examples, and the conversation row itself. Other packages' tables are addressed by name
+        (their schema is this package's migrations), so this leaf imports none of them.
+
+        Args:
+            conversation_id: the conversation.
+            user_id: its owner; None skips the ownership check (an operator's command).
+
+        Returns:
+            Rows removed per table, or None when the conversation is not ``user_id``'s (or unknown).
+        """
+        from chatlog._purge import purge_turns
+
+        with write_transaction(self.engine) as conn:
+            where = [conversations.c.conversation_id == conversation_id]
+            if user_id is not None:
+                where.append(conversations.c.user_id == user_id)
+            if conn.execute(select(conversations.c.conversation_id).where(*where)).first() is None:
+                return None
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    select(turns.c.turn_id).where(turns.c.conversation_id == conversation_id)
+                )
+            ]
+            counts = purge_turns(conn, ids)
+            counts["conversations"] = conn.execute(
+                conversations.delete().where(conversations.c.conversation_id == conversation_id)
+            ).rowcount
+        return counts
+
     # --- turns ---------------------------------------------------------------------------------
     def start_turn(self, **fields: Any) -> str:
         """Insert a turn; ``turn_id``, ``created_at`` and ``status`` are filled in when missing."""

@@ -766,6 +766,44 @@ class Settings(BaseSettings):
         description="RAGLOOP_INGEST_MAX_PARSE_S: seconds one file may take to parse before it is refused.",
     )
 
+    # --- users and authentication (issue 11: history per user; chatbot/_auth.py) ----------------
+    auth_users: SecretStr | None = Field(
+        None,
+        validation_alias=_env("RAGLOOP_AUTH_USERS"),
+        description=(
+            "RAGLOOP_AUTH_USERS: turns authentication on: 'alice:password,bob:password' (comma-separated "
+            "user:password pairs). Users sign in at /login; each sees only their own conversations. "
+            "Unset: no sign-in, each browser gets an anonymous id kept in a cookie."
+        ),
+    )
+    auth_tokens: SecretStr | None = Field(
+        None,
+        validation_alias=_env("RAGLOOP_AUTH_TOKENS"),
+        description=(
+            "RAGLOOP_AUTH_TOKENS: API bearer tokens when authentication is on: 'alice:TOKEN,ci:TOKEN' "
+            "(user:token pairs); a request sends 'Authorization: Bearer TOKEN'."
+        ),
+    )
+    admin_users: str = Field(
+        "",
+        validation_alias=_env("RAGLOOP_ADMIN_USERS"),
+        description="RAGLOOP_ADMIN_USERS: comma-separated user names with the admin role (e.g. the analytics tab).",
+    )
+    auth_secret: SecretStr | None = Field(
+        None,
+        validation_alias=_env("RAGLOOP_AUTH_SECRET"),
+        description=(
+            "RAGLOOP_AUTH_SECRET: key that signs session cookies; unset means a random key per process "
+            "(users sign in again after a restart)."
+        ),
+    )
+    auth_session_hours: float = Field(
+        12.0,
+        gt=0,
+        validation_alias=_env("RAGLOOP_AUTH_SESSION_HOURS"),
+        description="RAGLOOP_AUTH_SESSION_HOURS: how long a sign-in lasts.",
+    )
+
     # ---------------------------------------------------------------------------------------------
     @property
     def chroma_path(self) -> Path:

@@ -1,0 +1,39 @@
+"""What the page carries besides components: favicon, CSS and the keyboard script.
+
+No colour-emoji font is needed anywhere: buttons and marks are plain text or inline SVG.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+#: The product's icon (an SVG "R"), also served at ``/favicon.svg`` for the sign-in page.
+FAVICON = Path(__file__).parent / "static" / "favicon.svg"
+
+CSS = """
+#history-list button { text-align: left; justify-content: flex-start; white-space: nowrap;
+  overflow: hidden; text-overflow: ellipsis; }
+.ragloop-small { font-size: 0.78em; opacity: 0.75; margin-top: 0.4em; }
+.ragloop-cited { font-weight: 600; }
+#chat .message-wrap a.cite { text-decoration: none; font-weight: 600; }
+"""
+
+#: Enter sends, Shift+Enter adds a newline (Gradio's multi-line Textbox already does this when it
+#: has ``lines > 1`` and ``submit`` listeners; this only makes sure no IME composition is cut off).
+JS = """
+() => { document.title = 'ragloop'; }
+"""
+
+
+def ui_mount_kwargs(app: Any) -> dict[str, Any]:
+    """Keyword arguments for ``gr.mount_gradio_app`` (favicon, CSS, script) and the favicon route."""
+    from fastapi.responses import FileResponse
+
+    if not any(getattr(r, "path", None) == "/favicon.svg" for r in app.routes):
+
+        @app.get("/favicon.svg", include_in_schema=False)
+        async def favicon() -> FileResponse:
+            return FileResponse(FAVICON, media_type="image/svg+xml")
+
+    return {"favicon_path": str(FAVICON), "css": CSS, "js": JS}
