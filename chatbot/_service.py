@@ -22,6 +22,7 @@ is stored as unknown (None), never as 0.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import email.utils
 import logging
 import math
@@ -249,9 +250,12 @@ class ChatService:
         return result
 
     async def stream_turn(
-        self, message: Any, conversation_id: str | None = None
+        self, message: Any, conversation_id: str | None = None, *, retry_of: str | None = None
     ) -> AsyncGenerator[TurnEvent, None]:
         """Yield the events of one turn; errors before any token raise :class:`ChatError`.
+
+        ``retry_of`` names the turn this one regenerates (a retry or an edited last question): it
+        is stored in ``turns.retry_of`` and that turn leaves the conversation's history.
 
         Errors after tokens were streamed arrive as an ``error`` event followed by ``done``. A
         consumer that stops early (closes the stream, or is cancelled) cancels the turn: it is
@@ -265,7 +269,9 @@ class ChatService:
             if conversation_id is None:
                 conversation_id = await asyncio.to_thread(self.new_conversation)
             queue: asyncio.Queue[TurnEvent | None] = asyncio.Queue()
+            token = _RETRY_OF.set(retry_of)  # the task copies the context (chatbot/_ui.py retries)
             task = asyncio.create_task(self._produce(queue, turn_id, conversation_id, text, queue_s))
+            _RETRY_OF.reset(token)
         except BaseException:
             self.admission.release(None)
             raise
@@ -460,6 +466,7 @@ class ChatService:
                 trace_id=ids[0] if ids else None,
                 span_id=ids[1] if ids else None,
                 index_version=index_version,
+                retry_of=_RETRY_OF.get(),
             )
 
     async def _consume(
@@ -510,6 +517,7 @@ class ChatService:
                     prompt_version=prompts.PROMPT_VERSION,
                     model=self.settings.llm_model,
                     completed_at=cl.now(),
+                    retry_of=_RETRY_OF.get(),
                     **row,
                 )
         dont_throw(self.observer.on_turn_end)({**turn, **row, "turn_id": state.turn_id})
@@ -547,6 +555,10 @@ def _with_handler(callbacks: Any, handler: BaseCallbackHandler) -> Any:
 def _log_task_failure(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.info("turn finished after its client left: %s", task.exception())
+
+
+#: The turn a running turn regenerates (``stream_turn(retry_of=...)``), read when its row is written.
+_RETRY_OF: contextvars.ContextVar[str | None] = contextvars.ContextVar("ragloop_retry_of", default=None)
 
 
 class EmptyIndexError(RuntimeError):

@@ -483,11 +483,21 @@ class ChatLog:
         return _turn_dict(row) if row else None
 
     def history(self, conversation_id: str, limit: int) -> list[tuple[str, str]]:
-        """The last ``limit`` completed (question, answer) pairs of a conversation, oldest first."""
+        """The last ``limit`` completed (question, answer) pairs of a conversation, oldest first.
+
+        A turn another turn regenerated (``retry_of``: a retry, an edited question) is left out.
+        """
+        retried = select(turns.c.retry_of).where(
+            turns.c.conversation_id == conversation_id, turns.c.retry_of.is_not(None)
+        )
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(turns.c.user_message, turns.c.answer)
-                .where(turns.c.conversation_id == conversation_id, turns.c.status == STATUS_OK)
+                .where(
+                    turns.c.conversation_id == conversation_id,
+                    turns.c.status == STATUS_OK,
+                    turns.c.turn_id.not_in(retried),
+                )
                 .order_by(turns.c.created_at.desc())
                 .limit(limit)
             ).all()
