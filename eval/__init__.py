@@ -7,8 +7,19 @@ Public API:
     EvalResult (alias FaithfulnessResult), SentenceEvidence: a score in [0, 1] with evidence, or an error.
     OnlineEvaluator: background scoring of chat-log turns; EvaluationStore: the ``evaluations`` table.
     get_encoder: the shared, lean evaluation encoder (all-MiniLM-L6-v2).
+    CitationVerifier, Citation, CitationResult, parse_answer, attribute: verified citations, each
+        answer sentence attributed to the passage that supports it.
 """
 
+from eval._citations import (
+    Citation,
+    CitationResult,
+    CitationVerifier,
+    Verified,
+    align_evidence,
+    attribute,
+    parse_answer,
+)
 from eval._embed import get_encoder
 from eval._faithfulness import LOCAL_FAITHFULNESS_VERSION, LocalFaithfulness
 from eval._judge import JUDGE_PROMPT_VERSION, LLMJudgeFaithfulness
@@ -21,6 +32,9 @@ __all__ = [
     "JUDGE_PROMPT_VERSION",
     "LOCAL_FAITHFULNESS_VERSION",
     "AnswerRelevance",
+    "Citation",
+    "CitationResult",
+    "CitationVerifier",
     "ContextRelevance",
     "EvalResult",
     "EvaluationStore",
@@ -31,7 +45,11 @@ __all__ = [
     "ScoreCallback",
     "SentenceEvidence",
     "TextEmbedder",
+    "Verified",
+    "align_evidence",
+    "attribute",
     "evaluations",
     "get_encoder",
+    "parse_answer",
     "telemetry_callback",
 ]
