@@ -1,16 +1,19 @@
 """The RAG chain as one LangChain LCEL runnable.
 
 Input: ``{"message": str, "history": [(question, answer), ...]}``. Streaming the chain yields dict
-chunks: first the keys ``question`` (the standalone question) and ``retrieval`` (a
-:class:`Retrieval`), then ``answer`` chunks (``AIMessageChunk``), then ``answer_text`` (the whole
-answer, unless the chain refused). Token usage of every LLM call (condense and answer) reaches the
-caller through LangChain callbacks (``on_llm_end``), which the chat service sums.
-Because it is one runnable, LangChain tracers (LangSmith, OpenLLMetry) see one run tree per turn:
-rag_chain -> condense_question, retrieve, ChatOpenAI.
+chunks: first the keys ``question`` (the standalone question, checked by :mod:`chatbot._rewrite`),
+``language`` (the turn's ``LanguageGuess``) and ``rewrite`` (the ``RewriteCheck``), then
+``retrieval`` (a :class:`Retrieval`), then ``answer`` chunks (``AIMessageChunk``), then
+``answer_text`` (the whole answer, unless the chain refused). Token usage of every LLM call
+(condense and answer) reaches the caller through LangChain callbacks (``on_llm_end``), which the
+chat service sums. Because it is one runnable, LangChain tracers (LangSmith, OpenLLMetry) see one
+run tree per turn: rag_chain -> condense_question, retrieve, ChatOpenAI.
 """
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Protocol
 
@@ -20,6 +23,7 @@ from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from pydantic import SecretStr
 
 from chatbot import _prompts as prompts
+from chatbot import _rewrite as rewrite
 
 
 class ChunkLike(prompts.SourceLike, Protocol):
@@ -121,11 +125,11 @@ def _retrieve_step(
     return RunnableLambda(retrieve, name="retrieve")
 
 
-def _answer_messages(question: str, retrieval: Retrieval) -> list[Any]:
+def _answer_messages(question: str, retrieval: Retrieval, language: str | None = None) -> list[Any]:
     block = prompts.format_sources(retrieval.relevant)
     return [
         SystemMessage(prompts.SYSTEM_PROMPT),
-        HumanMessage(prompts.user_prompt(question, block)),
+        HumanMessage(prompts.user_prompt(question, block, language)),
     ]
 
 
@@ -148,19 +152,27 @@ def build_rag_chain(
     """
     condense = _condense_step(llm)
     retrieve = _retrieve_step(retriever, k, threshold, on_retrieved)
+    # Load the language detector's models (seconds) in the background, not on the first turn.
+    threading.Thread(target=rewrite.warm_up_language, name="language-warm-up", daemon=True).start()
 
     async def rag_chain(inputs: dict[str, Any], config: RunnableConfig) -> AsyncIterator[dict[str, Any]]:
         # ``config`` carries this run's child callbacks, so the steps nest under rag_chain.
-        question = await condense.ainvoke(inputs, config)
-        yield {"question": question}
+        message, history = str(inputs["message"]), inputs.get("history") or []
+        guess = await asyncio.to_thread(rewrite.turn_language, message, history)
+        language = guess.language
+        condensed = await condense.ainvoke(inputs, config)
+        # A rewrite that answered, lost the question or changed language falls back (chatbot/_rewrite.py).
+        check = await asyncio.to_thread(rewrite.guard_rewrite, condensed, message, history, language)
+        question = check.question
+        yield {"question": question, "language": guess, "rewrite": check}
         retrieval = await retrieve.ainvoke(question, config)
         yield {"retrieval": retrieval}
         if not retrieval.relevant:
             # Nothing relevant: refuse rather than let the model invent an answer.
-            yield {"answer": AIMessage(prompts.NO_CONTEXT_ANSWER)}
+            yield {"answer": AIMessage(prompts.no_context_answer(language))}
             return
         text = []
-        async for piece in llm.astream(_answer_messages(question, retrieval), config):
+        async for piece in llm.astream(_answer_messages(question, retrieval, language), config):
             text.append(str(piece.content or ""))
             yield {"answer": piece}
         # Last, the whole answer as text: tracers record a streamed run's last chunk as its output,
