@@ -5,6 +5,8 @@ Routes (every one async; model calls are awaited, blocking chat-log and index ca
     POST /api/feedback: thumbs up/down (+1/-1, also "up"/"down") and a comment for a turn.
     POST /api/conversations, DELETE /api/conversations/{id}: start or delete a conversation.
     GET /healthz: liveness plus index size and model.
+    GET /readyz (also /healthz?ready=1): readiness, naming each dependency that is down (503 when a
+        required one is: LLM, chat log, Chroma); see ``chatbot._readiness``.
 
 Every error, including request-validation errors, has one JSON shape:
 ``{"error": {"code", "message", "turn_id"}}``.
@@ -28,6 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chatbot._auth import api_check_owner, api_conversation
 from chatbot._observer import TurnObserver, dont_throw
+from chatbot._readiness import readiness_from
 from chatbot._service import ERROR_STATUS, ChatError, ChatService, TurnEvent
 from ragloop._fastapi import native_telemetry_off, new_app
 from ragloop.settings import Settings
@@ -179,9 +182,20 @@ def _add_chat_routes(app: FastAPI, service: ChatService) -> None:
         """Answer unknown API paths here: the UI mounted at "/" would reply with an HTML-ish 404."""
         return _error_response(404, "not_found", f"No API route {request.method} /api/{rest}.")
 
+    readiness = readiness_from(service.settings, service)
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        """Readiness: each dependency's state (cached probes) and the admission queue."""
+        ready = await readiness.check()
+        ready["admission"] = service.admission.snapshot()
+        return JSONResponse(ready, status_code=503 if ready["status"] == "not_ready" else 200)
+
     @app.get("/healthz")
-    async def healthz() -> JSONResponse:
-        """Liveness, index size and model."""
+    async def healthz(ready: bool = False) -> JSONResponse:
+        """Liveness, index size and model; ``?ready=1`` answers like ``/readyz``."""
+        if ready:
+            return await readyz()
         health = await asyncio.to_thread(service.health)
         return JSONResponse(health, status_code=200 if health.get("status") == "ok" else 503)
 
