@@ -24,10 +24,19 @@ class LoopSink:
 
     name = "loop"
     kinds = frozenset({"feedback"})
+    #: Its sends take seconds (a candidate answer and two judge calls): it gets an outbox worker of
+    #: its own (see ``ragloop.app``), so it never delays the other sinks' deliveries.
+    dedicated_worker = True
 
-    def __init__(self, loop: LabelingLoop) -> None:
-        """Wrap a configured loop."""
+    def __init__(self, loop: LabelingLoop, lease_s: float = 600.0) -> None:
+        """Wrap a configured loop.
+
+        Args:
+            loop: the labeling loop that pairs a turn.
+            lease_s: the outbox lease of one item: longer than one candidate plus both judge calls.
+        """
         self.loop = loop
+        self.lease_s = lease_s
 
     def send(self, items: Sequence[Any]) -> Sequence[bool]:
         """One outcome per item: thumbs-ups and unknown kinds are done at once; thumbs-downs are paired."""
@@ -59,4 +68,7 @@ def from_settings(settings: Any, chatlog: ChatLog) -> LoopSink | None:
     """The loop sink for the composition root (``labeling._sink:from_settings``); None when disabled."""
     if not settings.loop_event_driven:
         return None
-    return LoopSink(LabelingLoop.from_settings(settings, chatlog))
+    # One pair: the candidate answer and the judge's two orders (plus a follow-up each), each
+    # bounded by the LLM timeout, and a minute of slack.
+    lease_s = 5 * float(getattr(settings, "llm_timeout_s", 60.0)) + 60.0
+    return LoopSink(LabelingLoop.from_settings(settings, chatlog), lease_s=lease_s)

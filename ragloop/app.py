@@ -29,6 +29,7 @@ import inspect
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from ragloop.settings import Settings
@@ -130,7 +131,8 @@ class Application:
     service: ChatService
     evaluator: Any | None = None
     sinks: list[Any] = field(default_factory=list)
-    worker: Any | None = None
+    workers: list[Any] = field(default_factory=list)
+    """Outbox workers: one shared by the quick sinks, one of its own for each slow sink."""
     started: bool = False
 
     def start(self) -> Application:
@@ -139,11 +141,11 @@ class Application:
             return self
         if self.evaluator is not None:
             _quietly("starting the online evaluator", self.evaluator.start)
-        if self.worker is not None:
-            _quietly("starting the outbox worker", self.worker.start)
-            on_enqueue = getattr(self.chatlog, "on_enqueue", None)
+        on_enqueue = getattr(self.chatlog, "on_enqueue", None)
+        for worker in self.workers:
+            _quietly("starting an outbox worker", worker.start)
             if callable(on_enqueue):
-                on_enqueue(self.worker.wake)
+                on_enqueue(worker.wake)
         self.started = True
         return self
 
@@ -176,8 +178,8 @@ class Application:
             _quietly("draining turns in flight", service_drain, timeout)
         if self.evaluator is not None:
             _quietly("stopping the online evaluator", self.evaluator.stop)
-        if self.worker is not None:
-            _quietly("stopping the outbox worker", self.worker.stop, timeout)
+        for worker in self.workers:
+            _quietly("stopping an outbox worker", worker.stop, timeout)
         shutdown = getattr(self.observer, "shutdown", None)
         if callable(shutdown):
             _quietly("stopping telemetry", shutdown)
@@ -198,15 +200,30 @@ def _build_evaluator(settings: Settings, chatlog: ChatLog, observer: Any) -> Any
         return None
 
 
-def _build_worker(settings: Settings, chatlog: ChatLog, sinks: list[Any]) -> Any | None:
+def _build_workers(settings: Settings, chatlog: ChatLog, sinks: list[Any]) -> list[Any]:
+    """One outbox worker for the quick sinks, and one of its own for each sink marked slow.
+
+    A sink whose ``send`` can take many seconds per item (``dedicated_worker = True``: the loop
+    sink writes a candidate answer and asks the LLM judge) gets its own thread, claiming one item
+    at a time under a lease of ``lease_s`` (the sink's own, when it states one), so it never holds
+    back the LangSmith, Arize or labeling deliveries nor outlives its lease mid-batch.
+    """
     if not sinks:
-        return None
+        return []
     try:
         from chatlog.outbox import OutboxWorker
     except ImportError:
         log.warning("chatlog.outbox is not available; sinks %s stay idle", [s.name for s in sinks])
-        return None
-    return OutboxWorker.from_settings(settings, chatlog.engine, sinks)
+        return []
+    quick = [s for s in sinks if not getattr(s, "dedicated_worker", False)]
+    slow = [s for s in sinks if getattr(s, "dedicated_worker", False)]
+    workers = [OutboxWorker.from_settings(settings, chatlog.engine, quick)] if quick else []
+    for sink in slow:
+        worker = OutboxWorker.from_settings(settings, chatlog.engine, [sink])
+        worker.batch_size = 1
+        worker.lease = max(worker.lease, timedelta(seconds=float(getattr(sink, "lease_s", 0.0))))
+        workers.append(worker)
+    return workers
 
 
 def build_application(
@@ -259,7 +276,7 @@ def build_application(
         service=service,
         evaluator=_build_evaluator(settings, chatlog, observer),
         sinks=active,
-        worker=_build_worker(settings, chatlog, active),
+        workers=_build_workers(settings, chatlog, active),
     )
 
 
