@@ -9,7 +9,7 @@ Sections are grouped by the package that owns them; later work appends fields to
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 from pydantic import AliasChoices, Field, SecretStr
@@ -89,6 +89,29 @@ class Settings(BaseSettings):
         0.25,
         validation_alias=_env("RAGLOOP_SCORE_THRESHOLD"),
         description="RAGLOOP_SCORE_THRESHOLD: cosine similarity below which a chunk is not relevant.",
+    )
+
+    # --- hybrid retrieval (issue 13: BM25 beside the dense search; retrieval/_bm25.py, _hybrid.py) ---
+    retrieval_mode: Literal["hybrid", "dense"] = Field(
+        "hybrid",
+        validation_alias=_env("RAGLOOP_RETRIEVAL_MODE"),
+        description=(
+            "RAGLOOP_RETRIEVAL_MODE: 'hybrid' fuses the dense (Chroma) and BM25 rankings with reciprocal "
+            "rank fusion; 'dense' is the embedding search alone. Either way a hit's score is its dense "
+            "cosine, which RAGLOOP_SCORE_THRESHOLD is compared with."
+        ),
+    )
+    rrf_k: int = Field(
+        60,
+        gt=0,
+        validation_alias=_env("RAGLOOP_RRF_K"),
+        description="RAGLOOP_RRF_K: the reciprocal rank fusion constant (score = sum of 1 / (k + rank)).",
+    )
+    hybrid_candidates: int = Field(
+        20,
+        ge=1,
+        validation_alias=_env("RAGLOOP_HYBRID_CANDIDATES"),
+        description="RAGLOOP_HYBRID_CANDIDATES: hits taken from each of dense and BM25 before fusing them.",
     )
 
     # --- LLM -----------------------------------------------------------------------------------

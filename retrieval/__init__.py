@@ -4,16 +4,24 @@ Public API::
 
     from retrieval import Retriever, get_embedder, ingest, fetch_corpus
     report = ingest([fetch_corpus(settings)], settings)
-    hits = Retriever(settings).search("How do I copy a file?").chunks
+    hits = Retriever(settings).search("How do I copy a file?").chunks  # hybrid: dense + BM25, fused
 """
 
 from retrieval._chunking import Chunk, split_document, split_text
 from retrieval._corpus import FaqItem, fetch_corpus, load_python_faq
 from retrieval._embedding import Embedder, get_embedder
+from retrieval._hybrid import reciprocal_rank_fusion
 from retrieval._ingest import IngestError, IngestReport, ingest
 from retrieval._loaders import Document, LoadError, load_document
 from retrieval._server import ChromaServer, start_chroma_server
-from retrieval._store import RetrievalResult, RetrievedChunk, Retriever, chroma_url, open_collection
+from retrieval._store import (
+    RetrievalResult,
+    RetrievedChunk,
+    Retriever,
+    chroma_url,
+    open_collection,
+    sync_bm25,
+)
 
 __all__ = [
     "ChromaServer",
@@ -34,7 +42,9 @@ __all__ = [
     "load_document",
     "load_python_faq",
     "open_collection",
+    "reciprocal_rank_fusion",
     "split_document",
     "split_text",
     "start_chroma_server",
+    "sync_bm25",
 ]

@@ -32,7 +32,13 @@ from ragloop.settings import Settings
 from retrieval._chunking import Chunk, chunk_ids, split_document
 from retrieval._embedding import Embedder, get_embedder
 from retrieval._loaders import loader_for, parse_document
-from retrieval._store import META_EMBEDDING_MODEL, META_INDEX_VERSION, META_UPDATED_AT, open_collection
+from retrieval._store import (
+    META_EMBEDDING_MODEL,
+    META_INDEX_VERSION,
+    META_UPDATED_AT,
+    open_collection,
+    sync_bm25,
+)
 
 log = logging.getLogger(__name__)
 
@@ -337,6 +343,7 @@ def ingest(
     report.chunks_removed = len(plan.delete)
     _write(collection, plan, embedder, progress)
     _stamp(collection, indexed, plan, report, embedder.model_name)
+    sync_bm25(settings, collection)  # the BM25 index follows Chroma (issue 13, hybrid retrieval)
     report.seconds = time.perf_counter() - start
     log.info("ingest done: %s", report.summary().replace("\n", "; "))
     return report

@@ -17,6 +17,20 @@ Which Chroma (issue 9, fault 11: a running app must see documents ingested besid
    SQLite file and reopens its client when another process changed it (one ``stat`` per search),
    and a search that fails while a writer is half-way is retried on a fresh client; if that fails
    too the search returns no hits (the turn answers "no context") instead of failing.
+
+Hybrid retrieval (issue 13; ``RAGLOOP_RETRIEVAL_MODE=hybrid``, the default): BM25
+(:mod:`retrieval._bm25`) ranks the chunks beside the dense search and reciprocal rank fusion
+(:mod:`retrieval._hybrid`) merges the two top-``RAGLOOP_HYBRID_CANDIDATES`` lists, plus a third
+when the question names compound identifiers (``http.postBuffer``): the chunks that contain them
+(see ``Bm25Index.rank``); without it a chunk only BM25 finds is always outvoted by chunks both
+rankers find, which is exactly the exact-identifier case. Each fused hit
+keeps its dense cosine as ``score`` (a hit only BM25 found gets its cosine from its stored
+embedding), so ``RAGLOOP_SCORE_THRESHOLD`` means the same in both modes; the fused score is
+``rrf_score``. The BM25 index lives at ``DATA_DIR/bm25/<collection>/bm25.npz``, next to the
+embedded Chroma folder (and beside a Chroma server's collection too); it records the collection's
+index version and chunk count, and is caught up with Chroma (only the chunks it lacks are
+tokenised) by ingestion, at the first hybrid search, and whenever a check (at most every
+:data:`BM25_CHECK_S` seconds) finds the version or the count changed.
 """
 
 from __future__ import annotations
@@ -26,7 +40,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -34,7 +48,9 @@ from urllib.parse import urlparse
 import numpy as np
 
 from ragloop.settings import Settings
+from retrieval._bm25 import Bm25Index, catch_up
 from retrieval._embedding import Embedder, get_embedder
+from retrieval._hybrid import reciprocal_rank_fusion
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +61,9 @@ META_UPDATED_AT = "ragloop_updated_at"
 #: Index version of a collection nothing was ever ingested into.
 EMPTY_INDEX_VERSION = "empty"
 
+
+#: Seconds between two checks that the BM25 index still matches the collection (version, count).
+BM25_CHECK_S = 1.0
 
 #: File in the data dir naming the Chroma server ``ragloop run`` started for it.
 SERVER_FILE = "chroma-server.json"
@@ -136,9 +155,37 @@ def open_collection(settings: Settings) -> Any:
     )
 
 
+def _mtime(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+
+
+def bm25_path(settings: Settings) -> Path:
+    """Where the BM25 index of ``settings.collection`` lives: ``DATA_DIR/bm25/<collection>/bm25.npz``."""
+    return settings.data_dir / "bm25" / settings.collection / "bm25.npz"
+
+
+def collection_version(collection: Any) -> str:
+    """The index version ingestion stamped on ``collection`` (:data:`EMPTY_INDEX_VERSION` if none)."""
+    return str((collection.metadata or {}).get(META_INDEX_VERSION, EMPTY_INDEX_VERSION))
+
+
+def sync_bm25(settings: Settings, collection: Any, progress: bool = False) -> Bm25Index:
+    """Load the BM25 index of ``settings`` and catch it up with ``collection``; returns it."""
+    index = Bm25Index.load(bm25_path(settings))
+    catch_up(index, collection, collection_version(collection), progress)
+    return index
+
+
 @dataclass(frozen=True)
 class RetrievedChunk:
-    """One search hit. ``score`` is the cosine similarity in [-1, 1]; higher is better."""
+    """One search hit. ``score`` is the cosine similarity in [-1, 1]; higher is better.
+
+    In hybrid mode ``rrf_score`` is the hit's reciprocal-rank-fusion score (the ranking key) and
+    ``score`` stays the dense cosine (the relevance threshold's input); None in dense mode.
+    """
 
     chunk_id: str
     text: str
@@ -146,6 +193,7 @@ class RetrievedChunk:
     source: str
     title: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    rrf_score: float | None = None
 
 
 @dataclass(frozen=True)
@@ -195,6 +243,10 @@ class Retriever:
         self.embedded = chroma_url(settings) is None
         self.collection = self._open()
         self._disk_stamp = self._stamp()  # after _open: creating the collection writes the file
+        self._bm25: Bm25Index | None = None
+        self._bm25_file: int | None = None  # mtime ns of the BM25 file this process last read/wrote
+        self._bm25_checked = float("-inf")
+        self._bm25_lock = threading.Lock()
 
     def _open(self) -> Any:
         return self._client.get_or_create_collection(
@@ -231,12 +283,85 @@ class Retriever:
             self._disk_stamp = self._stamp()
         return True
 
-    def search(self, query: str, k: int | None = None) -> RetrievalResult:
-        """The ``k`` (default ``settings.top_k``) chunks most similar to ``query``, best first."""
+    def search(self, query: str, k: int | None = None, mode: str | None = None) -> RetrievalResult:
+        """The ``k`` (default ``settings.top_k``) best chunks for ``query``, best first.
+
+        Args:
+            query: The question.
+            k: Hits wanted (default ``settings.top_k``).
+            mode: ``"hybrid"`` or ``"dense"`` (default ``settings.retrieval_mode``).
+        """
         start = time.perf_counter()
         vector = self.embedder.embed_query(query)
-        hits = self.search_embedding(vector, k)
+        if (mode or self.settings.retrieval_mode) == "hybrid":
+            hits = self.search_hybrid(query, vector, k)
+        else:
+            hits = self.search_embedding(vector, k)
         return RetrievalResult(vector, hits, (time.perf_counter() - start) * 1000.0)
+
+    def search_hybrid(self, query: str, vector: np.ndarray, k: int | None = None) -> list[RetrievedChunk]:
+        """Dense and BM25 top candidates (and exact-identifier matches) fused by RRF.
+
+        Each hit's ``score`` is its dense cosine, ``rrf_score`` its fused score.
+
+        A BM25 failure (say, an unreadable index file) degrades to the dense hits, logged.
+        """
+        k = k or self.settings.top_k
+        n = max(k, self.settings.hybrid_candidates)
+        dense = self.search_embedding(vector, n)
+        try:
+            lexical, exact = self._bm25_index().rank(query, n)
+        except Exception:  # noqa: BLE001 - a chat never fails because the BM25 side did
+            log.warning("BM25 search failed: dense hits only", exc_info=True)
+            return dense[:k]
+        rankings = [[h.chunk_id for h in dense], [cid for cid, _ in lexical]]
+        if exact:  # the query names identifiers: the chunks holding them get a vote of their own
+            rankings.append(exact)
+        fused = reciprocal_rank_fusion(rankings, k=self.settings.rrf_k)[:k]
+        by_id = {h.chunk_id: h for h in dense}
+        missing = [cid for cid, _ in fused if cid not in by_id]
+        if missing:
+            by_id.update(self._fetch(missing, vector))
+        return [replace(by_id[cid], rrf_score=score) for cid, score in fused if cid in by_id]
+
+    def _fetch(self, ids: list[str], vector: np.ndarray) -> dict[str, RetrievedChunk]:
+        """Chunks by id with their cosine to ``vector`` (computed from their stored embeddings)."""
+        got = self.collection.get(ids=ids, include=["documents", "metadatas", "embeddings"])
+        out = {}
+        query = np.asarray(vector, dtype=np.float32)
+        query = query / (np.linalg.norm(query) or 1.0)
+        for cid, doc, meta, emb in zip(
+            got["ids"], got["documents"], got["metadatas"], got["embeddings"], strict=True
+        ):
+            emb = np.asarray(emb, dtype=np.float32)
+            meta = dict(meta or {})
+            out[cid] = RetrievedChunk(
+                chunk_id=cid,
+                text=doc or "",
+                score=float(emb @ query / (np.linalg.norm(emb) or 1.0)),
+                source=str(meta.get("source", "")),
+                title=str(meta.get("title", "")),
+                metadata=meta,
+            )
+        return out
+
+    def _bm25_index(self) -> Bm25Index:
+        """The BM25 index, checked against the collection at most every :data:`BM25_CHECK_S` s."""
+        now = time.monotonic()
+        if self._bm25 is not None and now - self._bm25_checked < BM25_CHECK_S:
+            return self._bm25
+        with self._bm25_lock:
+            if self._bm25 is not None and now - self._bm25_checked < BM25_CHECK_S:
+                return self._bm25
+            path = bm25_path(self.settings)
+            stamp = _mtime(path)
+            if self._bm25 is None or (stamp is not None and stamp != self._bm25_file):
+                self._bm25 = Bm25Index.load(path)  # another process (ragloop ingest) saved a newer one
+            version = self.index_version  # re-reads the collection's metadata
+            catch_up(self._bm25, self.collection, version)
+            self._bm25_file = _mtime(path)
+            self._bm25_checked = time.monotonic()
+            return self._bm25
 
     def search_embedding(self, vector: np.ndarray, k: int | None = None) -> list[RetrievedChunk]:
         """The ``k`` chunks nearest to an already computed query embedding."""
