@@ -13,7 +13,8 @@ and the real Label Studio 1.23, both started as ``ragloop run`` starts them):
 - ``lost_with_backend_killed_midway``: pairs missing at the server, plus outbox items dead, after
   SIGKILLing the server while the outbox worker delivers ``--kill-n`` pairs and restarting it
   (must be 0); ``duplicates_with_backend_killed_midway`` counts extra copies (must be 0);
-- ``peak_rss_mb``: this (client) process's peak RSS; ``server_peak_rss_mb``: the server's.
+- ``client_peak_rss_mb``: this (client) process's peak RSS; ``server_peak_rss_mb``: the server's
+  (``peak_rss_mb`` is bench_loop_core.py's: selection and export over the 100k-turn log).
 
 Timings follow bench/_common.py (load recorded, figures refused when the machine is busy); the
 counts do not depend on load and are always written. Results merge into bench/results/loop.json.
@@ -356,7 +357,7 @@ def write(out: dict[str, Any], args: argparse.Namespace, run: Run, counts_run: R
         "pull_labels": {name: r["pulled_labels"] for name, r in out.items()},
         "pull_timings": {name: r["pull"] for name, r in out.items()},
         "repush_s": {name: r["repush_s"] for name, r in out.items()},
-        "peak_rss_mb": peak,
+        "client_peak_rss_mb": peak,
         "server_peak_rss_mb": {name: r["server_peak_rss_mb"] for name, r in out.items()},
     }
     tallies = {
