@@ -1,0 +1,171 @@
+"""The analytics tab in headless Chromium (Debian ``chromium``), on a seeded real SQLite chat log.
+
+The tab is served the way the app serves its UI: Gradio Blocks mounted on FastAPI behind the app's
+authentication middleware (``chatbot._auth.install_auth``), over real HTTP. Assertions are on the
+numbers the page shows, which the seeded rows fix. A screenshot of the loaded tab goes to
+``bench/results/ui/analytics.png``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+
+import chatlog as cl
+from eval import EvalResult, EvaluationStore
+from labeling import PairStore
+from monitoring import semconv as sc
+from monitoring.drift._store import save_run
+from ragloop.process import ThreadedServer
+from ragloop.settings import Settings
+from tests.chatbot.test_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.chatbot.test_browser import _wait_for as wait_for
+
+pytestmark = [pytest.mark.browser]
+
+SHOTS = Path(__file__).resolve().parents[2] / "bench" / "results" / "ui"
+
+
+def seed(log: cl.ChatLog) -> None:
+    """Six turns yesterday and today with fixed latency, tokens, feedback, scores, drift and pairs."""
+    at = cl.now() - timedelta(days=3)
+    ids = []
+    for k, total in enumerate((100.0, 200.0, 300.0, 400.0)):  # over three days: lines in the plots
+        when = at + timedelta(days=k // 2 + k % 2 * 2)
+        tid = log.start_turn(created_at=when, user_message=f"question {k}", model="m1")
+        log.finish_turn(tid, "ok", total_ms=total, ttft_ms=total / 10, input_tokens=1000, output_tokens=100)
+        ids.append(tid)
+    for k in range(2):
+        tid = log.start_turn(created_at=at + timedelta(days=1 + k), user_message="How do I fly?")
+        log.finish_turn(tid, "no_context")
+    for tid in ids[:3]:
+        log.add_feedback(tid, 1, rater="r1", source="ui")
+    log.add_feedback(ids[3], -1, "too vague", rater="r1", source="ui")
+    scores = EvaluationStore(log)
+    for tid, score in zip(ids, (0.2, 0.6, 0.8, 0.9), strict=True):
+        scores.record(tid, sc.SCORE_FAITHFULNESS_LOCAL, EvalResult(score=score))
+    cluster = {"rank": 1, "size": 2, "current_share": 0.4, "reference_share": 0.1, "excess": 0.3}
+    run = {"run_id": "r1", "created_at": cl.now(), "alarm": True, "n_reference": 50, "n_current": 60}
+    save_run(log.engine, run, [{**cluster, "examples": ["how do i fly?"], "turn_ids": ids[:2]}])
+    pairs = PairStore(log)
+    for tid in ids[:3]:
+        pair = {"pair_id": tid, "question": "q", "response_a": "a", "response_b": "b"}
+        pairs.save_pair({**pair, "a_is_original": True, "strategy": "strict"})
+    pairs.record_label(ids[0], backend="argilla", annotator="ann", choice="A")
+
+
+@contextlib.contextmanager
+def serve_tab(log: cl.ChatLog, settings: Settings) -> Iterator[str]:
+    """Blocks with a chat tab and the analytics tab, behind the app's auth middleware, over HTTP."""
+    import gradio as gr
+    from fastapi import FastAPI
+
+    from chatbot._analytics import build_analytics_tab
+    from chatbot._auth import install_auth
+
+    app = FastAPI()
+    install_auth(app, settings)
+    app.get("/healthz")(lambda: {"status": "ok"})
+    with gr.Blocks(title="ragloop") as demo, gr.Tabs():
+        with gr.Tab("Chat"):
+            gr.Markdown("The chat lives here.")
+        build_analytics_tab(log, settings)
+    app = gr.mount_gradio_app(app, demo, path="/")
+    with ThreadedServer(app, "/healthz", name="analytics-app", timeout_graceful_shutdown=2) as server:
+        yield server.base
+
+
+@pytest.fixture()
+def page() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser.new_page(viewport={"width": 1280, "height": 900})
+        finally:
+            browser.close()
+
+
+@pytest.fixture()
+def log(tmp_path: Path) -> Iterator[cl.ChatLog]:
+    chat = cl.ChatLog(f"sqlite:///{tmp_path / 'chatlog.db'}")
+    seed(chat)
+    yield chat
+    chat.close()
+
+
+def _settings(tmp_path: Path, **auth: str) -> Settings:
+    return Settings(data_dir=tmp_path / "data", prices="m1=1:2,*=0:0", faithfulness_threshold=0.5, **auth)  # type: ignore[arg-type]
+
+
+def test_the_tab_loads_when_opened_and_shows_the_logs_numbers(
+    log: cl.ChatLog, page: Any, tmp_path: Path
+) -> None:
+    reads: list[str] = []
+    event.listen(log.engine, "before_cursor_execute", lambda *a: reads.append(a[2]))
+    with serve_tab(log, _settings(tmp_path)) as base:
+        page.goto(base + "/")
+        tab = page.get_by_role("tab", name="Analytics")
+        tab.wait_for(timeout=30_000)
+        page.wait_for_timeout(500)
+        assert reads == [], "nothing is read before the tab is opened"
+        tab.click()
+        summary = page.locator("#analytics-summary")
+        wait_for(lambda: "Turns" in summary.inner_text(), 30, "the summary")
+        text = " ".join(summary.inner_text().split())
+        assert "Turns 6" in text
+        assert "3 / 1 (75.0% up)" in text  # thumbs
+        assert "25.0% of 4 scored" in text  # one local score of four below 0.5
+        assert "Refusals 2 (33.3%" in text
+        assert "200 ms / 400 ms" in text  # nearest-rank p50 / p95 of 100..400 ms
+        assert "20 ms / 40 ms" in text  # time to first token
+        assert "$0.0048" in text  # 4 x (1000 x 1 + 100 x 2) / 1e6
+        assert "Drift alarm" in text
+        assert "2 pairs waiting for a label (1 labeled)" in text
+        assert "too vague" in page.locator("#analytics-comments").inner_text()
+        assert "how do i fly?" in page.locator("#analytics-refused").inner_text()
+        assert "how do i fly?" in page.locator("#analytics-clusters").inner_text()
+        wait_for(lambda: page.locator("#analytics-turns canvas, #analytics-turns svg").count(), 30, "a plot")
+        page.wait_for_timeout(1000)  # let the plots finish drawing
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / "analytics.png"), full_page=True)
+        before = len(reads)
+        page.locator("#analytics-refresh").click()
+        wait_for(lambda: len(reads) > before, 30, "a reload on Refresh")
+
+
+def test_with_authentication_only_admins_see_the_tab(log: cl.ChatLog, page: Any, tmp_path: Path) -> None:
+    settings = _settings(tmp_path, auth_users="alice:wonderland,bob:builder", admin_users="alice")
+    with serve_tab(log, settings) as base:
+        for user, password, admin in (("bob", "builder", False), ("alice", "wonderland", True)):
+            page.context.clear_cookies()
+            page.goto(base + "/login")
+            page.locator("#username").fill(user)
+            page.locator("#password").fill(password)
+            page.locator("#sign-in").click()
+            page.get_by_role("tab", name="Chat").wait_for(timeout=30_000)
+            page.wait_for_timeout(1500)  # the page-load event that shows the tab to admins
+            assert page.get_by_role("tab", name="Analytics").count() == int(admin), user
+        page.get_by_role("tab", name="Analytics").click()
+        wait_for(lambda: "Turns" in page.locator("#analytics-summary").inner_text(), 30, "alice's summary")
+
+
+def test_the_handler_refuses_a_non_admin_even_when_called_directly(log: cl.ChatLog, tmp_path: Path) -> None:
+    import gradio as gr
+
+    from chatbot._analytics import REFUSED, build_analytics_tab
+
+    with gr.Blocks(), gr.Tabs():
+        tab = build_analytics_tab(log, _settings(tmp_path), is_admin=lambda request: False)
+    values = tab.load(30, None)
+    assert values[0] == REFUSED and values[1] == "" and all(v is None for v in values[2:10])
+    with gr.Blocks(), gr.Tabs():
+        broken = build_analytics_tab(log, _settings(tmp_path), is_admin=lambda request: 1 / 0)
+    assert broken.load(30, None)[0] == REFUSED  # a failing check shows nothing
