@@ -1,7 +1,7 @@
 """The analytics tab in headless Chromium (Debian ``chromium``), on a seeded real SQLite chat log.
 
-The tab is served the way the app serves its UI: Gradio Blocks mounted on FastAPI behind the app's
-authentication middleware (``chatbot._auth.install_auth``), over real HTTP. Assertions are on the
+The real chat app serves the tab (its UI mounts it) over real HTTP; with authentication on it
+goes through the app's sign-in. Assertions are on the
 numbers the page shows, which the seeded rows fix. A screenshot of the loaded tab goes to
 ``bench/results/ui/analytics.png``.
 """
@@ -9,20 +9,20 @@ numbers the page shows, which the seeded rows fix. A screenshot of the loaded ta
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import event
+from sqlalchemy.engine import Engine
 
 import chatlog as cl
 from eval import EvalResult, EvaluationStore
 from labeling import PairStore
 from monitoring import semconv as sc
 from monitoring.drift._store import save_run
-from ragloop.process import ThreadedServer
 from ragloop.settings import Settings
 from tests.chatbot.test_browser import CHROMIUM, CHROMIUM_ARGS
 from tests.chatbot.test_browser import _wait_for as wait_for
@@ -61,24 +61,16 @@ def seed(log: cl.ChatLog) -> None:
 
 
 @contextlib.contextmanager
-def serve_tab(log: cl.ChatLog, settings: Settings) -> Iterator[str]:
-    """Blocks with a chat tab and the analytics tab, behind the app's auth middleware, over HTTP."""
-    import gradio as gr
-    from fastapi import FastAPI
-
-    from chatbot._analytics import build_analytics_tab
-    from chatbot._auth import install_auth
-
-    app = FastAPI()
-    install_auth(app, settings)
-    app.get("/healthz")(lambda: {"status": "ok"})
-    with gr.Blocks(title="ragloop") as demo, gr.Tabs():
-        with gr.Tab("Chat"):
-            gr.Markdown("The chat lives here.")
-        build_analytics_tab(log, settings)
-    app = gr.mount_gradio_app(app, demo, path="/")
-    with ThreadedServer(app, "/healthz", name="analytics-app", timeout_graceful_shutdown=2) as server:
-        yield server.base
+def serve_app(app_factory: Callable[..., Any], db: str, **overrides: Any) -> Iterator[str]:
+    """The real chat app (its UI mounts the analytics tab) on a seeded log; no LLM call is made."""
+    with app_factory(
+        database_url=db,
+        openai_base_url="http://127.0.0.1:9/v1",  # never reached: nothing here asks the model
+        prices="m1=1:2,*=0:0",
+        faithfulness_threshold=0.5,
+        **overrides,
+    ) as base:
+        yield base
 
 
 @pytest.fixture()
@@ -94,78 +86,98 @@ def page() -> Iterator[Any]:
 
 
 @pytest.fixture()
-def log(tmp_path: Path) -> Iterator[cl.ChatLog]:
-    chat = cl.ChatLog(f"sqlite:///{tmp_path / 'chatlog.db'}")
-    seed(chat)
-    yield chat
-    chat.close()
-
-
-def _settings(tmp_path: Path, **auth: str) -> Settings:
-    return Settings(data_dir=tmp_path / "data", prices="m1=1:2,*=0:0", faithfulness_threshold=0.5, **auth)  # type: ignore[arg-type]
+def db(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'chatlog.db'}"
+    log = cl.ChatLog(url)
+    try:
+        seed(log)
+    finally:
+        log.close()
+    return url
 
 
 def test_the_tab_loads_when_opened_and_shows_the_logs_numbers(
-    log: cl.ChatLog, page: Any, tmp_path: Path
+    app_factory: Callable[..., Any], db: str, page: Any
 ) -> None:
     reads: list[str] = []
-    event.listen(log.engine, "before_cursor_execute", lambda *a: reads.append(a[2]))
-    with serve_tab(log, _settings(tmp_path)) as base:
-        page.goto(base + "/")
-        tab = page.get_by_role("tab", name="Analytics")
-        tab.wait_for(timeout=30_000)
-        page.wait_for_timeout(500)
-        assert reads == [], "nothing is read before the tab is opened"
-        tab.click()
-        summary = page.locator("#analytics-summary")
-        wait_for(lambda: "Turns" in summary.inner_text(), 30, "the summary")
-        text = " ".join(summary.inner_text().split())
-        assert "Turns 6" in text
-        assert "3 / 1 (75.0% up)" in text  # thumbs
-        assert "25.0% of 4 scored" in text  # one local score of four below 0.5
-        assert "Refusals 2 (33.3%" in text
-        assert "200 ms / 400 ms" in text  # nearest-rank p50 / p95 of 100..400 ms
-        assert "20 ms / 40 ms" in text  # time to first token
-        assert "$0.0048" in text  # 4 x (1000 x 1 + 100 x 2) / 1e6
-        assert "Drift alarm" in text
-        assert "2 pairs waiting for a label (1 labeled)" in text
-        assert "too vague" in page.locator("#analytics-comments").inner_text()
-        assert "how do i fly?" in page.locator("#analytics-refused").inner_text()
-        assert "how do i fly?" in page.locator("#analytics-clusters").inner_text()
-        wait_for(lambda: page.locator("#analytics-turns canvas, #analytics-turns svg").count(), 30, "a plot")
-        page.wait_for_timeout(1000)  # let the plots finish drawing
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SHOTS / "analytics.png"), full_page=True)
-        before = len(reads)
-        page.locator("#analytics-refresh").click()
-        wait_for(lambda: len(reads) > before, 30, "a reload on Refresh")
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if "drift_clusters" in statement:  # only the analytics load reads the drift clusters
+            reads.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", seen)
+    try:
+        with serve_app(app_factory, db) as base:
+            _check_the_tab(page, base, reads)
+    finally:
+        event.remove(Engine, "before_cursor_execute", seen)
 
 
-def test_with_authentication_only_admins_see_the_tab(log: cl.ChatLog, page: Any, tmp_path: Path) -> None:
-    settings = _settings(tmp_path, auth_users="alice:wonderland,bob:builder", admin_users="alice")
-    with serve_tab(log, settings) as base:
+def _check_the_tab(page: Any, base: str, reads: list[str]) -> None:
+    page.goto(base + "/")
+    tab = page.get_by_role("tab", name="Analytics")
+    tab.wait_for(timeout=30_000)
+    page.wait_for_timeout(1000)
+    assert reads == [], "nothing is read before the tab is opened"
+    tab.click()
+    summary = page.locator("#analytics-summary")
+    wait_for(lambda: "Turns" in summary.inner_text(), 30, "the summary")
+    text = " ".join(summary.inner_text().split())
+    assert "Turns 6" in text
+    assert "3 / 1 (75.0% up)" in text  # thumbs
+    assert "25.0% of 4 scored" in text  # one local score of four below 0.5
+    assert "Refusals 2 (33.3%" in text
+    assert "200 ms / 400 ms" in text  # nearest-rank p50 / p95 of 100..400 ms
+    assert "20 ms / 40 ms" in text  # time to first token
+    assert "$0.0048" in text  # 4 x (1000 x 1 + 100 x 2) / 1e6
+    assert "Drift alarm" in text
+    assert "2 pairs waiting for a label (1 labeled)" in text
+    assert "too vague" in page.locator("#analytics-comments").inner_text()
+    assert "how do i fly?" in page.locator("#analytics-refused").inner_text()
+    assert "how do i fly?" in page.locator("#analytics-clusters").inner_text()
+    wait_for(lambda: page.locator("#analytics-turns canvas, #analytics-turns svg").count(), 30, "a plot")
+    page.wait_for_timeout(1000)  # let the plots finish drawing
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "analytics.png"), full_page=True)
+    before = len(reads)
+    page.locator("#analytics-refresh").click()
+    wait_for(lambda: len(reads) > before, 30, "a reload on Refresh")
+
+
+def test_with_authentication_only_admins_see_the_tab(
+    app_factory: Callable[..., Any], db: str, page: Any
+) -> None:
+    auth = {"auth_users": "alice:wonderland,bob:builder", "admin_users": "alice"}
+    with serve_app(app_factory, db, **auth) as base:
         for user, password, admin in (("bob", "builder", False), ("alice", "wonderland", True)):
             page.context.clear_cookies()
             page.goto(base + "/login")
             page.locator("#username").fill(user)
             page.locator("#password").fill(password)
             page.locator("#sign-in").click()
-            page.get_by_role("tab", name="Chat").wait_for(timeout=30_000)
+            page.locator("#question textarea").wait_for(timeout=30_000)
             page.wait_for_timeout(1500)  # the page-load event that shows the tab to admins
             assert page.get_by_role("tab", name="Analytics").count() == int(admin), user
         page.get_by_role("tab", name="Analytics").click()
         wait_for(lambda: "Turns" in page.locator("#analytics-summary").inner_text(), 30, "alice's summary")
 
 
-def test_the_handler_refuses_a_non_admin_even_when_called_directly(log: cl.ChatLog, tmp_path: Path) -> None:
+def test_the_handler_refuses_a_non_admin_even_when_called_directly(db: str, tmp_path: Path) -> None:
     import gradio as gr
 
     from chatbot._analytics import REFUSED, build_analytics_tab
 
-    with gr.Blocks(), gr.Tabs():
-        tab = build_analytics_tab(log, _settings(tmp_path), is_admin=lambda request: False)
-    values = tab.load(30, None)
-    assert values[0] == REFUSED and values[1] == "" and all(v is None for v in values[2:10])
-    with gr.Blocks(), gr.Tabs():
-        broken = build_analytics_tab(log, _settings(tmp_path), is_admin=lambda request: 1 / 0)
-    assert broken.load(30, None)[0] == REFUSED  # a failing check shows nothing
+    log, settings = cl.ChatLog(db), Settings(data_dir=tmp_path / "data")
+    try:
+        with gr.Blocks(), gr.Tabs():
+            tab = build_analytics_tab(log, settings, is_admin=lambda request: False)
+        values = tab.load(30, None)
+        assert values[0] == REFUSED and values[1] == "" and all(v is None for v in values[2:10])
+        with gr.Blocks(), gr.Tabs():
+            broken = build_analytics_tab(log, settings, is_admin=lambda request: 1 / 0)
+        assert broken.load(30, None)[0] == REFUSED  # a failing check shows nothing
+        with gr.Blocks(), gr.Tabs():
+            admin = build_analytics_tab(log, settings, is_admin=lambda request: True)
+        assert "Turns" in admin.load(30, None)[1]
+    finally:
+        log.close()
