@@ -479,6 +479,10 @@ class ChatService:
     ) -> None:
         if "question" in chunk:
             state.question = chunk["question"]
+        if "language" in chunk:  # the question's language (chatbot/_rewrite.py turn_language)
+            state.language = chunk["language"].language
+        if "rewrite" in chunk:  # a condensed question that failed its checks: why, and what it was
+            state.flags.update(chunk["rewrite"].flags())
         if "retrieval" in chunk:
             retrieval: Retrieval = chunk["retrieval"]
             state.set_retrieval(retrieval)
@@ -657,6 +661,8 @@ class _TurnState:
     total_ms: float | None = None
     status: str = cl.STATUS_IN_PROGRESS
     error: BaseException | None = None
+    language: str | None = None
+    flags: dict[str, Any] = field(default_factory=dict)
     queue_ms: float | None = None
 
     def set_retrieval(self, retrieval: Retrieval) -> None:
@@ -731,6 +737,9 @@ class _TurnState:
             "total_ms": self.total_ms,
             "error_type": res.error_type,
             "error": res.error,
+            "language": self.language,
+            # Only when there is something to record: a flag set when the turn started stays.
+            **({"flags": dict(self.flags)} if self.flags else {}),
         }
 
 

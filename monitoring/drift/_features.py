@@ -1,20 +1,20 @@
 """Scalar input and output features of chat-log turns (pure: a turn dict in, numbers out).
 
 Missing values are NaN (a turn with no answer has no answer length, a turn not scored yet has no
-faithfulness); the drift test skips them. The faithfulness score is read by the window loader from the
+faithfulness, a turn logged before ``turns.language`` existed has no language); the drift test skips
+them. The faithfulness score is read by the window loader from the
 ``evaluations`` table (evaluator ``faithfulness_local``) and passed in.
 """
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 #: Input-side features: what users ask.
-INPUT_FEATURES = ("query_chars", "query_non_latin", "no_relevant_retrieval")
+INPUT_FEATURES = ("query_chars", "query_non_english", "no_relevant_retrieval")
 #: Output-side features: what the bot answers and how.
 OUTPUT_FEATURES = (
     "answer_chars",
@@ -27,17 +27,22 @@ OUTPUT_FEATURES = (
     "thumbs_down",
     "faithfulness",
 )
+#: The language of the indexed documents: a question in any other counts for ``query_non_english``.
+DOCS_LANGUAGE = "en"
 #: Statuses counted as a refusal (the bot declined to answer from the corpus). Rejected input never
 #: reaches a drift window (see ``monitoring.drift._windows.DRIFT_STATUSES``).
 REFUSAL_STATUSES = frozenset({"no_context"})
 
 
-def non_latin_share(text: str) -> float:
-    """Share of the letters in ``text`` outside the Latin script (a cheap language-shift signal)."""
-    letters = [ch for ch in text if ch.isalpha()]
-    if not letters:
-        return 0.0
-    return sum(1 for ch in letters if "LATIN" not in unicodedata.name(ch, "")) / len(letters)
+def non_english(language: Any) -> float:
+    """1.0 for a question in a language other than :data:`DOCS_LANGUAGE`, 0.0 for English, NaN if unknown.
+
+    ``language`` is the turn's ``turns.language`` (ISO 639-1, detected by lingua when the turn ran:
+    ``eval._language``); turns logged before the column existed have none.
+    """
+    if not isinstance(language, str) or not language:
+        return float("nan")
+    return float(language != DOCS_LANGUAGE)
 
 
 def _num(value: Any) -> float:
@@ -79,7 +84,7 @@ def turn_features(
     )
     return {
         "query_chars": float(len(question)),
-        "query_non_latin": float(non_latin_share(question) > 0.5),
+        "query_non_english": non_english(turn.get("language")),
         "no_relevant_retrieval": float(no_relevant),
         "answer_chars": float(len(answer)) if answer is not None else float("nan"),
         "retrieval_top_score": top,

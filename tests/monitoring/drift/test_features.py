@@ -8,7 +8,7 @@ from monitoring.drift._features import (
     INPUT_FEATURES,
     OUTPUT_FEATURES,
     feature_columns,
-    non_latin_share,
+    non_english,
     turn_features,
 )
 
@@ -34,10 +34,16 @@ def test_features_of_an_answered_turn():
 
 def test_features_of_a_refusal_without_answer():
     f = turn_features(
-        {"user_message": "Что такое GIL?", "status": "no_context", "retrieved": [], "total_ms": float("inf")},
+        {
+            "user_message": "Что такое GIL?",
+            "language": "ru",
+            "status": "no_context",
+            "retrieved": [],
+            "total_ms": float("inf"),
+        },
         0.25,
     )
-    assert f["refusal"] == 1.0 and f["no_relevant_retrieval"] == 1.0 and f["query_non_latin"] == 1.0
+    assert f["refusal"] == 1.0 and f["no_relevant_retrieval"] == 1.0 and f["query_non_english"] == 1.0
     assert (
         math.isnan(f["answer_chars"])
         and math.isnan(f["retrieval_top_score"])
@@ -51,6 +57,8 @@ def test_low_score_counts_as_no_relevant_retrieval_and_columns():
         {"user_message": "x", "status": "ok", "answer": "", "retrieved": [{"score": 0.1}]}, 0.25
     )
     assert f["no_relevant_retrieval"] == 1.0
-    assert non_latin_share("abc") == 0.0 and non_latin_share("12 !") == 0.0
+    assert math.isnan(f["query_non_english"])  # logged before turns.language existed: unknown
+    assert non_english("en") == 0.0 and non_english("de") == 1.0 and non_english("zh") == 1.0
+    assert math.isnan(non_english(None)) and math.isnan(non_english(""))
     cols = feature_columns([f, f])
     assert cols["no_relevant_retrieval"].tolist() == [1.0, 1.0]
