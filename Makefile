@@ -27,15 +27,17 @@ install: $(STAMP)  ## Create .venv with pinned dependencies.
 system-deps:  ## Debian packages for tests and the local stack (chromium, postgresql, prometheus, docker-compose).
 	bash scripts/system-deps.sh
 
-fetch: install  ## Fetch the local model (sha256-checked) and the default corpus.
+fetch: install  ## Fetch the local model (sha256-checked) and the default corpus; export the embedding variant.
 	$(BIN)/ragloop llm fetch
 	$(BIN)/ragloop corpus fetch
+	$(BIN)/ragloop embeddings export
 
 run: install fetch phoenix argilla  ## Index the corpus, start the local LLM, monitoring and the chatbot.
 	$(BIN)/ragloop run
 
 test: install system-deps phoenix labeling-servers  ## Install, fetch test data and run the whole test suite.
 	$(BIN)/ragloop llm fetch
+	$(BIN)/ragloop embeddings export --backend auto --backend onnx-int8
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install  ## ruff + mypy.

@@ -4,7 +4,8 @@ Routes (every one async; model calls are awaited, blocking chat-log and index ca
     POST /api/chat: one turn; JSON ``TurnResult`` or server-sent events when streaming.
     POST /api/feedback: thumbs up/down (+1/-1, also "up"/"down") and a comment for a turn.
     POST /api/conversations, DELETE /api/conversations/{id}: start or delete a conversation.
-    GET /healthz: liveness plus index size and model.
+    GET /healthz: liveness plus index size and model, and background indexing progress ("indexing").
+    GET /documents/{root}/{path}: an indexed document, read-only (chatbot._documents); 404 otherwise.
     GET /readyz (also /healthz?ready=1): readiness, naming each dependency that is down (503 when a
         required one is: LLM, chat log, Chroma); see ``chatbot._readiness``.
 
@@ -29,6 +30,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chatbot._auth import api_check_owner, api_conversation
+from chatbot._documents import add_document_routes
 from chatbot._observer import TurnObserver, dont_throw
 from chatbot._readiness import readiness_from
 from chatbot._service import ERROR_STATUS, ChatError, ChatService, TurnEvent
@@ -197,7 +199,14 @@ def _add_chat_routes(app: FastAPI, service: ChatService) -> None:
         if ready:
             return await readyz()
         health = await asyncio.to_thread(service.health)
+        health["indexing"] = _indexing_progress()  # background indexing (issue 11: first answer)
         return JSONResponse(health, status_code=200 if health.get("status") == "ok" else 503)
+
+
+def _indexing_progress() -> dict[str, Any]:
+    from retrieval import index_progress
+
+    return index_progress()
 
 
 def _warm_up(service: ChatService) -> None:
@@ -264,6 +273,7 @@ def create_app(
     _install_error_handlers(app)
     install_auth(app, settings)  # /login, /logout and who each request is (chatbot/_auth.py)
     _add_chat_routes(app, service)
+    add_document_routes(app, service.settings)  # GET /documents/{root}/{path}: indexed files, read-only
     instrument = getattr(observer, "instrument_app", None)
     if callable(instrument):
         dont_throw(instrument)(app)

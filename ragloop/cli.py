@@ -68,6 +68,7 @@ def _main(
 
 app.command("ingest")(retrieval_cli.ingest)
 app.add_typer(retrieval_cli.corpus_app, name="corpus")
+app.add_typer(retrieval_cli.embeddings_app, name="embeddings")
 app.add_typer(chatbot_cli.llm_app, name="llm")
 app.add_typer(monitoring_cli.app, name="monitoring")
 app.add_typer(monitoring_cli.drift_app, name="drift")

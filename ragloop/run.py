@@ -3,9 +3,12 @@
 1. the local model (downloaded and sha256-checked once; skipped when ``OPENAI_BASE_URL`` is set),
 2. a Chroma server on the data dir's index (unless ``RAGLOOP_CHROMA_URL`` names one): the app and
    any ``ragloop ingest`` run beside it share it, so new documents are searchable at once,
-3. the default corpus (fetched once) and its index (incremental: unchanged files are skipped),
+3. the default corpus (fetched once) and its index, in a background thread
+   (:class:`retrieval.BackgroundIndexer`): the first slice (the FAQ and the tutorial) while the next
+   steps start, the rest while the app already answers (progress at ``/healthz``),
 4. the local LLM server as a child process (reused if one already answers on the port),
 5. the local monitoring stack (collector, Phoenix), the Evidently UI and the labeling UI,
+   then a wait for the first slice of the index,
 6. the application of :func:`ragloop.app.build_application`, exactly as ``ragloop serve`` runs
    it, under uvicorn until Ctrl-C or SIGTERM; then every child is stopped.
 
@@ -25,7 +28,7 @@ from typing import Any
 from ragloop.process import http_ok, start_llm
 from ragloop.settings import Settings
 
-__all__ = ["prepare_index", "run", "serve_app", "start_llm", "start_local_servers"]
+__all__ = ["prepare_index", "run", "serve_app", "start_indexing", "start_llm", "start_local_servers"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,22 @@ def prepare_index(settings: Settings) -> None:
     corpus = retrieval.fetch_corpus(settings)
     report = retrieval.ingest([corpus], settings)
     log.info("index: %s", report.summary())
+
+
+def start_indexing(settings: Settings) -> Any:
+    """Start indexing the default corpus (then the uploads folder) in a background thread.
+
+    Returns:
+        The started :class:`retrieval.BackgroundIndexer`; ``wait_first()`` blocks until the first
+        slice (``RAGLOOP_INDEX_FIRST``) is searchable.
+    """
+    import retrieval
+    from retrieval._background import BackgroundIndexer
+    from retrieval._sources import uploads_dir
+
+    indexer = BackgroundIndexer(settings, retrieval.fetch_corpus(settings), extra=[uploads_dir(settings)])
+    indexer.start()
+    return indexer
 
 
 def start_chroma(settings: Settings) -> tuple[Settings, list[Any]]:
@@ -140,7 +159,7 @@ def start_local_servers(settings: Settings) -> tuple[Settings, list[Any]]:
     try:
         settings, started = start_chroma(settings)
         children += started
-        prepare_index(settings)
+        indexer = start_indexing(settings)
         if settings.uses_local_llm:
             llm = start_llm(settings)
             if llm is not None:
@@ -149,6 +168,7 @@ def start_local_servers(settings: Settings) -> tuple[Settings, list[Any]]:
         children += started
         settings, started = start_labeling(settings)
         children += started
+        indexer.wait_first()
     except BaseException:
         stop_all(children)
         raise

@@ -827,6 +827,26 @@ class Settings(BaseSettings):
         description="RAGLOOP_AUTH_SESSION_HOURS: how long a sign-in lasts.",
     )
 
+    # --- first answer within minutes (issue 11: embedding variants, background indexing) --------
+    embedding_backend: Literal["auto", "torch", "onnx", "onnx-int8", "openvino", "openvino-int8"] = Field(
+        "auto",
+        validation_alias=_env("RAGLOOP_EMBEDDING_BACKEND"),
+        description=(
+            "RAGLOOP_EMBEDDING_BACKEND: how the embedding model runs: 'torch', 'onnx', 'onnx-int8', "
+            "'openvino', 'openvino-int8' (exported on this machine by `ragloop embeddings export`), or "
+            "'auto' (openvino-int8 when the fast-embed extra is installed, else torch). An index is "
+            "queried with the variant that built it: changing this re-embeds the index."
+        ),
+    )
+    index_first: str = Field(
+        "faq,tutorial",
+        validation_alias=_env("RAGLOOP_INDEX_FIRST"),
+        description=(
+            "RAGLOOP_INDEX_FIRST: comma-separated folders of the default corpus `ragloop run` indexes "
+            "before the chat answers; the rest is indexed in the background (progress at /healthz)."
+        ),
+    )
+
     # ---------------------------------------------------------------------------------------------
     @property
     def chroma_path(self) -> Path:

@@ -7,13 +7,23 @@ Public API::
     hits = Retriever(settings).search("How do I copy a file?").chunks  # hybrid: dense + BM25, fused
 """
 
+from retrieval._background import BackgroundIndexer, index_progress
 from retrieval._chunking import Chunk, split_document, split_text
 from retrieval._corpus import FaqItem, fetch_corpus, load_python_faq
-from retrieval._embedding import Embedder, get_embedder
+from retrieval._documents import (
+    FileResult,
+    IndexedDocument,
+    add_uploads,
+    list_documents,
+    open_document,
+    remove_document,
+)
+from retrieval._embedding import Embedder, VariantMismatch, get_embedder
 from retrieval._hybrid import reciprocal_rank_fusion
 from retrieval._ingest import IngestError, IngestReport, ingest
 from retrieval._loaders import Document, LoadError, load_document
 from retrieval._server import ChromaServer, start_chroma_server
+from retrieval._sources import SourceRef, describe_source
 from retrieval._store import (
     RetrievalResult,
     RetrievedChunk,
@@ -24,6 +34,17 @@ from retrieval._store import (
 )
 
 __all__ = [
+    "BackgroundIndexer",
+    "FileResult",
+    "IndexedDocument",
+    "SourceRef",
+    "VariantMismatch",
+    "add_uploads",
+    "describe_source",
+    "index_progress",
+    "list_documents",
+    "open_document",
+    "remove_document",
     "ChromaServer",
     "Chunk",
     "Document",

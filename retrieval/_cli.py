@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from retrieval._ingest import IngestReport
 
 corpus_app = typer.Typer(help="Fetch and index the default corpus.", no_args_is_help=True)
+embeddings_app = typer.Typer(help="Embedding model variants (ONNX, OpenVINO, int8).", no_args_is_help=True)
 
 
 def _report_exit(report: IngestReport) -> None:
@@ -62,14 +63,66 @@ def corpus_fetch() -> None:
 
 
 @corpus_app.command("index")
-def corpus_index(quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars.")) -> None:
+def corpus_index(
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    rebuild: bool = typer.Option(
+        False, "--rebuild", help="Drop the collection first and re-embed everything (e.g. another variant)."
+    ),
+) -> None:
     """Fetch the default corpus, then ingest it into the configured collection (incremental)."""
     from ragloop.settings import Settings
     from retrieval._corpus import fetch_corpus
     from retrieval._ingest import ingest as run_ingest
+    from retrieval._sources import uploads_dir
+    from retrieval._store import open_client
 
     settings = Settings()
-    _report_exit(run_ingest([fetch_corpus(settings, progress=not quiet)], settings, progress=not quiet))
+    corpus = fetch_corpus(settings, progress=not quiet)
+    if rebuild:
+        client = open_client(settings)
+        if settings.collection in [c.name for c in client.list_collections()]:
+            client.delete_collection(settings.collection)
+    report = run_ingest([corpus], settings, progress=not quiet, root=corpus)
+    uploads = uploads_dir(settings)
+    if rebuild and uploads.is_dir():
+        typer.echo(run_ingest([uploads], settings, progress=not quiet, root=uploads).summary())
+    _report_exit(report)
+
+
+@embeddings_app.command("export")
+def embeddings_export(
+    backend: list[str] = typer.Option(
+        ["auto"], "--backend", "-b", help="Variant(s): onnx, onnx-int8, openvino, openvino-int8, all, auto."
+    ),
+) -> None:
+    """Make the exported embedding variants from the installed model, on this machine (no download).
+
+    'auto' exports what RAGLOOP_EMBEDDING_BACKEND=auto uses; a second run does nothing.
+    """
+    from ragloop.errors import UserError
+    from ragloop.settings import Settings
+    from retrieval._embedding import BACKENDS, resolve_backend
+    from retrieval._export import export_variant
+
+    settings = Settings()
+    wanted: list[str] = []
+    for name in backend:
+        if name == "all":
+            wanted += [b for b in BACKENDS if b != "torch"]
+        elif name == "auto":
+            wanted.append(resolve_backend(settings.model_copy(update={"embedding_backend": "auto"})))
+        elif name in BACKENDS:
+            wanted.append(name)
+        else:
+            raise UserError(f"unknown embedding backend {name!r} (one of: auto, all, {', '.join(BACKENDS)})")
+    for name in dict.fromkeys(wanted):
+        if name == "torch":
+            typer.echo("torch: nothing to export (sentence-transformers loads the model folder)")
+            continue
+        try:
+            typer.echo(f"{name}: {export_variant(settings, name)}")
+        except RuntimeError as exc:  # a missing extra: the message names the pip command
+            raise UserError(str(exc)) from exc
 
 
 @corpus_app.command("faq")

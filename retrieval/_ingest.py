@@ -20,7 +20,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,8 +30,9 @@ from tqdm import tqdm
 
 from ragloop.settings import Settings
 from retrieval._chunking import Chunk, chunk_ids, split_document
-from retrieval._embedding import Embedder, get_embedder
+from retrieval._embedding import Embedder, check_variant, get_embedder
 from retrieval._loaders import loader_for, parse_document
+from retrieval._sources import doc_title, locate
 from retrieval._store import (
     META_EMBEDDING_MODEL,
     META_INDEX_VERSION,
@@ -47,6 +48,12 @@ CHUNKER_VERSION = "1"
 #: Texts handed to the model per pipeline step (the writer stores one step while the next embeds).
 EMBED_STEP = 256
 _PAGE = 5000
+
+
+#: ``on_progress(phase, done, total)``: phase "reading" (files) or "embedding" (chunks).
+Progress = Callable[[str, int, int], None]
+#: Collection metadata key naming the embedding variant (see :mod:`retrieval._embedding`).
+META_EMBEDDING_VARIANT = "ragloop_embedding_variant"
 
 
 class IngestError(RuntimeError):
@@ -101,7 +108,10 @@ class _Indexed:
 
     def complete(self, doc_hash: str) -> bool:
         metas = self.ids.values()
-        return all(m.get("doc_hash") == doc_hash and m.get("n_chunks") == len(self.ids) for m in metas)
+        return all(
+            m.get("doc_hash") == doc_hash and m.get("n_chunks") == len(self.ids) and "path" in m
+            for m in metas
+        )
 
 
 @dataclass
@@ -173,9 +183,18 @@ def read_index(collection: Any) -> dict[str, _Indexed]:
 
 
 def plan_file(
-    source: str, chunks: list[Chunk], dhash: str, old: _Indexed | None, plan: _Plan, report: IngestReport
+    source: str,
+    chunks: list[Chunk],
+    dhash: str,
+    old: _Indexed | None,
+    plan: _Plan,
+    report: IngestReport,
+    naming: dict[str, str] | None = None,
 ) -> None:
-    """Add to ``plan`` what turns the file's indexed chunks (``old``) into ``chunks``."""
+    """Add to ``plan`` what turns the file's indexed chunks (``old``) into ``chunks``.
+
+    ``naming`` (``root``, ``path``, ``doc_title``: :mod:`retrieval._sources`) is stored on every chunk.
+    """
     old_ids = old.ids if old else {}
     ids = chunk_ids(source, chunks)
     for cid, chunk in zip(ids, chunks, strict=True):
@@ -185,6 +204,7 @@ def plan_file(
             "position": chunk.position,
             "doc_hash": dhash,
             "n_chunks": len(chunks),
+            **(naming or {}),
         }
         if cid not in old_ids:
             plan.add.append((cid, chunk.embed_text, chunk.text, meta))
@@ -197,11 +217,19 @@ def plan_file(
 
 
 def _plan(
-    files: list[Path], indexed: dict[str, _Indexed], settings: Settings, model: str, progress: bool
+    files: list[Path],
+    indexed: dict[str, _Indexed],
+    settings: Settings,
+    model: str,
+    progress: bool,
+    roots: list[Path] | None = None,
+    on_progress: Progress | None = None,
 ) -> tuple[_Plan, IngestReport]:
-    """Read and chunk the files that changed; decide every write."""
+    """Read and chunk the files that changed; decide every write (names relative to ``roots``)."""
     plan, report = _Plan(), IngestReport(files_seen=len(files))
-    for path in tqdm(files, desc="reading", unit="file", disable=not progress):
+    for done, path in enumerate(tqdm(files, desc="reading", unit="file", disable=not progress)):
+        if on_progress is not None:
+            on_progress("reading", done, len(files))
         source = str(path)
         try:
             data = path.read_bytes()
@@ -228,7 +256,13 @@ def _plan(
             report.files_unchanged += 1
             continue
         report.files_changed += 1
-        plan_file(source, chunks, dhash, old, plan, report)
+        root, rel = locate(path, roots or [])
+        naming = {
+            "root": root,
+            "path": rel,
+            "doc_title": doc_title(chunks[0].title if chunks else "", doc.title, path.name),
+        }
+        plan_file(source, chunks, dhash, old, plan, report, naming)
     return plan, report
 
 
@@ -255,7 +289,9 @@ class _Writer(threading.Thread):
         self.queue.put(item)
 
 
-def _write(collection: Any, plan: _Plan, embedder: Embedder, progress: bool) -> None:
+def _write(
+    collection: Any, plan: _Plan, embedder: Embedder, progress: bool, on_progress: Progress | None = None
+) -> None:
     """Embed and add new chunks (pipelined), then update moved chunks and delete stale ones."""
     # Longest first: batches of similar lengths waste little padding, as encode() does internally.
     adds = sorted(plan.add, key=lambda a: len(a[1]), reverse=True)
@@ -275,6 +311,8 @@ def _write(collection: Any, plan: _Plan, embedder: Embedder, progress: bool) -> 
                     }
                 )
                 bar.update(len(step))
+                if on_progress is not None:
+                    on_progress("embedding", i + len(step), len(adds))
     finally:
         writer.queue.put(None)
         writer.join()
@@ -288,17 +326,33 @@ def _write(collection: Any, plan: _Plan, embedder: Embedder, progress: bool) -> 
         collection.delete(ids=plan.delete[i : i + _PAGE])
 
 
-def _check_model(collection: Any, model: str) -> None:
-    built_with = (collection.metadata or {}).get(META_EMBEDDING_MODEL)
+def _check_model(collection: Any, model: str, embedder: Embedder | None = None) -> None:
+    meta = collection.metadata or {}
+    built_with = meta.get(META_EMBEDDING_MODEL)
     if built_with and built_with != model and collection.count() > 0:
         raise IngestError(
             f"collection {collection.name!r} holds embeddings of {built_with!r}, not {model!r}: "
             "set RAGLOOP_COLLECTION to a new collection name"
         )
+    if embedder is not None and collection.count() > 0:
+        check_variant(index_variant(meta), embedder, collection.name)
+
+
+def index_variant(metadata: dict[str, Any] | None) -> str | None:
+    """The embedding variant a collection was built with (``torch`` for stamped pre-variant indexes)."""
+    meta = metadata or {}
+    if META_EMBEDDING_VARIANT in meta:
+        return str(meta[META_EMBEDDING_VARIANT])
+    return "torch" if META_EMBEDDING_MODEL in meta else None
 
 
 def _stamp(
-    collection: Any, indexed: dict[str, _Indexed], plan: _Plan, report: IngestReport, model: str
+    collection: Any,
+    indexed: dict[str, _Indexed],
+    plan: _Plan,
+    report: IngestReport,
+    model: str,
+    variant: str = "torch",
 ) -> None:
     """Record the new index version (a hash of all chunk ids) and the model in the collection."""
     final_ids = {cid for old in indexed.values() for cid in old.ids} - set(plan.delete)
@@ -308,12 +362,19 @@ def _stamp(
     if report.changed or meta.get(META_INDEX_VERSION) != report.index_version:
         meta[META_INDEX_VERSION] = report.index_version
         meta[META_EMBEDDING_MODEL] = model
+        meta[META_EMBEDDING_VARIANT] = variant
         meta[META_UPDATED_AT] = datetime.now(UTC).isoformat(timespec="seconds")
         collection.modify(metadata=meta)
 
 
 def ingest(
-    paths: list[Path], settings: Settings, progress: bool = True, embedder: Embedder | None = None
+    paths: list[Path],
+    settings: Settings,
+    progress: bool = True,
+    embedder: Embedder | None = None,
+    *,
+    root: Path | None = None,
+    on_progress: Progress | None = None,
 ) -> IngestReport:
     """Index files and folders into the collection of ``settings``, doing only what changed.
 
@@ -322,17 +383,24 @@ def ingest(
         settings: Chroma location, collection, chunk size and overlap, embedding model.
         progress: Show tqdm progress bars.
         embedder: An embedder to use instead of :func:`get_embedder`.
+        root: The folder documents are named relative to (default: each folder in ``paths``).
+        on_progress: Called with ``(phase, done, total)`` as files are read and chunks embedded.
 
     Returns:
         An :class:`IngestReport`; files that failed are listed in ``files_failed`` with the reason.
+
+    Raises:
+        VariantMismatch: the collection holds embeddings of another model variant.
     """
     start = time.perf_counter()
     files, roots, failed = collect_files(paths)
     embedder = embedder or get_embedder(settings)
     collection = open_collection(settings)
-    _check_model(collection, embedder.model_name)
+    _check_model(collection, embedder.model_name, embedder)
     indexed = read_index(collection)
-    plan, report = _plan(files, indexed, settings, embedder.model_name, progress)
+    plan, report = _plan(
+        files, indexed, settings, embedder.model_name, progress, [root] if root else roots, on_progress
+    )
     report.files_failed[:0] = failed
     seen = {str(f) for f in files}
     for source, old in indexed.items():
@@ -341,8 +409,8 @@ def ingest(
             plan.delete.extend(old.ids)
     report.chunks_added, report.chunks_updated = len(plan.add), len(plan.update)
     report.chunks_removed = len(plan.delete)
-    _write(collection, plan, embedder, progress)
-    _stamp(collection, indexed, plan, report, embedder.model_name)
+    _write(collection, plan, embedder, progress, on_progress)
+    _stamp(collection, indexed, plan, report, embedder.model_name, getattr(embedder, "variant", "torch"))
     sync_bm25(settings, collection)  # the BM25 index follows Chroma (issue 13, hybrid retrieval)
     report.seconds = time.perf_counter() - start
     log.info("ingest done: %s", report.summary().replace("\n", "; "))
