@@ -2,6 +2,7 @@
 
 Public API:
     LocalFaithfulness: per-turn groundedness from embeddings + lexical evidence (no network).
+    LocalPairwise, PairwisePreference: that evidence used pairwise: which of two answers is better.
     LLMJudgeFaithfulness: claim verification by an OpenAI-compatible model (errors, never NaN).
     AnswerRelevance, ContextRelevance: local, embedding-based relevance scorers.
     EvalResult (alias FaithfulnessResult), SentenceEvidence: a score in [0, 1] with evidence, or an error.
@@ -23,6 +24,7 @@ from eval._citations import (
 from eval._embed import get_encoder
 from eval._faithfulness import LOCAL_FAITHFULNESS_VERSION, LocalFaithfulness
 from eval._judge import JUDGE_PROMPT_VERSION, LLMJudgeFaithfulness
+from eval._pairwise import LOCAL_PAIRWISE_VERSION, LocalPairwise, PairwisePreference
 from eval._online import OnlineEvaluator, ScoreCallback, telemetry_callback
 from eval._relevance import AnswerRelevance, ContextRelevance
 from eval._results import EvalResult, FaithfulnessResult, SentenceEvidence, TextEmbedder
@@ -31,6 +33,7 @@ from eval._store import EvaluationStore, evaluations
 __all__ = [
     "JUDGE_PROMPT_VERSION",
     "LOCAL_FAITHFULNESS_VERSION",
+    "LOCAL_PAIRWISE_VERSION",
     "AnswerRelevance",
     "Citation",
     "CitationResult",
@@ -41,7 +44,9 @@ __all__ = [
     "FaithfulnessResult",
     "LLMJudgeFaithfulness",
     "LocalFaithfulness",
+    "LocalPairwise",
     "OnlineEvaluator",
+    "PairwisePreference",
     "ScoreCallback",
     "SentenceEvidence",
     "TextEmbedder",

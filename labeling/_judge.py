@@ -9,9 +9,13 @@ Lessons from the RLAIF paper (Lee et al., 2023), applied:
 * **a soft score**: P(A better) from the log-probabilities of the verdict token when the endpoint
   returns them, else from a stated 1-10 confidence mapped to [0, 1].
 
-The LLM's view is combined with the local faithfulness scorer used pairwise (score both answers
-against the same context, compare): :func:`combine`. The judge's output is a *suggestion* for
-annotators, stored with its identity (model and prompt version), never ground truth.
+The LLM's view is combined with the local faithfulness evidence used pairwise
+(:class:`eval.LocalPairwise`: both answers' evidence against the same context, compared): the local
+verdict stands alone when it is sure (its P(A better) outside ``0.5 +- llm_band``), and the LLM is
+asked only inside that band, where :func:`combine` mixes the two. On this machine the local 0.5B
+judge takes seconds per pair and is position-biased, the local comparison milliseconds
+(bench/bench_judge.py measures both). The judge's output is a *suggestion* for annotators, stored
+with its identity (model and prompt version), never ground truth.
 """
 
 from __future__ import annotations
@@ -29,11 +33,13 @@ log = logging.getLogger(__name__)
 JUDGE_PROMPT_VERSION = "pairwise-judge-1"
 #: Scores within this distance of 0.5 are a tie.
 TIE_MARGIN = 0.05
-#: Weight of the local scorer's pairwise probability in the combined score (the LLM gets the rest).
-#: Chosen on the tuning split of HaluEval (bench/bench_judge.py --tune): the 0.5B judge is weak.
+#: Weight of the local pairwise probability in the combined score (the LLM gets the rest); fixed a
+#: priori, not tuned: the 0.5B judge is weak.
 LOCAL_WEIGHT = 0.8
-#: Slope of the local pairwise probability: P(A) = sigmoid(LOCAL_SLOPE * (score_a - score_b)).
-LOCAL_SLOPE = 8.0
+#: The LLM is asked only when the local P(A better) is within this distance of 0.5: where the local
+#: comparison is close to a coin flip. On HaluEval's held-out pairs that is 9% of dialogue pairs,
+#: 2% of summaries and under 1% of QA pairs (bench/bench_judge.py).
+LLM_BAND = 0.05
 
 SYSTEM_PROMPT = (
     "You compare two answers to a question. Use only the CONTEXT: the better answer states facts "
@@ -56,8 +62,8 @@ _CONFIDENCE = re.compile(r"confidence\s*[:\-]?\s*\**\s*(\d{1,2})(?:\s*/\s*10)?",
 
 #: ``complete(messages) -> (text, logprobs)``; logprobs: [{"token", "logprob", "top_logprobs": [...]}].
 Complete = Callable[[list[dict[str, str]]], tuple[str, list[dict[str, Any]] | None]]
-#: ``score(answer, contexts, question) -> faithfulness in [0, 1]``.
-LocalScore = Callable[[str, Sequence[str], str | None], float]
+#: ``compare(a, b, contexts, question) -> (P(A better), faithfulness of A, faithfulness of B)``.
+LocalCompare = Callable[[str, str, Sequence[str], str | None], tuple[float, float, float]]
 
 
 class JudgeParseError(ValueError):
@@ -89,6 +95,9 @@ class Verdict:
     local_score_b: float | None = None
     llm_score: float | None = None
     local_pairwise: float | None = None
+    """The local comparison's P(A better)."""
+    llm_consulted: bool = False
+    """Whether the LLM was asked (the local comparison was unsure, or there is no local one)."""
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON stored in ``pairs.judge``."""
@@ -201,11 +210,6 @@ def _from_logprobs(logprobs: list[dict[str, Any]], at: int) -> float | None:
     return None
 
 
-def local_pairwise(score_a: float, score_b: float, slope: float = LOCAL_SLOPE) -> float:
-    """P(A better) from the two local faithfulness scores: ``sigmoid(slope * (a - b))``."""
-    return 1.0 / (1.0 + math.exp(-slope * (score_a - score_b)))
-
-
 def combine(llm: float | None, local: float | None, weight: float = LOCAL_WEIGHT) -> float:
     """The combined P(A better): ``weight * local + (1 - weight) * llm`` (either alone if the other is None).
 
@@ -228,29 +232,37 @@ class PairwiseJudge:
         self,
         complete: Complete | None,
         model: str,
-        local_score: LocalScore | None = None,
+        local_compare: LocalCompare | None = None,
         *,
         local_weight: float = LOCAL_WEIGHT,
-        local_name: str = "local-faithfulness",
+        llm_band: float = LLM_BAND,
+        local_name: str = "local-pairwise",
     ) -> None:
         """Build a judge.
 
         Args:
-            complete: one LLM call (see :data:`Complete`); None judges with the local scorer alone.
+            complete: one LLM call (see :data:`Complete`); None judges with the local comparison alone.
             model: the judge model's name, recorded in the verdict's agent.
-            local_score: the local faithfulness scorer; None judges with the LLM alone.
-            local_weight: weight of the local scorer in the combination.
-            local_name: the local scorer's name and version, recorded in the agent.
+            local_compare: the local pairwise comparison (see :data:`LocalCompare`; e.g.
+                :meth:`eval.LocalPairwise.compare`); None judges with the LLM alone.
+            local_weight: weight of the local comparison where both are used.
+            llm_band: ask the LLM only when the local P(A better) is within this of 0.5 (0: never
+                when there is a local comparison; 0.5: always).
+            local_name: the local comparison's name and version, recorded in the agent.
 
         Raises:
-            ValueError: neither ``complete`` nor ``local_score`` is given.
+            ValueError: neither ``complete`` nor ``local_compare`` is given, or ``llm_band`` is
+                outside [0, 0.5].
         """
-        if complete is None and local_score is None:
-            raise ValueError("a judge needs an LLM, a local scorer, or both")
+        if complete is None and local_compare is None:
+            raise ValueError("a judge needs an LLM, a local comparison, or both")
+        if not 0.0 <= llm_band <= 0.5:
+            raise ValueError(f"llm_band must be in [0, 0.5], got {llm_band}")
         self.complete = complete
         self.model = model
-        self.local_score = local_score
+        self.local_compare = local_compare
         self.local_weight = local_weight
+        self.llm_band = llm_band
         self.local_name = local_name
 
     @property
@@ -259,8 +271,8 @@ class PairwiseJudge:
         parts = []
         if self.complete is not None:
             parts.append(f"{self.model}/{JUDGE_PROMPT_VERSION}")
-        if self.local_score is not None:
-            parts.append(f"{self.local_name}/w{self.local_weight:g}")
+        if self.local_compare is not None:
+            parts.append(f"{self.local_name}/w{self.local_weight:g}/band{self.llm_band:g}")
         return "+".join(parts)
 
     def judge_llm(self, question: str, contexts: Sequence[str], a: str, b: str) -> tuple[float, bool, str]:
@@ -294,20 +306,27 @@ class PairwiseJudge:
             reasoning = reasoning_of(text) or verdict.reasoning
             return OneOrder(verdict.p_first, reasoning, verdict.source)
 
+    def needs_llm(self, local: float | None) -> bool:
+        """Whether the LLM is asked, given the local P(A better) (None: no local comparison)."""
+        if self.complete is None:
+            return False
+        return local is None or abs(local - 0.5) < self.llm_band
+
     def judge(self, question: str, contexts: Sequence[str], a: str, b: str) -> Verdict:
-        """The combined verdict about A and B; an LLM failure falls back to the local scorer.
+        """The verdict about A and B; the LLM is asked only where the local comparison is unsure.
+
+        An LLM failure falls back to the local comparison.
 
         Raises:
-            Exception: only when no scorer produced anything (the LLM failed and there is no local one).
+            Exception: only when nothing produced a verdict (the LLM failed and there is no local one).
         """
         sa = sb = local = None
-        if self.local_score is not None:
-            sa = float(self.local_score(a, contexts, question))
-            sb = float(self.local_score(b, contexts, question))
-            local = local_pairwise(sa, sb)
+        if self.local_compare is not None:
+            local, sa, sb = self.local_compare(a, b, contexts, question)
         llm = consistent = None
         reasoning = ""
-        if self.complete is not None:
+        consulted = self.needs_llm(local)
+        if consulted:
             try:
                 llm, consistent, reasoning = self.judge_llm(question, contexts, a, b)
             except Exception as exc:
@@ -316,7 +335,10 @@ class PairwiseJudge:
                 log.warning("LLM judge failed, using the local scorer alone: %s", exc)
                 reasoning = f"LLM judge failed ({type(exc).__name__}); local faithfulness only."
         if local is not None and not reasoning:
-            reasoning = f"Local faithfulness: A {sa:.2f}, B {sb:.2f}."
+            reasoning = (
+                f"Local evidence comparison: P(A better) {local:.2f} "
+                f"(faithfulness A {sa:.2f}, B {sb:.2f}); the LLM judge was not needed."
+            )
         score = combine(llm, local, self.local_weight)
         return Verdict(
             preferred=preferred_of(score),
@@ -328,6 +350,7 @@ class PairwiseJudge:
             local_score_b=sb,
             llm_score=llm,
             local_pairwise=local,
+            llm_consulted=consulted,
         )
 
 

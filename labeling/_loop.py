@@ -240,18 +240,22 @@ class LabelingLoop:
 
 
 def judge_from_settings(settings: Any, *, llm_judge: bool | None = None) -> PairwiseJudge:
-    """The pairwise judge: the configured LLM (unless disabled) plus the local faithfulness scorer."""
-    from eval import LOCAL_FAITHFULNESS_VERSION, LocalFaithfulness, get_encoder
+    """The pairwise judge: the local comparison, and the configured LLM where that is unsure.
+
+    The LLM (unless disabled) is asked only when the local P(A better) is within
+    ``RAGLOOP_LOOP_JUDGE_LLM_BAND`` of 0.5.
+    """
+    from eval import LOCAL_PAIRWISE_VERSION, LocalFaithfulness, LocalPairwise, get_encoder
     from labeling._judge import openai_complete
     from ragloop.settings import secret_value
 
-    scorer = LocalFaithfulness(get_encoder(settings))
+    pairwise = LocalPairwise(LocalFaithfulness(get_encoder(settings)))
 
-    def local_score(answer: str, contexts: Sequence[str], question: str | None) -> float:
-        result = scorer.score(answer, contexts, question)
-        if result.score is None:
-            raise RuntimeError(f"local faithfulness failed: {result.error}")
-        return float(result.score)
+    def local_compare(
+        a: str, b: str, contexts: Sequence[str], question: str | None
+    ) -> tuple[float, float, float]:
+        pref = pairwise.compare(a, b, contexts, question)
+        return pref.p_a, pref.score_a, pref.score_b
 
     use_llm = settings.loop_judge_llm if llm_judge is None else llm_judge
     model = settings.loop_judge_model or settings.llm_model
@@ -266,7 +270,8 @@ def judge_from_settings(settings: Any, *, llm_judge: bool | None = None) -> Pair
     return PairwiseJudge(
         complete,
         model,
-        local_score,
+        local_compare,
         local_weight=settings.loop_judge_local_weight,
-        local_name=LOCAL_FAITHFULNESS_VERSION,
+        llm_band=settings.loop_judge_llm_band,
+        local_name=LOCAL_PAIRWISE_VERSION,
     )

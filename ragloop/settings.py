@@ -558,8 +558,19 @@ class Settings(BaseSettings):
         le=1.0,
         validation_alias=_env("RAGLOOP_LOOP_JUDGE_LOCAL_WEIGHT"),
         description=(
-            "RAGLOOP_LOOP_JUDGE_LOCAL_WEIGHT: weight of the local faithfulness scorer (used pairwise) in the "
-            "judge's combined score; the LLM judge gets the rest."
+            "RAGLOOP_LOOP_JUDGE_LOCAL_WEIGHT: weight of the local pairwise comparison in the judge's "
+            "combined score where the LLM is asked; the LLM judge gets the rest."
+        ),
+    )
+    loop_judge_llm_band: float = Field(
+        0.05,
+        ge=0.0,
+        le=0.5,
+        validation_alias=_env("RAGLOOP_LOOP_JUDGE_LLM_BAND"),
+        description=(
+            "RAGLOOP_LOOP_JUDGE_LLM_BAND: ask the LLM judge only when the local comparison's P(A better) "
+            "is within this of 0.5 (0: never; 0.5: always). bench/bench_judge.py reports the accuracy "
+            "and the share of pairs that needed the LLM."
         ),
     )
     loop_event_driven: bool = Field(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 
@@ -12,7 +13,6 @@ from labeling._judge import (
     PairwiseJudge,
     build_messages,
     combine,
-    local_pairwise,
     openai_complete,
     parse_reply,
     preferred_of,
@@ -59,10 +59,7 @@ def test_the_reasoning_is_the_judges_not_the_echoed_answers() -> None:
 
 
 def test_local_only_judging_claims_no_order_consistency() -> None:
-    def local(answer: str, contexts: object, question: object) -> float:
-        return {"good": 0.9, "bad": 0.1}[answer]
-
-    v = PairwiseJudge(None, "m", local).judge("q", ["c"], "good", "bad")
+    v = PairwiseJudge(None, "m", _local(0.9)).judge("q", ["c"], "good", "bad")
     assert v.order_consistent is None and v.to_dict()["order_consistent"] is None
     assert v.preferred == "A" and v.llm_score is None
 
@@ -115,8 +112,6 @@ def test_preferred_and_combination() -> None:
         "B",
         "B",
     ]
-    assert local_pairwise(0.9, 0.1, slope=8) == pytest.approx(1 / (1 + math.exp(-6.4)))
-    assert local_pairwise(0.5, 0.5) == 0.5
     assert combine(0.2, 0.9, weight=0.8) == pytest.approx(0.76)
     assert combine(None, 0.9) == 0.9 and combine(0.3, None) == 0.3
     with pytest.raises(ValueError):
@@ -166,17 +161,28 @@ def test_a_reply_without_verdict_gets_one_follow_up() -> None:
     assert "the first answer is long" in reasoning
 
 
-def test_verdict_records_identity_and_falls_back_to_the_local_scorer() -> None:
-    def local(answer: str, contexts: object, question: object) -> float:
-        return {"good": 0.9, "bad": 0.1}[answer]
+def _local(p_good: float) -> Callable[[str, str, object, object], tuple[float, float, float]]:
+    """A local comparison that prefers "good" with probability ``p_good`` (antisymmetric)."""
+    scores = {"good": 0.9, "bad": 0.1}
 
+    def compare(a: str, b: str, contexts: object, question: object) -> tuple[float, float, float]:
+        return (p_good if a == "good" else 1.0 - p_good), scores[a], scores[b]
+
+    return compare
+
+
+def test_verdict_records_identity_and_falls_back_to_the_local_comparison() -> None:
     def broken(messages: object) -> tuple[str, None]:
         raise ConnectionError("judge down")
 
-    v = PairwiseJudge(broken, "qwen", local, local_weight=0.8).judge("q", ["c"], "bad", "good")
+    # Sure locally (0.7): no LLM call. Unsure (0.52, inside the 0.05 band): asked, fails, local stands.
+    v = PairwiseJudge(broken, "qwen", _local(0.7), local_weight=0.8).judge("q", ["c"], "bad", "good")
     assert v.preferred == "B" and v.llm_score is None and v.order_consistent is None
+    assert v.llm_consulted is False and v.score == pytest.approx(0.3)  # sure enough: no LLM call
+    v = PairwiseJudge(broken, "qwen", _local(0.52), local_weight=0.8).judge("q", ["c"], "bad", "good")
+    assert v.llm_consulted is True and v.llm_score is None and v.score == pytest.approx(0.48)
     assert v.local_score_a == 0.1 and v.local_score_b == 0.9
-    assert v.agent == f"qwen/{JUDGE_PROMPT_VERSION}+local-faithfulness/w0.8"
+    assert v.agent == f"qwen/{JUDGE_PROMPT_VERSION}+local-pairwise/w0.8/band0.05"
     assert "judge failed" in v.reasoning
     assert set(v.to_dict()) >= {
         "preferred",
@@ -185,11 +191,29 @@ def test_verdict_records_identity_and_falls_back_to_the_local_scorer() -> None:
         "agent",
         "order_consistent",
         "local_score_a",
+        "llm_consulted",
     }
     with pytest.raises(ConnectionError):
         PairwiseJudge(broken, "qwen").judge("q", ["c"], "a", "b")
     with pytest.raises(ValueError):
         PairwiseJudge(None, "m")
+    with pytest.raises(ValueError):
+        PairwiseJudge(None, "m", _local(0.9), llm_band=0.7)
+
+
+def test_the_llm_is_asked_only_where_the_local_comparison_is_unsure() -> None:
+    fair = Scripted({"good": "Verdict: A\nConfidence: 8", "bad": "Verdict: B\nConfidence: 6"})
+    sure = PairwiseJudge(fair, "m", _local(0.95)).judge("q", ["c"], "good", "bad")
+    assert not fair.calls and sure.llm_consulted is False and sure.llm_score is None
+    assert sure.preferred == "A" and sure.score == pytest.approx(0.95)
+    assert "not needed" in sure.reasoning
+    unsure = PairwiseJudge(fair, "m", _local(0.53)).judge("q", ["c"], "good", "bad")
+    assert len(fair.calls) == 2 and unsure.llm_consulted is True
+    assert unsure.score == pytest.approx(0.8 * 0.53 + 0.2 * (0.9 + 0.8) / 2)
+    # band 0.5: always ask; band 0: never (with a local comparison).
+    always = PairwiseJudge(fair, "m", _local(0.99), llm_band=0.5)
+    assert always.needs_llm(0.99) and not PairwiseJudge(fair, "m", _local(0.5), llm_band=0.0).needs_llm(0.5)
+    assert PairwiseJudge(fair, "m").needs_llm(None)
 
 
 def test_prompt_puts_context_question_and_both_answers() -> None:
