@@ -139,8 +139,12 @@ def build_rag_chain(
     k: int,
     threshold: float,
     on_retrieved: Callable[[Retrieval], None] | None = None,
+    gate: Any | None = None,
 ) -> Runnable:
     """Compose condense -> retrieve -> answer as one LCEL runnable named ``rag_chain``.
+
+    ``gate`` (a :class:`chatbot._gate.GroundingGate`) checks the finished answer and yields
+    ``gate_checking`` / ``gate`` chunks after ``answer_text`` (its retry, if any, nests here too).
 
     ``on_retrieved`` is called inside the retrieve step, while its run is the current one, so a
     tracer can put the documents on the step's own span. It must not raise.
@@ -178,6 +182,9 @@ def build_rag_chain(
         # Last, the whole answer as text: tracers record a streamed run's last chunk as its output,
         # and the text reads better (and serialises faster) than the final usage-only chunk.
         yield {"answer_text": "".join(text)}
+        if gate is not None:  # the grounding gate (chatbot/_gate.py): verified citations, retry/quote
+            async for checked in gate.run("".join(text), question, retrieval.relevant, llm, config, language):
+                yield checked
 
     return RunnableLambda(rag_chain, name="rag_chain")
 

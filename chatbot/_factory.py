@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from chatbot._chain import RetrieverLike, build_chat_model, build_rag_chain
+from chatbot._gate import GroundingGate
 from chatbot._observer import TurnObserver, dont_throw
 from chatbot._service import ChatService
 from chatlog import ChatLog
@@ -36,5 +37,6 @@ def build_service(
         k=settings.top_k,
         threshold=settings.score_threshold,
         on_retrieved=dont_throw(observer.annotate_retrieval),
+        gate=GroundingGate.from_settings(settings) if settings.gate_enabled else None,
     )
     return ChatService(settings, chatlog or ChatLog(settings.chatlog_url), chain, retriever, observer)

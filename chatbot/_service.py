@@ -44,6 +44,7 @@ import chatlog as cl
 from chatbot import _prompts as prompts
 from chatbot._admission import BUSY_STATUS, Admission, Refused
 from chatbot._chain import Retrieval
+from chatbot._gate import GateOutcome
 from chatbot._observer import TurnObserver, dont_throw
 from ragloop.settings import Settings
 
@@ -140,6 +141,10 @@ class TurnResult:
     error_type: str | None = None
     error: str | None = None
     queue_ms: float | None = None  # time spent in the admission queue before the turn started
+    # The grounding gate (chatbot/_gate.py): verified citations of ``answer``
+    # ([{"sentence", "source", "score"}]) and what the gate did ("passed", "retried", ...).
+    citations: list[dict[str, Any]] = field(default_factory=list)
+    gate: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -148,7 +153,12 @@ class TurnResult:
 
 @dataclass
 class TurnEvent:
-    """One streamed event: ``started``, ``sources``, ``token``, ``done`` or ``error``."""
+    """One streamed event: ``started``, ``sources``, ``token``, ``done`` or ``error``.
+
+    With the grounding gate on, the tokens are a draft: ``checking`` may follow them, then
+    ``final`` (``answer``, ``citations``, ``gate``, ``reason``, ``warning``) replaces the draft
+    with the answer that is shown and stored (see :mod:`chatbot._gate`).
+    """
 
     kind: str
     data: dict[str, Any]
@@ -503,6 +513,12 @@ class ChatService:
                     dont_throw(self.observer.on_first_token)(turn, state.ttft_ms)
                 state.answer += content
                 queue.put_nowait(TurnEvent("token", {"text": content}))
+        if "gate_checking" in chunk:  # the draft failed the grounding gate: a retry or quote follows
+            queue.put_nowait(TurnEvent("checking", dict(chunk["gate_checking"])))
+        if "gate" in chunk:  # the gated answer replaces the streamed draft (chatbot/_gate.py)
+            state.gated = chunk["gate"]
+            state.answer = state.gated.answer
+            queue.put_nowait(TurnEvent("final", state.gated.event()))
 
     async def _finish(self, state: _TurnState, started: float, turn: dict[str, Any]) -> TurnResult:
         state.total_ms = (time.perf_counter() - started) * 1000
@@ -661,6 +677,7 @@ class _TurnState:
     total_ms: float | None = None
     status: str = cl.STATUS_IN_PROGRESS
     error: BaseException | None = None
+    gated: GateOutcome | None = None
     language: str | None = None
     flags: dict[str, Any] = field(default_factory=dict)
     queue_ms: float | None = None
@@ -707,6 +724,8 @@ class _TurnState:
             total_ms=self.total_ms,
             error_type=err.code if err else None,
             error=err.message if err else None,
+            citations=list(self.gated.citations) if self.gated else [],
+            gate=self.gated.status if self.gated else None,
             queue_ms=self.queue_ms,
         )
 
@@ -738,8 +757,17 @@ class _TurnState:
             "error_type": res.error_type,
             "error": res.error,
             "language": self.language,
+            **(self._gate_columns() if self.gated else {}),
             # Only when there is something to record: a flag set when the turn started stays.
             **({"flags": dict(self.flags)} if self.flags else {}),
+        }
+
+    def _gate_columns(self) -> dict[str, Any]:
+        assert self.gated is not None
+        return {
+            "citations": self.gated.citations,
+            "gate": self.gated.status,
+            "extra": {"gate": self.gated.record()},
         }
 
 

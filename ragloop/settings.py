@@ -476,6 +476,27 @@ class Settings(BaseSettings):
         description="RAGLOOP_EVAL_REPORTS_DIR: where `ragloop eval run` writes its reports.",
     )
 
+    # --- grounding gate and verified citations (issue 13; chatbot/_gate.py, eval/_citations.py) ---
+    gate_enabled: bool = Field(
+        True,
+        validation_alias=_env("RAGLOOP_GATE"),
+        description=(
+            "RAGLOOP_GATE: verify every answer's citations against the passages and gate answers that "
+            "are empty, only markers, or under RAGLOOP_FAITHFULNESS_THRESHOLD; false shows the model's "
+            "answer as it streamed, unverified."
+        ),
+    )
+    gate_strategy: str = Field(
+        "extractive",
+        pattern="^(retry|extractive)$",
+        validation_alias=_env("RAGLOOP_GATE_STRATEGY"),
+        description=(
+            "RAGLOOP_GATE_STRATEGY: what replaces a failed answer: 'extractive' quotes the best "
+            "passage's supporting sentences (milliseconds); 'retry' asks the model once more with a "
+            "stricter prompt (one more LLM call), then quotes if that fails too."
+        ),
+    )
+
     # --- labeling loop ---------------------------------------------------------------------------
     loop_max_per_run: int = Field(
         50,
@@ -558,19 +579,8 @@ class Settings(BaseSettings):
         le=1.0,
         validation_alias=_env("RAGLOOP_LOOP_JUDGE_LOCAL_WEIGHT"),
         description=(
-            "RAGLOOP_LOOP_JUDGE_LOCAL_WEIGHT: weight of the local pairwise comparison in the judge's "
-            "combined score where the LLM is asked; the LLM judge gets the rest."
-        ),
-    )
-    loop_judge_llm_band: float = Field(
-        0.05,
-        ge=0.0,
-        le=0.5,
-        validation_alias=_env("RAGLOOP_LOOP_JUDGE_LLM_BAND"),
-        description=(
-            "RAGLOOP_LOOP_JUDGE_LLM_BAND: ask the LLM judge only when the local comparison's P(A better) "
-            "is within this of 0.5 (0: never; 0.5: always). bench/bench_judge.py reports the accuracy "
-            "and the share of pairs that needed the LLM."
+            "RAGLOOP_LOOP_JUDGE_LOCAL_WEIGHT: weight of the local faithfulness scorer (used pairwise) in the "
+            "judge's combined score; the LLM judge gets the rest."
         ),
     )
     loop_event_driven: bool = Field(

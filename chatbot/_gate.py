@@ -1,0 +1,347 @@
+"""The grounding gate: no answer reaches the user unsupported without a visible warning.
+
+After the model's answer is complete, the gate verifies its citations (:class:`eval.CitationVerifier`
+on the local faithfulness scorer, ~10-45 ms, in a worker thread) and treats it as failed when it is
+
+* ``empty``: no text at all;
+* ``markers_only``: nothing but citation markers (``"[1] [2] [3]"``);
+* ``low_faithfulness``: its local faithfulness is under ``RAGLOOP_FAITHFULNESS_THRESHOLD`` (the
+  online evaluator's threshold);
+* ``uncited``: it makes claims, but no sentence can be attributed to any passage;
+* ``scorer_failed``: it could not be checked at all.
+
+A passing answer is shown with its verified citations only (``passed``). A failed one, with
+``RAGLOOP_GATE_STRATEGY``:
+
+* ``retry``: ask once more with a stricter prompt (temperature 0). If that answer passes, it is
+  shown (``retried``); if not, the extractive answer below;
+* ``extractive``: the supporting sentences of the best passage, labelled as quoted from it
+  (``extractive``).
+
+When no passage has a sentence sharing a word with the question, there is nothing to quote: the
+best answer the model gave is shown under a warning (``warned``).
+
+Streaming: tokens stream as the model writes them, as a draft. When the draft is complete the
+turn emits ``checking`` (with the reason, when the gate retries) and then ``final``, whose
+``answer`` replaces the draft, with ``citations`` and ``gate``; ``done``'s result carries the
+same gated answer, and the chat log stores it (``turns.answer``, ``turns.citations``,
+``turns.gate``), with the model's own draft, the reason and the gate's time under
+``turns.extra["gate"]`` for the labeling loop. A client shows the draft as unverified
+("checking the sources…") until ``final`` arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from chatbot import _prompts as prompts
+
+log = logging.getLogger(__name__)
+
+PASSED = "passed"
+RETRIED = "retried"
+EXTRACTIVE = "extractive"
+WARNED = "warned"
+#: What ``turns.gate`` can hold.
+GATE_STATUSES = (PASSED, RETRIED, EXTRACTIVE, WARNED)
+STRATEGIES = ("retry", "extractive")
+
+#: The retry's system prompt: every sentence from a source, cited; no markers-only replies.
+STRICT_SYSTEM_PROMPT = (
+    "You are ragloop. Answer strictly from the numbered sources in the user's message. Every "
+    "sentence you write must be directly supported by one source; end it with that source's number "
+    "in square brackets, like [1]. Prefer the sources' own words. Do not add facts, names, numbers "
+    "or code that the sources do not contain, and never reply with citation numbers alone. If the "
+    "sources do not answer the question, reply exactly: I don't know based on the provided sources. "
+    "At most three sentences."
+)
+WARNING = (
+    "⚠️ **Unverified answer:** the retrieved sources do not support this answer. "
+    "Check the sources before relying on it."
+)
+NO_SUPPORTED_ANSWER = (
+    "⚠️ **No supported answer:** the model's answer was not supported by the retrieved sources, "
+    "and no passage matches the question clearly. Look at the sources, or rephrase the question."
+)
+QUOTE_LABEL = (
+    "The generated answer was not supported by the sources, so here is the passage that best "
+    "matches the question, quoted from source [{n}]{title}:"
+)
+#: At most this many sentences, and about this many characters, are quoted.
+QUOTE_SENTENCES = 3
+QUOTE_CHARS = 600
+
+
+@dataclass
+class GateOutcome:
+    """What the gate did to one answer.
+
+    Attributes:
+        status: one of :data:`GATE_STATUSES`.
+        answer: the text shown and stored.
+        citations: verified citations of ``answer``: ``[{"sentence", "source", "score"}]``.
+        reason: why the model's first answer failed (None when it passed).
+        original_answer: the model's first answer, as streamed.
+        faithfulness: the local faithfulness of the first answer (None: empty or unscored).
+        retry_answer: the retry's answer, when there was one.
+        gate_ms: wall time the gate added, retry included.
+    """
+
+    status: str
+    answer: str
+    citations: list[dict[str, Any]] = field(default_factory=list)
+    reason: str | None = None
+    original_answer: str = ""
+    faithfulness: float | None = None
+    retry_answer: str | None = None
+    retry_faithfulness: float | None = None
+    gate_ms: float = 0.0
+
+    def event(self) -> dict[str, Any]:
+        """The ``final`` event's payload: the text that replaces the streamed draft."""
+        return {
+            "answer": self.answer,
+            "citations": self.citations,
+            "gate": self.status,
+            "reason": self.reason,
+            "warning": self.status == WARNED,
+        }
+
+    def record(self) -> dict[str, Any]:
+        """What ``turns.extra["gate"]`` keeps: the draft, the reason, the scores and the time."""
+        return {
+            "original_answer": self.original_answer,
+            "reason": self.reason,
+            "faithfulness": self.faithfulness,
+            "retry_answer": self.retry_answer,
+            "retry_faithfulness": self.retry_faithfulness,
+            "gate_ms": round(self.gate_ms, 2),
+        }
+
+
+@dataclass(frozen=True)
+class Check:
+    """One answer's verification: the cleaned answer and why it failed (None: it passed)."""
+
+    answer: str
+    citations: list[dict[str, Any]]
+    faithfulness: float | None
+    reason: str | None
+
+    @property
+    def passed(self) -> bool:
+        """True when the answer can be shown as it is (with its verified citations)."""
+        return self.reason is None
+
+
+def failure_reason(verified: Any, had_markers: bool, threshold: float) -> str | None:
+    """Why a verified answer (:class:`eval.Verified`) fails the gate, or None when it passes."""
+    if verified.empty:
+        return "markers_only" if had_markers else "empty"
+    if verified.faithfulness is None:
+        return "scorer_failed"
+    if verified.faithfulness < threshold:
+        return "low_faithfulness"
+    if not verified.result.citations and _claims(verified):
+        return "uncited"
+    return None
+
+
+def _claims(verified: Any) -> bool:
+    from eval._features import answer_sentences
+
+    return bool(answer_sentences(verified.parsed.text))
+
+
+def extractive_answer(
+    question: str, chunks: Sequence[prompts.SourceLike]
+) -> tuple[str, list[dict[str, Any]]] | None:
+    """The supporting sentences of the passage that best matches ``question``, labelled as a quote.
+
+    The best passage holds the sentence sharing most content words with the question (ties: the
+    better-ranked passage). The quote starts at that sentence (after it, when it is a heading that
+    restates the question, ending in "?") and runs for up to :data:`QUOTE_SENTENCES` sentences.
+
+    Returns:
+        (text, citations), the citations ``[{"sentence", "source", "score": 1.0}]`` over the
+        text's sentences; None when no passage sentence shares a content word with the question.
+    """
+    from eval._text import split_sentences, tokenize
+
+    words = set(tokenize(question).content)
+    best: tuple[int, int, int, list[str]] | None = None  # (overlap, -passage, -sentence, sentences)
+    for p, chunk in enumerate(chunks):
+        sents = split_sentences(chunk.text)
+        for j, sent in enumerate(sents):
+            key = (len(words & set(tokenize(sent).content)), -p, -j, sents)
+            if key[0] and (best is None or key[:3] > best[:3]):
+                best = key
+    if best is None:
+        return None
+    _, neg_p, neg_j, sents = best
+    start = -neg_j
+    if sents[start].rstrip().endswith("?") and start + 1 < len(sents):
+        start += 1
+    quote: list[str] = []
+    for sent in sents[start : start + QUOTE_SENTENCES]:
+        if quote and sum(map(len, quote)) + len(sent) > QUOTE_CHARS:
+            break
+        quote.append(sent.strip())
+    n, title = -neg_p + 1, chunks[-neg_p].title
+    label = QUOTE_LABEL.format(n=n, title=f" ({title})" if title else "")
+    text = f"{label}\n\n> {' '.join(quote)} [{n}]"
+    from eval import parse_answer
+
+    skip = len(parse_answer(label).spans)
+    count = len(parse_answer(text).spans)
+    return text, [{"sentence": i, "source": n, "score": 1.0} for i in range(skip, count)]
+
+
+class GroundingGate:
+    """Verifies an answer and, when it fails, retries or quotes (see the module docstring)."""
+
+    def __init__(self, verifier: Any, threshold: float, strategy: str = "retry") -> None:
+        """Build a gate.
+
+        Args:
+            verifier: an :class:`eval.CitationVerifier` (or a zero-argument callable building one,
+                called on the first check, in a worker thread: the encoder loads lazily).
+            threshold: faithfulness under this fails the gate (``RAGLOOP_FAITHFULNESS_THRESHOLD``).
+            strategy: ``retry`` or ``extractive``.
+
+        Raises:
+            ValueError: an unknown strategy.
+        """
+        if strategy not in STRATEGIES:
+            raise ValueError(f"unknown gate strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
+        self._verifier = verifier
+        self.threshold = threshold
+        self.strategy = strategy
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> GroundingGate:
+        """A gate on the local scorer with the shared evaluation encoder, loaded on first use."""
+        threshold = float(settings.faithfulness_threshold)
+
+        def build() -> Any:
+            from eval import CitationVerifier, LocalFaithfulness, get_encoder
+
+            return CitationVerifier(LocalFaithfulness(get_encoder(settings), threshold=threshold))
+
+        return cls(build, threshold, settings.gate_strategy)
+
+    @property
+    def verifier(self) -> Any:
+        """The citation verifier (built on first use)."""
+        if callable(self._verifier) and not hasattr(self._verifier, "verify"):
+            self._verifier = self._verifier()
+        return self._verifier
+
+    def check(self, answer: str, passages: Sequence[str], question: str | None) -> Check:
+        """Verify one answer (CPU work: call it off the event loop)."""
+        from eval import attribute, parse_answer
+
+        parsed = parse_answer(answer)
+        try:
+            verified = self.verifier.verify(answer, passages, question)
+        except Exception as exc:  # noqa: BLE001 - a broken scorer gates the answer, never fails the turn
+            log.warning("grounding gate: verification failed (%s: %s)", type(exc).__name__, exc)
+            bare = attribute(parsed, [None] * len(parsed.spans), len(passages)).answer
+            return Check(bare, [], None, "scorer_failed")
+        had_markers = bool(answer.strip()) and not parsed.has_content
+        reason = failure_reason(verified, had_markers, self.threshold)
+        return Check(verified.result.answer, verified.result.to_dicts(), verified.faithfulness, reason)
+
+    def retry_messages(
+        self, question: str, chunks: Sequence[prompts.SourceLike], language: str | None = None
+    ) -> list[Any]:
+        """The stricter prompt: same sources, question and language, :data:`STRICT_SYSTEM_PROMPT`."""
+        from langchain_core.messages import HumanMessage, SystemMessage
+
+        block = prompts.format_sources(chunks)
+        user = prompts.user_prompt(question, block, language)
+        return [SystemMessage(STRICT_SYSTEM_PROMPT), HumanMessage(user)]
+
+    async def run(
+        self,
+        answer: str,
+        question: str,
+        chunks: Sequence[prompts.SourceLike],
+        llm: Any,
+        config: Any,
+        language: str | None = None,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Gate ``answer``: yield ``{"gate_checking": {...}}`` before a retry, then ``{"gate": outcome}``.
+
+        Args:
+            answer: the model's answer, as streamed.
+            question: the standalone question.
+            chunks: the passages the prompt numbered, in order.
+            llm: the chat model, for the retry.
+            config: the chain's runnable config (the retry nests under the chain's run).
+            language: the question's language (ISO 639-1), asked of the retry as of the answer.
+        """
+        started = time.perf_counter()
+        texts = [c.text for c in chunks]
+        first = await asyncio.to_thread(self.check, answer, texts, question)
+        outcome = GateOutcome(PASSED, first.answer, first.citations, None, answer, first.faithfulness)
+        if not first.passed:
+            outcome.reason = first.reason
+            yield {"gate_checking": {"reason": first.reason, "retrying": self.strategy == "retry"}}
+            second = (
+                await self._retry(question, chunks, llm, config, texts, language)
+                if self.strategy == "retry"
+                else None
+            )
+            if second is not None:
+                outcome.retry_answer, outcome.retry_faithfulness = second[0], second[1].faithfulness
+            if second is not None and second[1].passed:
+                outcome.status, outcome.answer, outcome.citations = (
+                    RETRIED,
+                    second[1].answer,
+                    second[1].citations,
+                )
+            else:
+                fallback = second[1] if second is not None and second[1].answer else first
+                self._fall_back(outcome, question, chunks, fallback)
+        outcome.gate_ms = (time.perf_counter() - started) * 1000
+        yield {"gate": outcome}
+
+    async def _retry(
+        self,
+        question: str,
+        chunks: Sequence[prompts.SourceLike],
+        llm: Any,
+        config: Any,
+        texts: list[str],
+        language: str | None,
+    ) -> tuple[str, Check] | None:
+        messages = self.retry_messages(question, chunks, language)
+        try:
+            reply = await llm.ainvoke(messages, config, temperature=0.0)
+        except Exception as exc:  # noqa: BLE001 - a failed retry falls back to the extractive answer
+            log.warning("grounding gate: the retry failed (%s: %s)", type(exc).__name__, exc)
+            return None
+        text = str(reply.content or "")
+        return text, await asyncio.to_thread(self.check, text, texts, question)
+
+    @staticmethod
+    def _fall_back(
+        outcome: GateOutcome, question: str, chunks: Sequence[prompts.SourceLike], best: Check
+    ) -> None:
+        extract = extractive_answer(question, chunks)
+        if extract is not None:
+            outcome.status, (outcome.answer, outcome.citations) = EXTRACTIVE, extract
+        elif best.answer:
+            from eval import parse_answer
+
+            shift = len(parse_answer(WARNING).spans)
+            cited = [{**c, "sentence": c["sentence"] + shift} for c in best.citations]
+            outcome.status, outcome.answer, outcome.citations = WARNED, f"{WARNING}\n\n{best.answer}", cited
+        else:
+            outcome.status, outcome.answer, outcome.citations = WARNED, NO_SUPPORTED_ANSWER, []
