@@ -16,7 +16,7 @@ import os
 import signal
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from ragloop.process import ManagedProcess, free_port, http_ok, port_open
 from ragloop.settings import Settings
@@ -50,7 +50,83 @@ def _missing(venv: Path, target: str) -> RuntimeError:
     return RuntimeError(f"{venv} is missing: run `make {target}` (it builds the server's own venv)")
 
 
-class LocalArgilla:
+class _LocalServer:
+    """What both local labeling servers share: where they live, their owner, kill/stop/settings.
+
+    Subclasses set ``name``, the two settings their sink reads (``url_setting``, ``key_setting``),
+    and implement ``start`` and ``start_server``.
+    """
+
+    name = ""
+    url_setting = ""
+    key_setting = ""
+
+    def __init__(
+        self,
+        venv: Path,
+        home: Path,
+        *,
+        port: int,
+        api_key: str,
+        username: str,
+        password: str,
+        log_dir: Path | None = None,
+    ) -> None:
+        """Describe the server; :meth:`start` launches it."""
+        self.venv = venv.resolve()
+        self.home = home.resolve()
+        self.port = port
+        self.api_key = api_key
+        self.username = username
+        self.password = password
+        self.log_dir = log_dir or self.home / "logs"
+        self.url = f"http://127.0.0.1:{port}"
+        self.server: ManagedProcess | None = None
+
+    def _processes(self) -> tuple[ManagedProcess | None, ...]:
+        """Every process of the server, in stopping order."""
+        return (self.server,)
+
+    def _check_port(self, setting: str) -> None:
+        if port_open("127.0.0.1", self.port):
+            raise RuntimeError(f"port {self.port} is taken: set {setting} to a free port")
+
+    def kill_server(self) -> None:
+        """SIGKILL the API server's process group (tests: a backend dying mid-push)."""
+        if self.server is not None and self.server.proc is not None and self.server.alive:
+            os.killpg(self.server.proc.pid, signal.SIGKILL)
+            self.server.proc.wait(timeout=30)
+
+    @property
+    def alive(self) -> bool:
+        """True while the API server runs."""
+        return self.server is not None and self.server.alive
+
+    def settings_update(self) -> dict[str, Any]:
+        """The settings that point the app's sink for this backend at this server."""
+        from pydantic import SecretStr
+
+        return {self.url_setting: self.url, self.key_setting: SecretStr(self.api_key)}
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop every process of the server (its data stays in ``home``)."""
+        for proc in self._processes():
+            if proc is not None:
+                proc.stop(timeout)
+
+    def start(self, timeout: float = 240.0) -> _LocalServer:  # pragma: no cover - overridden
+        """Start the server and wait until it answers."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class LocalArgilla(_LocalServer):
     """argilla-server + its worker + the noida-db emulator, on 127.0.0.1, with a known owner API key.
 
     Attributes:
@@ -60,6 +136,8 @@ class LocalArgilla:
     """
 
     name = "argilla"
+    url_setting = "argilla_api_url"
+    key_setting = "argilla_api_key"
 
     def __init__(
         self,
@@ -73,19 +151,16 @@ class LocalArgilla:
         log_dir: Path | None = None,
     ) -> None:
         """Describe the server; :meth:`start` launches it."""
-        self.venv = venv.resolve()
-        self.home = home.resolve()
-        self.port = port
-        self.api_key = api_key
-        self.username = username
-        self.password = password
-        self.log_dir = log_dir or self.home / "logs"
-        self.url = f"http://127.0.0.1:{port}"
+        super().__init__(
+            venv, home, port=port, api_key=api_key, username=username, password=password, log_dir=log_dir
+        )
         self.es_port = free_port()
         self.redis_port = free_port()
         self.emulator: ManagedProcess | None = None
-        self.server: ManagedProcess | None = None
         self.worker: ManagedProcess | None = None
+
+    def _processes(self) -> tuple[ManagedProcess | None, ...]:
+        return (self.worker, self.server, self.emulator)
 
     @property
     def python(self) -> Path:
@@ -128,8 +203,7 @@ class LocalArgilla:
         """
         if not self.python.exists():
             raise _missing(self.venv, "argilla")
-        if port_open("127.0.0.1", self.port):
-            raise RuntimeError(f"port {self.port} is taken: set RAGLOOP_ARGILLA_PORT to a free port")
+        self._check_port("RAGLOOP_ARGILLA_PORT")
         self.home.mkdir(parents=True, exist_ok=True)
         # The real binary, not the `noida-db` wrapper: killing the wrapper leaves the binary orphaned.
         argv = [
@@ -189,37 +263,8 @@ class LocalArgilla:
         except OSError:
             return False
 
-    def kill_server(self) -> None:
-        """SIGKILL the API server's process group (tests: a backend dying mid-push)."""
-        if self.server is not None and self.server.proc is not None and self.server.alive:
-            os.killpg(self.server.proc.pid, signal.SIGKILL)
-            self.server.proc.wait(timeout=30)
 
-    @property
-    def alive(self) -> bool:
-        """True while the API server runs."""
-        return self.server is not None and self.server.alive
-
-    def settings_update(self) -> dict[str, Any]:
-        """The settings that point the app's Argilla sink at this server."""
-        from pydantic import SecretStr
-
-        return {"argilla_api_url": self.url, "argilla_api_key": SecretStr(self.api_key)}
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop the worker, the server and the emulator (data stays in ``home``)."""
-        for proc in (self.worker, self.server, self.emulator):
-            if proc is not None:
-                proc.stop(timeout)
-
-    def __enter__(self) -> LocalArgilla:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-class LocalLabelStudio:
+class LocalLabelStudio(_LocalServer):
     """A Label Studio server (SQLite) on 127.0.0.1 with a known admin and legacy API token.
 
     Attributes:
@@ -229,6 +274,8 @@ class LocalLabelStudio:
     """
 
     name = "labelstudio"
+    url_setting = "label_studio_url"
+    key_setting = "label_studio_api_key"
 
     def __init__(
         self,
@@ -242,15 +289,10 @@ class LocalLabelStudio:
         log_dir: Path | None = None,
     ) -> None:
         """Describe the server; :meth:`start` launches it."""
-        self.venv = venv.resolve()
-        self.data_dir = data_dir.resolve()
-        self.port = port
-        self.api_key = api_key
-        self.username = username
-        self.password = password
-        self.log_dir = log_dir or self.data_dir / "logs"
-        self.url = f"http://127.0.0.1:{port}"
-        self.server: ManagedProcess | None = None
+        super().__init__(
+            venv, data_dir, port=port, api_key=api_key, username=username, password=password, log_dir=log_dir
+        )
+        self.data_dir = self.home
 
     def start(self, timeout: float = 240.0) -> LocalLabelStudio:
         """Start the server and wait for ``/health`` (about 40 s on 2 cores; the first start migrates).
@@ -262,8 +304,7 @@ class LocalLabelStudio:
         exe = self.venv / "bin" / "label-studio"
         if not exe.exists():
             raise _missing(self.venv, "label-studio")
-        if port_open("127.0.0.1", self.port):
-            raise RuntimeError(f"port {self.port} is taken: set RAGLOOP_LABEL_STUDIO_PORT to a free port")
+        self._check_port("RAGLOOP_LABEL_STUDIO_PORT")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         # Never `label-studio --version`: it starts a server on 0.0.0.0:8080.
         argv = [
@@ -281,37 +322,9 @@ class LocalLabelStudio:
             raise
         return self
 
-    def kill_server(self) -> None:
-        """SIGKILL the server's process group (tests: a backend dying mid-push)."""
-        if self.server is not None and self.server.proc is not None and self.server.alive:
-            os.killpg(self.server.proc.pid, signal.SIGKILL)
-            self.server.proc.wait(timeout=30)
-
     def start_server(self, timeout: float = 240.0) -> None:
         """Start the server again after :meth:`kill_server` (same data dir, same token)."""
         self.start(timeout)
-
-    @property
-    def alive(self) -> bool:
-        """True while the server runs."""
-        return self.server is not None and self.server.alive
-
-    def settings_update(self) -> dict[str, Any]:
-        """The settings that point the app's Label Studio sink at this server."""
-        from pydantic import SecretStr
-
-        return {"label_studio_url": self.url, "label_studio_api_key": SecretStr(self.api_key)}
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop the server (data stays in ``data_dir``)."""
-        if self.server is not None:
-            self.server.stop(timeout)
-
-    def __enter__(self) -> LocalLabelStudio:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def start_labeling_ui(settings: Settings) -> LocalArgilla | LocalLabelStudio | None:
