@@ -29,6 +29,7 @@ from typing import Any
 from tqdm import tqdm
 
 from ragloop.settings import Settings
+from retrieval import _guard as guard
 from retrieval._chunking import Chunk, chunk_ids, split_document
 from retrieval._embedding import Embedder, check_variant, get_embedder
 from retrieval._loaders import loader_for, parse_document
@@ -142,7 +143,8 @@ def collect_files(paths: list[Path]) -> tuple[list[Path], list[Path], list[tuple
     """Expand paths into supported files; returns ``(files, roots, failures)``.
 
     Folders are walked recursively (hidden folders skipped, unsupported formats ignored); a file
-    named explicitly is always attempted, so an unsupported one is reported.
+    named explicitly is always attempted, so an unsupported one is reported. Under a folder,
+    archives and symlinks that resolve outside it are reported, not read (:mod:`retrieval._guard`).
     """
     files: list[Path] = []
     roots: list[Path] = []
@@ -153,9 +155,15 @@ def collect_files(paths: list[Path]) -> tuple[list[Path], list[Path], list[tuple
         if path.is_dir():
             for f in sorted(path.rglob("*")):
                 rel = f.relative_to(path).parts
-                if any(p.startswith(".") for p in rel[:-1]) or f.is_dir():
+                if any(p.startswith(".") for p in rel[:-1]):
                     continue
-                if loader_for(f) is not None and (f.is_file() or f.is_symlink()):
+                if f.is_symlink() and (reason := guard.outside_root(f, path)):
+                    failed.append((str(f), reason))
+                elif f.is_dir():
+                    continue
+                elif loader_for(f) is None and guard.archive_kind(f.name):
+                    failed.append((str(f), "archive, not unpacked: extract it to index its contents"))
+                elif loader_for(f) is not None and (f.is_file() or f.is_symlink()):
                     files.append(f)
         elif path.exists() or path.is_symlink():
             files.append(path)
@@ -227,12 +235,17 @@ def _plan(
 ) -> tuple[_Plan, IngestReport]:
     """Read and chunk the files that changed; decide every write (names relative to ``roots``)."""
     plan, report = _Plan(), IngestReport(files_seen=len(files))
+    limits = guard.limits_from(settings)
     for done, path in enumerate(tqdm(files, desc="reading", unit="file", disable=not progress)):
         if on_progress is not None:
             on_progress("reading", done, len(files))
         source = str(path)
         try:
+            guard.check_size(path, limits)  # before reading: a huge file is never loaded
             data = path.read_bytes()
+        except guard.RefusedFile as exc:
+            report.files_failed.append((source, str(exc)))
+            continue
         except OSError as exc:
             report.files_failed.append((source, f"unreadable: {exc.strerror or exc}"))
             continue
@@ -243,7 +256,7 @@ def _plan(
             report.chunks_unchanged += len(old.ids)
             continue
         try:
-            doc = parse_document(path, data)
+            doc = parse_document(path, data, limits)
             # Plain text has no headings: the file name is the best title there is.
             title = doc.title or (path.name.split(".")[0] if doc.fmt == "txt" else "")
             chunks = split_document(doc.text, doc.fmt, settings.chunk_size, settings.chunk_overlap, title)

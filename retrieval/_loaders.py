@@ -11,9 +11,12 @@ from __future__ import annotations
 import io
 import logging
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from retrieval import _guard as guard
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +35,14 @@ class Document:
 
 
 def decode_text(data: bytes) -> str:
-    """Decode a text file: UTF-8 (with or without BOM), else Latin-1; binary data is refused."""
-    if b"\x00" in data[:8192]:
-        raise LoadError("looks like a binary file (NUL bytes), not text")
+    """Decode a text file: UTF-8 (with or without BOM), else the encoding charset-normalizer detects.
+
+    Binary data and archives are refused (:func:`retrieval._guard.decode`).
+    """
     try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        log.warning("not valid UTF-8, decoding as Latin-1")
-        return data.decode("latin-1")
+        return guard.decode(data)
+    except guard.RefusedFile as exc:
+        raise LoadError(str(exc)) from None
 
 
 def load_markdown(data: bytes) -> Document:
@@ -93,24 +96,53 @@ def load_html(data: bytes) -> Document:
     return Document(text, "md", title)
 
 
-def load_pdf(data: bytes) -> Document:
-    """A PDF's extracted text, pages separated by blank lines."""
+def load_pdf(data: bytes, limits: guard.Limits | None = None) -> Document:
+    """A PDF's extracted text, pages separated by blank lines, within ``limits`` (pages, seconds)."""
     from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
+    from pypdf.errors import LimitReachedError, PdfReadError
 
+    limits = limits or guard.Limits()
+    started = time.monotonic()
     try:
         reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted and not reader.decrypt(""):
             raise LoadError("encrypted PDF")
-        pages = [(page.extract_text() or "").strip() for page in reader.pages]
+        if len(reader.pages) > limits.max_pdf_pages:
+            raise LoadError(
+                f"PDF has {len(reader.pages)} pages, over the limit of {limits.max_pdf_pages} "
+                "(RAGLOOP_INGEST_MAX_PDF_PAGES)"
+            )
+        pages = []
+        for page in reader.pages:
+            pages.append((page.extract_text() or "").strip())
+            if time.monotonic() - started > limits.max_parse_s:
+                raise LoadError(
+                    f"PDF text extraction took over {limits.max_parse_s:g} s "
+                    f"(RAGLOOP_INGEST_MAX_PARSE_S) after {len(pages)} page(s): refused"
+                )
         title = str(reader.metadata.title or "") if reader.metadata else ""
     except LoadError:
         raise
-    except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
-        raise LoadError(f"corrupt PDF: {exc}") from exc
+    except (LimitReachedError, RecursionError, PdfReadError, ValueError, KeyError, TypeError,
+            AttributeError, OSError) as exc:  # fmt: skip
+        raise LoadError(_pdf_reason(exc)) from exc
     if not any(pages):
         raise LoadError("PDF has no extractable text (scanned images?)")
     return Document("\n\n".join(p for p in pages if p), "txt", title)
+
+
+def _pdf_reason(exc: BaseException) -> str:
+    """Why pypdf failed, in words: a bomb (inflation, nesting) apart from plain corruption."""
+    from pypdf.errors import LimitReachedError
+
+    cause: BaseException | None = exc
+    while cause is not None:  # pypdf wraps the root cause (PdfReadError from RecursionError)
+        if isinstance(cause, LimitReachedError):
+            return f"PDF stream inflates past the decompression limit (a PDF bomb?): {cause}"
+        if isinstance(cause, RecursionError):
+            return "PDF objects are nested too deeply (a PDF bomb?)"
+        cause = cause.__cause__ or cause.__context__
+    return f"corrupt PDF: {exc}"
 
 
 #: File name endings and their loaders; longest ending wins (".rst.txt" is rst, not text).
@@ -136,18 +168,35 @@ def loader_for(path: Path) -> Callable[[bytes], Document] | None:
     return None
 
 
-def parse_document(path: Path, data: bytes) -> Document:
-    """Parse the bytes of ``path`` with the loader for its format."""
+def parse_document(path: Path, data: bytes, limits: guard.Limits | None = None) -> Document:
+    """Parse the bytes of ``path`` with the loader for its format; archives are refused by content.
+
+    PDFs are read within ``limits`` (pages, seconds; defaults of :class:`retrieval._guard.Limits`).
+    """
     loader = loader_for(path)
+    # A supported name with archive bytes (a ZIP renamed .md), or an archive's own name.
+    if loader is None:  # by name, then said more precisely by content
+        kind = guard.archive_kind(path.name, data[:512]) if guard.archive_kind(path.name) else None
+    else:
+        kind = guard.archive_kind("", data[:512])
+    if kind is not None:
+        what = "an archive" if kind == "archive" else f"a {kind}"
+        raise LoadError(f"is {what}, not a document: archives are not unpacked; extract it first")
     if loader is None:
         raise LoadError(f"unsupported format (supported: {', '.join(sorted(LOADERS))})")
+    if loader is load_pdf:
+        return load_pdf(data, limits)
     return loader(data)
 
 
-def load_document(path: Path) -> Document:
+def load_document(path: Path, limits: guard.Limits | None = None) -> Document:
     """Read and parse one file; raises :class:`LoadError` with the reason when that fails."""
+    limits = limits or guard.Limits()
     try:
+        guard.check_size(path, limits)
         data = path.read_bytes()
+    except guard.RefusedFile as exc:
+        raise LoadError(str(exc)) from None
     except OSError as exc:
         raise LoadError(f"unreadable: {exc.strerror or exc}") from exc
-    return parse_document(path, data)
+    return parse_document(path, data, limits)
