@@ -241,6 +241,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.turns < 100:
         ap.error("--turns must be at least 100")
+    if args.repeat < 3:
+        ap.error("--repeat must be at least 3 (the benchmark protocol)")
     run = Run("first_run", scratch=args.turns != 100_000)
     with tempfile.TemporaryDirectory() as tmp:
         path = args.keep or Path(tmp) / "chatlog.db"
