@@ -119,8 +119,11 @@ def serve(
 ) -> None:
     """Serve the chat app against the configured LLM: API, UI, telemetry, online evaluation, sinks."""
     from ragloop.app import serve as serve_app
+    from retrieval import check_index_variant
 
-    serve_app(_app_settings(host, port))  # type: ignore[arg-type]
+    settings = _app_settings(host, port)
+    check_index_variant(settings)  # type: ignore[arg-type]  # another embedding variant: one line, exit 2
+    serve_app(settings)  # type: ignore[arg-type]
 
 
 @app.command("run")

@@ -7,7 +7,7 @@ Public API::
     hits = Retriever(settings).search("How do I copy a file?").chunks  # hybrid: dense + BM25, fused
 """
 
-from retrieval._background import BackgroundIndexer, index_progress
+from retrieval._background import BackgroundIndexer, check_index_variant, index_progress
 from retrieval._chunking import Chunk, split_document, split_text
 from retrieval._corpus import FaqItem, fetch_corpus, load_python_faq
 from retrieval._documents import (
@@ -40,6 +40,7 @@ __all__ = [
     "SourceRef",
     "VariantMismatch",
     "add_uploads",
+    "check_index_variant",
     "describe_source",
     "index_progress",
     "list_documents",

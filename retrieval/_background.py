@@ -89,6 +89,21 @@ def first_slice(corpus: Path, settings: Settings) -> list[Path]:
     return [corpus / n for n in names if (corpus / n).exists()]
 
 
+def check_index_variant(settings: Settings, embedder: Any = None) -> None:
+    """Refuse to serve an index built with another embedding variant (``ragloop serve``).
+
+    Raises:
+        VariantMismatch: one line naming both variants and the ways out.
+    """
+    from retrieval._embedding import check_variant, get_embedder
+    from retrieval._ingest import index_variant
+    from retrieval._store import open_collection
+
+    collection = open_collection(settings)
+    if collection.count() > 0:
+        check_variant(index_variant(collection.metadata), embedder or get_embedder(settings), collection.name)
+
+
 def reset_if_other_variant(settings: Settings, embedder: Any) -> bool:
     """Drop the collection when it holds another embedding variant's vectors; True when dropped."""
     from retrieval._embedding import VariantMismatch, check_variant

@@ -91,3 +91,27 @@ def test_legacy_index_counts_as_torch(tmp_path: Path, docs_dir: Path, torch_embe
     int8 = get_embedder(Settings(embedding_backend="onnx-int8"))
     with pytest.raises(VariantMismatch):
         ingest([docs_dir], settings, progress=False, embedder=int8)
+
+
+def test_serve_refuses_an_index_of_another_variant(
+    tmp_path: Path, docs_dir: Path, torch_embedder: Embedder
+) -> None:
+    """`ragloop serve` over a torch index with the int8 variant configured: one line, exit 2."""
+    import os
+    import subprocess
+    import sys
+
+    settings = Settings(data_dir=tmp_path / "data")
+    ingest([docs_dir], settings, progress=False, embedder=torch_embedder)
+    env = {**os.environ, "RAGLOOP_DATA_DIR": str(settings.data_dir), "RAGLOOP_EMBEDDING_BACKEND": "onnx-int8"}
+    done = subprocess.run(
+        [sys.executable, "-m", "ragloop.cli", "serve", "--port", "9"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "'torch'" in errors[0] and "RAGLOOP_EMBEDDING_BACKEND=torch" in errors[0]
+    assert "Traceback" not in done.stderr
