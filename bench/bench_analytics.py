@@ -202,7 +202,7 @@ def copy_to_postgres(log: ChatLog, base_url: str) -> ChatLog:
     from tests.chatlog.conftest import fresh_postgres_url
 
     target = ChatLog(fresh_postgres_url(base_url), auto_upgrade=True)
-    for name in COPIED:
+    for name in tqdm(COPIED, desc="copy to PostgreSQL", unit="table"):
         tbl = metadata.tables[name]
         with log.engine.connect() as src:
             rows = src.execute(select(tbl)).mappings()
