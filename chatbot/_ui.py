@@ -1,15 +1,20 @@
-"""The Gradio chat UI: streaming answers, a sources panel, thumbs up/down and comments per turn.
+"""The Gradio chat UI: per-answer sources, stop/retry/edit, feedback, and a per-user history sidebar.
 
-Per browser session the UI keeps the conversation id, the visible messages and, for each assistant
-message, the turn id that produced it: a thumbs click on message ``i`` is stored for that turn.
-Rendering (sources panel, error text) is pure and lives in small functions; the handlers only call
-the :class:`~chatbot.ChatService`.
+Per browser session the UI keeps the conversation id and ``view``: one record per turn shown
+(question, answer, sources, small-print fields, turn id). The chat's messages are rendered from
+``view`` by the pure functions in :mod:`chatbot._ui_render`, together with ``index``, the map from
+a message's position to its turn (a thumbs click on message ``i`` rates that turn).
+
+Who the user is comes from :func:`chatbot._auth.current_user`: the signed-in user, else the
+browser's anonymous cookie id. Conversations are created with that owner, the sidebar lists only
+that owner's, and reopening or deleting checks it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import importlib.util
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import asdict
@@ -17,82 +22,81 @@ from typing import Any
 
 import gradio as gr
 
+from chatbot import _ui_render as render
+from chatbot._auth import User, conversation_title, current_user
 from chatbot._service import ChatError, ChatService
 from chatbot._ui_assets import ui_mount_kwargs
 
-__all__ = ["build_ui", "ui_mount_kwargs"]
+__all__ = ["build_ui", "error_markdown", "error_text", "render_sources", "ui_mount_kwargs", "ui_rater"]
 
 log = logging.getLogger(__name__)
 
-SOURCES_PLACEHOLDER = "*The passages behind the last answer appear here.*"
-_EXCERPT_CHARS = 280
-
-
-def render_sources(sources: list[dict[str, Any]]) -> str:
-    """Markdown for the sources panel; cited passages are marked.
-
-    Args:
-        sources: ``Source`` fields as dicts (index, title, source, score, text, cited).
-
-    Returns:
-        The panel's Markdown.
-    """
-    if not sources:
-        return "*No relevant passage was found for the last question.*"
-    lines = ["### Sources"]
-    for s in sources:
-        mark = "✅ cited" if s.get("cited") else "not cited"
-        title = s.get("title") or s.get("source") or "untitled"
-        excerpt = " ".join(str(s.get("text", "")).split())
-        if len(excerpt) > _EXCERPT_CHARS:
-            excerpt = excerpt[:_EXCERPT_CHARS].rstrip() + "…"
-        lines.append(
-            f"**[{s.get('index')}] {title}** ({mark}; score {float(s.get('score', 0.0)):.2f})  \n"
-            f"`{s.get('source', '')}`\n\n> {excerpt}\n"
-        )
-    return "\n".join(lines)
-
-
-#: How the chat shows each failure: an icon and a short title before the message.
-_ERROR_LOOK: dict[str, tuple[str, str]] = {
-    "llm_rate_limited": ("⏳", "The model is busy"),
-    "llm_auth_failed": ("🔑", "The model refused our credentials"),
-    "context_too_long": ("✂️", "Too long for the model"),
-    "llm_timeout": ("⌛", "The model took too long"),
-    "llm_unavailable": ("🔌", "The model is unreachable"),
-    "llm_error": ("⚠️", "The model failed"),
-    "empty_index": ("📭", "Nothing is indexed"),
-    "turn_cancelled": ("⏹️", "Answer cut short"),
-    "internal_error": ("🐞", "Something went wrong"),
-}
+error_markdown = render.error_markdown
+STOPPED_NOTE = "*Stopped: the answer was cut short at your request.*"
 
 
 def error_text(err: ChatError) -> str:
-    """What the chat shows in place of an answer that failed: its own look per error code."""
-    return error_markdown(err.code, err.message, err.retry_after_s)
+    """What the chat shows in place of an answer that failed: its own title per error code."""
+    return render.error_markdown(err.code, err.message, err.retry_after_s)
 
 
-def error_markdown(code: str, message: str, retry_after_s: int | None = None) -> str:
-    """Markdown for a failure with ``code`` (also for a failure after part of the answer streamed)."""
-    icon, title = _ERROR_LOOK.get(code, ("⚠️", ""))
-    text = f"{icon} **{title}:** {message}" if title else f"{icon} {message}"
-    if retry_after_s is not None and f"{retry_after_s} s" not in message:
-        text += f" (retry in {retry_after_s} s)"
-    return text
+def render_sources(sources: list[dict[str, Any]]) -> str:
+    """Markdown of a list of sources (kept for callers of the old sources panel)."""
+    return render.sources_markdown(sources, None)
 
 
-def _user(text: Any) -> dict[str, str]:
-    shown = text if isinstance(text, str) and text.strip() else "(empty message)"
-    return {"role": "user", "content": shown}
+def ui_rater(request: gr.Request | None) -> str:
+    """The rater id of a UI user: their user id (one editable rating per answer and user)."""
+    return current_user(request).id
 
 
 def _like_value(liked: Any) -> int | None:
     """+1/-1 for a Like/Dislike click; None when the user only cleared the thumbs."""
-    if liked is True:
+    if liked is True or liked == "Like":
         return 1
-    if liked is False:
+    if liked is False or liked == "Dislike":
         return -1
     return None
+
+
+def to_messages(view: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[int, str]]:
+    """The chat's messages for ``view`` and the map message index -> turn id (rateable turns)."""
+    messages: list[dict[str, Any]] = []
+    index: dict[int, str] = {}
+    for rec in view:
+        question = rec.get("question")
+        messages.append({"role": "user", "content": question if question else "(empty message)"})
+        for msg in render.answer_messages(rec, error=rec.get("error_md"), pending=rec.get("pending", False)):
+            if rec.get("turn_id") and not rec.get("pending"):
+                index[len(messages)] = rec["turn_id"]
+            messages.append(msg)
+    return messages, index
+
+
+def record_from_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A view record for a logged turn (reopening a conversation)."""
+    rec: dict[str, Any] = {
+        "turn_id": row["turn_id"],
+        "question": row.get("user_message") or "",
+        "answer": row.get("answer") or "",
+        "sources": render.sources_from_row(row),
+        "citations": row.get("citations"),
+        "status": row.get("status"),
+        "gate": row.get("gate"),
+    }
+    for key in ("model", "input_tokens", "output_tokens", "total_ms", "ttft_ms"):
+        rec[key] = row.get(key)
+    if row.get("status") == "cancelled":
+        rec["error_md"] = STOPPED_NOTE if row.get("error_type") != "interrupted" else None
+    elif row.get("error_type"):
+        rec["error_md"] = render.error_markdown(str(row["error_type"]), str(row.get("error") or ""))
+    return rec
+
+
+def visible_turns(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A conversation's turns as shown: a turn regenerated by a later one (retry, edit) is hidden."""
+    replaced = {r["retry_of"] for r in rows if r.get("retry_of")}
+    return [r for r in rows if r["turn_id"] not in replaced]
 
 
 class _Session:
@@ -100,66 +104,148 @@ class _Session:
 
     def __init__(self, service: ChatService) -> None:
         self.service = service
+        self.log = service.chatlog
 
-    async def respond(
-        self, message: str, messages: list[dict[str, Any]], conv_id: str | None, turns: dict[int, str]
-    ) -> AsyncIterator[tuple[Any, ...]]:
-        """Stream one turn into the chat; yields (chat, textbox, sources, conv, turns, messages).
-
-        Only the first update clears the question box: later ones leave it alone, so a question
-        typed while this answer streams is not wiped. The answer's turn becomes rateable (enters
-        ``turns``) when it has finished, not while it is still streaming.
-        """
-        messages = [*(messages or []), _user(message), {"role": "assistant", "content": "…"}]
-        turns = dict(turns or {})
-        idx = len(messages) - 1
-        sources_md: Any = gr.skip()
-        yield messages, "", sources_md, conv_id, turns, messages
-        keep = gr.skip()  # the question box from here on
-        answer, turn_id = "", None
+    # --- one turn ----------------------------------------------------------------------------
+    async def _run(
+        self, question: Any, view: list[dict[str, Any]], conv_id: str | None, user: User, retry_of: str | None
+    ) -> AsyncIterator[tuple[list[dict[str, Any]], str | None, str | None]]:
+        """Stream one turn into ``view``; yields (view, conversation id, pending turn id)."""
+        rec: dict[str, Any] = {"question": question if isinstance(question, str) else "", "pending": True}
+        view = [*view, rec]
+        if conv_id is None and conversation_title(question):
+            title = conversation_title(question)
+            conv_id = await asyncio.to_thread(
+                lambda: self.log.create_conversation(user_id=user.id, title=title)
+            )
+        yield view, conv_id, None
         try:
-            async for event in self.service.stream_turn(message, conv_id):
+            async for event in self.service.stream_turn(question, conv_id, retry_of=retry_of):
                 if event.kind == "started":
-                    conv_id, turn_id = event.data["conversation_id"], event.data["turn_id"]
-                    continue
-                if event.kind == "sources":
-                    sources_md = render_sources(event.data["sources"])
+                    conv_id, rec["turn_id"] = event.data["conversation_id"], event.data["turn_id"]
+                elif event.kind == "sources":
+                    rec["sources"] = event.data["sources"]
+                elif event.kind == "final":  # the grounding gate's answer replaces the draft
+                    rec.update(answer=event.data.get("answer", ""), citations=event.data.get("citations"))
+                    rec["gate"] = event.data.get("gate")
                 elif event.kind == "token":
-                    answer += event.data["text"]
-                    messages[idx] = {"role": "assistant", "content": answer}
+                    rec["answer"] = rec.get("answer", "") + event.data["text"]
                 elif event.kind == "error":
                     err = event.data["error"]
-                    gr.Warning(err["message"])
-                    shown = error_markdown(err["code"], err["message"], err.get("retry_after_s"))
-                    messages[idx] = {"role": "assistant", "content": f"{answer}\n\n{shown}"}
+                    rec["error_md"] = render.error_markdown(
+                        err["code"], err["message"], err.get("retry_after_s")
+                    )
                 elif event.kind == "done":
-                    sources_md = render_sources([asdict(s) for s in event.data["result"].sources])
-                    turns[idx] = turn_id or event.data["result"].turn_id
-                yield messages, keep, sources_md, conv_id, turns, messages
+                    result = event.data["result"]
+                    rec.update(_result_fields(result))
+                    rec["pending"] = False
+                yield view, conv_id, rec.get("turn_id")
         except ChatError as err:
-            if err.turn_id:
-                turns[idx] = err.turn_id
+            rec.update(pending=False, turn_id=err.turn_id, error_md=error_text(err))
             if err.code == "unknown_conversation":
                 conv_id = None  # the next message starts a fresh conversation
-            gr.Warning(err.message)
-            messages[idx] = {"role": "assistant", "content": error_text(err)}
-            yield messages, keep, sources_md, conv_id, turns, messages
+            yield view, conv_id, None
+        if conv_id is not None:
+            await asyncio.to_thread(self.log.touch_conversation, conv_id)
 
-    async def like(
-        self, data: gr.LikeData, turns: dict[int, str], comment: str, request: gr.Request | None = None
-    ) -> tuple[str, dict[str, Any] | None, str]:
-        """Store a thumbs click for the turn of the clicked message; returns (status, last, comment).
+    async def respond(
+        self,
+        message: str,
+        view: list[dict[str, Any]],
+        conv_id: str | None,
+        request: gr.Request | None = None,
+    ) -> AsyncIterator[tuple[Any, ...]]:
+        """Ask a question; yields (chat, question box, view, conv, index, pending turn).
 
-        The rater is the browser session: clicking again, toggling or adding a comment updates
-        that session's one feedback row of the turn.
+        Only the first update clears the question box: a question typed while this answer
+        streams is not wiped.
         """
+        box: Any = ""
+        async for out in self._stream(message, view or [], conv_id, current_user(request), None):
+            yield out[0], box, *out[1:]
+            box = gr.skip()
+
+    async def retry(
+        self, view: list[dict[str, Any]], conv_id: str | None, request: gr.Request | None = None
+    ) -> AsyncIterator[tuple[Any, ...]]:
+        """Regenerate the last answer as a new turn linked to it (``retry_of``); same outputs."""
+        view = list(view or [])
+        if not view or not view[-1].get("turn_id") or view[-1].get("pending"):
+            gr.Info("There is no finished answer to retry yet.")
+            yield (gr.skip(),) * 6
+            return
+        last = view.pop()
+        async for out in self._stream(
+            last["question"], view, conv_id, current_user(request), last["turn_id"]
+        ):
+            yield out[0], gr.skip(), *out[1:]
+
+    async def edit(
+        self,
+        data: gr.EditData,
+        view: list[dict[str, Any]],
+        conv_id: str | None,
+        request: gr.Request | None = None,
+    ) -> AsyncIterator[tuple[Any, ...]]:
+        """Re-ask the last question as edited (a new turn linked to the old one); same outputs."""
+        view = list(view or [])
+        messages, _ = to_messages(view)
+        last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=-1)
         index = data.index if isinstance(data.index, int) else data.index[0]
-        turn_id = (turns or {}).get(index)
+        if not view or index != last_user or view[-1].get("pending"):
+            gr.Info("Only the last question can be edited (and only once its answer has finished).")
+            yield messages, gr.skip(), view, conv_id, gr.skip(), gr.skip()
+            return
+        last = view.pop()
+        text = data.value if isinstance(data.value, str) else str(data.value)
+        async for out in self._stream(text, view, conv_id, current_user(request), last.get("turn_id")):
+            yield out[0], gr.skip(), *out[1:]
+
+    async def _stream(
+        self, question: Any, view: list[dict[str, Any]], conv_id: str | None, user: User, retry_of: str | None
+    ) -> AsyncIterator[tuple[Any, ...]]:
+        async for new_view, cid, pending in self._run(question, view, conv_id, user, retry_of):
+            messages, index = to_messages(new_view)
+            yield messages, new_view, cid, index, pending
+
+    async def stopped(self, view: list[dict[str, Any]], pending: str | None) -> tuple[Any, ...]:
+        """After Stop cancelled the answer: show its partial text as stopped, from the chat log."""
+        view = list(view or [])
+        if not view or not view[-1].get("pending"):
+            return (gr.skip(),) * 4
+        row = None
+        for _ in range(50):  # the cancelled turn's row is written as the stream closes
+            row = await asyncio.to_thread(self.log.get_turn, pending) if pending else None
+            if row is None or row["status"] != "in_progress":
+                break
+            await asyncio.sleep(0.1)
+        last = dict(view[-1])
+        if row is not None:
+            last = {**record_from_row(row), "sources": last.get("sources") or render.sources_from_row(row)}
+        last.update(pending=False, error_md=STOPPED_NOTE, status="cancelled")
+        view[-1] = last
+        messages, index = to_messages(view)
+        return messages, view, index, None
+
+    # --- feedback ----------------------------------------------------------------------------
+    async def like(
+        self, data: gr.LikeData, index: dict[int, str], comment: str, request: gr.Request | None = None
+    ) -> tuple[str, dict[str, Any] | None, str]:
+        """Store a thumbs click for the clicked answer's turn; returns (status, last rated, comment).
+
+        One row per (turn, user): clicking again, toggling or adding a comment updates it.
+        """
+        at = data.index if isinstance(data.index, int) else data.index[0]
+        turn_id = (index or {}).get(at)
         value = _like_value(data.liked)
         if turn_id is None:
-            return "Rate an answer once it has finished (answers of this session only).", None, comment
+            return "Rate an answer once it has finished.", None, comment
         if value is None:
-            return "Thumbs cleared (earlier feedback stays recorded).", None, comment
+            return (
+                "Thumbs cleared (your earlier rating stays recorded until you pick another).",
+                None,
+                comment,
+            )
         try:
             await asyncio.to_thread(
                 functools.partial(
@@ -167,20 +253,26 @@ class _Session:
                 )
             )
         except ChatError as err:
-            gr.Warning(err.message)
             return error_text(err), None, comment
-        thumb = "👍" if value > 0 else "👎"
+        word = "thumbs up" if value > 0 else "thumbs down"
         note = " with your comment" if comment else ""
-        return f"Thanks: {thumb} recorded{note}.", {"turn_id": turn_id, "value": value}, ""
+        return (
+            f"Thanks: {word} recorded{note}. Click again or add a comment to change it.",
+            {
+                "turn_id": turn_id,
+                "value": value,
+            },
+            "",
+        )
 
     async def comment(
         self, text: str, last: dict[str, Any] | None, request: gr.Request | None = None
     ) -> tuple[str, str]:
-        """Attach a comment to this session's rating of the last rated answer; returns (status, box)."""
+        """Attach a comment to this user's rating of the last rated answer; returns (status, box)."""
         if not text or not text.strip():
             return "Type a comment first.", text
         if not last:
-            return "Click 👍 or 👎 on an answer first; the comment goes with it.", text
+            return "Rate an answer (thumbs up or down) first; the comment goes with it.", text
         try:
             await asyncio.to_thread(
                 functools.partial(
@@ -193,20 +285,89 @@ class _Session:
                 )
             )
         except ChatError as err:
-            gr.Warning(err.message)
             return error_text(err), text
-        return "Thanks: comment recorded.", ""
+        return "Thanks: comment recorded (send another to replace it).", ""
+
+    # --- history -----------------------------------------------------------------------------
+    async def history(self, query: str | None, conv_id: str | None, request: gr.Request | None = None) -> Any:
+        """The sidebar's list: this user's conversations (matching ``query``), newest first."""
+        user = current_user(request)
+        convs = await asyncio.to_thread(lambda: self.log.list_conversations(user.id, query=query, limit=100))
+        choices = [(render.history_label(c), c["conversation_id"]) for c in convs]
+        value = conv_id if any(c[1] == conv_id for c in choices) else None
+        return gr.update(choices=choices, value=value)
+
+    async def open(self, conv_id: str | None, request: gr.Request | None = None) -> tuple[Any, ...]:
+        """Reopen one of this user's conversations; returns (chat, view, conv, index, title, status)."""
+        user = current_user(request)
+        if not conv_id:
+            return (gr.skip(),) * 6
+        conv = await asyncio.to_thread(self.log.get_conversation, conv_id)
+        if conv is None or conv.get("user_id") != user.id:
+            return (
+                gr.skip(),
+                gr.skip(),
+                gr.skip(),
+                gr.skip(),
+                gr.skip(),
+                "That conversation is not available.",
+            )
+        rows = await asyncio.to_thread(self.log.conversation_turns, conv_id)
+        view = [record_from_row(r) for r in visible_turns(rows)]
+        messages, index = to_messages(view)
+        return messages, view, conv_id, index, conv.get("title") or "", ""
+
+    async def rename(self, conv_id: str | None, title: str, request: gr.Request | None = None) -> str:
+        """Rename the open conversation."""
+        if not conv_id or not (title or "").strip():
+            return "Open a conversation and type a new title first."
+        user = current_user(request)
+        ok = await asyncio.to_thread(self.log.rename_conversation, conv_id, user.id, title)
+        return "Renamed." if ok else "That conversation is not available."
+
+    async def delete(self, conv_id: str | None, request: gr.Request | None = None) -> tuple[Any, ...]:
+        """Delete the open conversation and its content everywhere; returns (reset..., status)."""
+        if not conv_id:
+            return (*_reset()[:4], "Open a conversation to delete it.")
+        user = current_user(request)
+        counts = await asyncio.to_thread(self.log.purge_conversation, conv_id, user.id)
+        if counts is None:
+            return (*_reset()[:4], "That conversation is not available.")
+        message = render.deletion_message(counts)
+        gr.Info(message)
+        return (*_reset()[:4], message)
 
 
-def ui_rater(request: gr.Request | None) -> str:
-    """The rater id of a UI session: ``ui:<Gradio session hash>`` (``ui:anonymous`` without one)."""
-    session = getattr(request, "session_hash", None) if request is not None else None
-    return f"ui:{session}" if session else "ui:anonymous"
+def _result_fields(result: Any) -> dict[str, Any]:
+    data = asdict(result) if not isinstance(result, dict) else dict(result)
+    keep = ("turn_id", "answer", "sources", "citations", "gate", "model", "input_tokens", "output_tokens")
+    out = {k: data.get(k) for k in keep if k in data}
+    out.update({k: data.get(k) for k in ("total_ms", "ttft_ms", "status")})
+    return out
 
 
 def _reset() -> tuple[Any, ...]:
-    """Clear the chat and forget the conversation: the next message starts a new one."""
-    return [], "", SOURCES_PLACEHOLDER, None, {}, [], None, ""
+    """An empty chat and no conversation: (chat, view, conv, index, pending)."""
+    return [], [], None, {}, None
+
+
+def _mount_optional_tabs(service: ChatService) -> None:
+    """Mount the documents and analytics tabs when their modules exist in this checkout."""
+    if importlib.util.find_spec("chatbot._documents") is not None:
+        try:
+            from chatbot._documents import build_documents_tab
+
+            with gr.Tab("Documents", id="documents-tab"):
+                build_documents_tab(service)
+        except Exception:  # noqa: BLE001 - a broken optional tab must not take the chat down
+            log.warning("could not mount the documents tab", exc_info=True)
+    if importlib.util.find_spec("chatbot._analytics") is not None:
+        try:
+            from chatbot._analytics import build_analytics_tab
+
+            build_analytics_tab(service.chatlog, service.settings)  # its own admin-only tab
+        except Exception:  # noqa: BLE001
+            log.warning("could not mount the analytics tab", exc_info=True)
 
 
 def build_ui(service: ChatService) -> gr.Blocks:
@@ -216,33 +377,85 @@ def build_ui(service: ChatService) -> gr.Blocks:
         service: the chat service that runs, logs and rates turns.
 
     Returns:
-        Blocks, to be mounted with ``gr.mount_gradio_app``.
+        Blocks, to be mounted with ``gr.mount_gradio_app`` (with :func:`ui_mount_kwargs`).
     """
-    session = _Session(service)
+    s = _Session(service)
     with gr.Blocks(title="ragloop", analytics_enabled=False) as demo:
-        gr.Markdown("## ragloop\nAsk about the indexed documents. Rate answers with 👍 / 👎.")
-        conv_id, turns, messages = gr.State(None), gr.State({}), gr.State([])
-        last_rated = gr.State(None)
         with gr.Row():
-            with gr.Column(scale=3):
-                chat = gr.Chatbot(label="Chat", height=460, elem_id="chat", buttons=["copy"])
-                question = gr.Textbox(
-                    label="Your question", placeholder="Ask a question and press Enter", elem_id="question"
-                )
+            gr.Markdown("## ragloop\nAsk about the indexed documents.", elem_id="header")
+            who = gr.Markdown("", elem_id="who")
+        view, conv_id, index, pending = gr.State([]), gr.State(None), gr.State({}), gr.State(None)
+        last_rated = gr.State(None)
+        with gr.Tabs():
+            with gr.Tab("Chat", id="chat-tab"):
                 with gr.Row():
-                    send = gr.Button("Send", variant="primary", elem_id="send")
-                    new = gr.Button("New conversation", elem_id="new-conversation")
-            with gr.Column(scale=2):
-                sources = gr.Markdown(SOURCES_PLACEHOLDER, elem_id="sources")
-                comment = gr.Textbox(label="Comment on the answer you rate", lines=2, elem_id="comment")
-                comment_btn = gr.Button("Send comment", elem_id="send-comment")
-                status = gr.Markdown("", elem_id="feedback-status")
-        outputs = [chat, question, sources, conv_id, turns, messages]
-        inputs = [question, messages, conv_id, turns]
-        # No per-event concurrency cap: the LLM server queues requests in its own slots.
-        question.submit(session.respond, inputs, outputs, concurrency_limit=None)
-        send.click(session.respond, inputs, outputs, concurrency_limit=None)
-        chat.like(session.like, [turns, comment], [status, last_rated, comment])
-        comment_btn.click(session.comment, [comment, last_rated], [status, comment])
-        new.click(_reset, None, [*outputs, last_rated, status])
+                    with gr.Column(scale=1, min_width=220):
+                        new = gr.Button("+ New conversation", elem_id="new-conversation")
+                        search = gr.Textbox(
+                            label="Search your conversations",
+                            placeholder="text to find",
+                            elem_id="history-search",
+                        )
+                        history = gr.Radio(label="Your conversations", choices=[], elem_id="history-list")
+                        title = gr.Textbox(label="Title", elem_id="conversation-title")
+                        with gr.Row():
+                            rename = gr.Button("Rename", size="sm", elem_id="rename-conversation")
+                            delete = gr.Button(
+                                "Delete", size="sm", variant="stop", elem_id="delete-conversation"
+                            )
+                        history_status = gr.Markdown("", elem_id="history-status")
+                    with gr.Column(scale=4):
+                        chat = gr.Chatbot(
+                            label="Chat", height=520, elem_id="chat", buttons=["copy"], editable="user"
+                        )
+                        question = gr.Textbox(
+                            label="Your question",
+                            placeholder="Ask a question: Enter sends, Shift+Enter adds a new line",
+                            # One line that grows: Gradio then sends on Enter and lets Shift+Enter
+                            # add a new line (with lines > 1 it is the other way round).
+                            lines=1,
+                            max_lines=8,
+                            elem_id="question",
+                        )
+                        with gr.Row():
+                            send = gr.Button("Send", variant="primary", elem_id="send")
+                            stop = gr.Button("Stop", variant="stop", elem_id="stop")
+                            retry = gr.Button("Retry last answer", elem_id="retry")
+                        with gr.Accordion("Comment on the answer you rated", open=False):
+                            comment = gr.Textbox(label="Comment", lines=2, elem_id="comment")
+                            comment_btn = gr.Button("Send comment", elem_id="send-comment")
+                        status = gr.Markdown("", elem_id="feedback-status")
+            _mount_optional_tabs(service)
+
+        outs = [chat, question, view, conv_id, index, pending]
+        refresh = (s.history, [search, conv_id], [history])
+        # No per-event concurrency cap: the service's admission queue and the LLM server queue turns.
+        ev_submit = question.submit(s.respond, [question, view, conv_id], outs, concurrency_limit=None)
+        ev_send = send.click(s.respond, [question, view, conv_id], outs, concurrency_limit=None)
+        ev_retry = retry.click(s.retry, [view, conv_id], outs, concurrency_limit=None)
+        ev_edit = chat.edit(s.edit, [view, conv_id], outs, concurrency_limit=None)
+        for ev in (ev_submit, ev_send, ev_retry, ev_edit):
+            ev.then(*refresh)
+        stop.click(
+            s.stopped,
+            [view, pending],
+            [chat, view, index, pending],
+            cancels=[ev_submit, ev_send, ev_retry, ev_edit],
+        )
+        chat.like(s.like, [index, comment], [status, last_rated, comment])
+        comment_btn.click(s.comment, [comment, last_rated], [status, comment])
+        new.click(_reset, None, [chat, view, conv_id, index, pending]).then(*refresh)
+        search.change(*refresh)
+        history.input(s.open, [history], [chat, view, conv_id, index, title, history_status])
+        rename.click(s.rename, [conv_id, title], [history_status]).then(*refresh)
+        delete.click(s.delete, [conv_id], [chat, view, conv_id, index, history_status]).then(*refresh)
+        demo.load(_who, None, [who]).then(*refresh)
     return demo
+
+
+def _who(request: gr.Request) -> str:
+    user = current_user(request)
+    if user.authenticated:
+        role = " (admin)" if user.is_admin else ""
+        return f"Signed in as **{user.name}**{role} - [Sign out](/logout)"
+    return "Guest: your conversations are kept for this browser."

@@ -19,15 +19,12 @@ CSS = """
 #chat .message-wrap a.cite { text-decoration: none; font-weight: 600; }
 """
 
-#: Enter sends, Shift+Enter adds a newline (Gradio's multi-line Textbox already does this when it
-#: has ``lines > 1`` and ``submit`` listeners; this only makes sure no IME composition is cut off).
-JS = """
-() => { document.title = 'ragloop'; }
-"""
+#: The page's icon link (Gradio's page has none of its own when mounted).
+HEAD = '<link rel="icon" type="image/svg+xml" href="/favicon.svg">'
 
 
 def ui_mount_kwargs(app: Any) -> dict[str, Any]:
-    """Keyword arguments for ``gr.mount_gradio_app`` (favicon, CSS, script) and the favicon route."""
+    """Keyword arguments for ``gr.mount_gradio_app`` (favicon, CSS, script); adds the UI's own routes."""
     from fastapi.responses import FileResponse
 
     if not any(getattr(r, "path", None) == "/favicon.svg" for r in app.routes):
@@ -36,4 +33,7 @@ def ui_mount_kwargs(app: Any) -> dict[str, Any]:
         async def favicon() -> FileResponse:
             return FileResponse(FAVICON, media_type="image/svg+xml")
 
-    return {"favicon_path": str(FAVICON), "css": CSS, "js": JS}
+    from chatbot._ui_routes import add_ui_routes
+
+    add_ui_routes(app)
+    return {"favicon_path": str(FAVICON), "css": CSS, "head": HEAD}

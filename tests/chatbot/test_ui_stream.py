@@ -19,7 +19,7 @@ from tests.chatbot.conftest import _app_settings
 def _collect(session: _Session, message: str) -> list[tuple[Any, ...]]:
     async def run() -> list[tuple[Any, ...]]:
         # Snapshot the turns dict: the handler yields the same (mutated) dict each time.
-        return [(*out[:4], dict(out[4]), *out[5:]) async for out in session.respond(message, [], None, {})]
+        return [(*out[:4], dict(out[4]), *out[5:]) async for out in session.respond(message, [], None)]
 
     return asyncio.run(run())
 
@@ -40,7 +40,8 @@ def test_streaming_never_wipes_what_the_user_is_typing_and_a_pending_answer_cann
     # (the box) is left alone.
     assert outs[0][1] == ""
     assert all(isinstance(o[1], type(gr.skip())) or o[1] is None for o in outs[1:]), [o[1] for o in outs]
-    # While the answer streams, the message has no turn to rate; once done, it has.
+    # While the answer streams, the message has no turn to rate; once done, it has (outputs:
+    # chat, box, view, conversation, index of rateable messages, pending turn).
     pending_turns = [o[4] for o in outs[1:-1]]
     assert all(1 not in t for t in pending_turns)
     assert 1 in outs[-1][4]
