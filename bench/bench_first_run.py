@@ -98,7 +98,12 @@ def bench_embed(run: Run, args: argparse.Namespace, corpus: Path) -> dict[str, A
 
 
 def bench_faq(args: argparse.Namespace, corpus: Path, work: Path) -> dict[str, Any]:
-    """FAQ hit@3 per backend (dense search over the FAQ pages, each backend its own index)."""
+    """FAQ hit@3 per backend (dense search over the FAQ pages, each backend its own index).
+
+    Each backend's figure is merged into the results as soon as it is known (quality figures do
+    not depend on the load), so a run cut short keeps what it measured.
+    """
+    quality = Run("first_run", timing=False, scratch=args.scratch)
     items = load_python_faq(Settings())[: args.faq_limit]
     out: dict[str, Any] = {}
     for backend in tqdm(args.backends, desc="FAQ hit@3", unit="backend"):
@@ -112,6 +117,7 @@ def bench_faq(args: argparse.Namespace, corpus: Path, work: Path) -> dict[str, A
             hits += any(h.source == item.source and item.question in h.title for h in found)
         out[backend] = {"hit_at_3": round(hits / len(items), 4), "questions": len(items)}
         print(f"{backend}: hit@3 {out[backend]['hit_at_3']}", flush=True)
+        quality.merge({"hit_at_3_faq": {b: v["hit_at_3"] for b, v in out.items()}, "hit_at_3_faq_cells": out})
     return out
 
 
@@ -231,8 +237,8 @@ def main() -> None:
     print(table(rows))
     if "install_to_first_answer_s" in timings:
         print(f"install to first answer: {timings['install_to_first_answer_s']} s")
-    if quality:  # quality does not depend on load: always written where a non-scratch run goes
-        Run("first_run", timing=False, scratch=args.scratch).merge({**quality, "chosen_backend": chosen})
+    if quality:  # quality does not depend on load: written by bench_faq as each backend finishes
+        Run("first_run", timing=False, scratch=args.scratch).merge({"chosen_backend": chosen})
     if timings:
         print(f"timings written to {run.merge(timings)}")
 
