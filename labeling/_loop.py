@@ -29,6 +29,7 @@ from labeling._select import (
     load_signals,
     load_turns,
     load_vectors,
+    model_answer,
     select,
     turn_reasons,
 )
@@ -56,7 +57,7 @@ def build_pair(
         reasons: why the turn was selected.
         judge: ``judge(question, contexts, a, b) -> Verdict``; None stores no verdict.
     """
-    original = (turn.get("answer") or "").strip()
+    original = model_answer(turn).strip()  # the model's draft, when the grounding gate replaced it
     first = a_is_original(str(turn["turn_id"]))
     a, b = (original, candidate.answer) if first else (candidate.answer, original)
     question = question_of(turn)

@@ -3,7 +3,8 @@
 A turn is flagged when any of these holds (each is a reason recorded on the selection):
 
 * ``thumbs_down``: a rater gave it a thumbs-down;
-* ``low_faithfulness``: its local faithfulness score is under the threshold;
+* ``low_faithfulness``: its local faithfulness score is under the threshold, or the grounding gate
+  replaced the model's answer for being unsupported;
 * ``empty_answer``: the answer is empty or only citation markers (``"[1] [2] [3]"``);
 * ``implicit_feedback``: the user's next message in the conversation rejects it (:mod:`._implicit`);
 * ``drift_cluster``: it belongs to a cluster of a drift run that raised an alarm.
@@ -11,6 +12,10 @@ A turn is flagged when any of these holds (each is a reason recorded on the sele
 Flagged turns are ranked (more reasons first, thumbs-down before the rest, newest first), near-duplicate
 questions are dropped by the cosine similarity of their stored query embeddings, and the run is capped.
 Thumbs-up turns without a thumbs-down are returned as positives (unpaired KTO data).
+
+When the grounding gate (``chatbot/_gate.py``) replaced the model's draft, ``turns.answer`` holds what
+the user saw and ``turns.extra["gate"]`` the draft and the reason: selection reads the draft
+(:func:`model_answer`), since the model's answer is what a preference pair should correct.
 """
 
 from __future__ import annotations
@@ -77,6 +82,19 @@ class Selection:
     counts: dict[str, int] = field(default_factory=dict)
 
 
+#: ``turns.gate`` values meaning the model's draft failed the grounding gate and was replaced.
+GATED = ("retried", "extractive", "warned")
+
+
+def model_answer(turn: Mapping[str, Any]) -> str:
+    """The model's own answer: the gate's draft when the gate replaced it, else ``turn["answer"]``."""
+    extra = turn.get("extra")
+    gate = extra.get("gate") if isinstance(extra, Mapping) else None
+    if isinstance(gate, Mapping) and isinstance(gate.get("original_answer"), str):
+        return str(gate["original_answer"])
+    return str(turn.get("answer") or "")
+
+
 def is_empty_answer(answer: str | None) -> bool:
     """True for an answer with no words: empty, whitespace, or only citation markers like ``[1] [2]``."""
     return _ONLY_CITATIONS.match(answer or "") is not None
@@ -100,8 +118,10 @@ def turn_reasons(turn: Mapping[str, Any], next_turn: Mapping[str, Any] | None, s
     score = signals.faithfulness.get(tid)
     if score is not None and score < signals.threshold:
         found.add(LOW_FAITHFULNESS)
-    if turn.get("status") == "ok" and is_empty_answer(turn.get("answer")):
+    if turn.get("status") == "ok" and is_empty_answer(model_answer(turn)):
         found.add(EMPTY_ANSWER)
+    elif turn.get("gate") in GATED:  # the draft was unsupported; the shown answer may score well
+        found.add(LOW_FAITHFULNESS)
     if next_turn is not None and next_turn.get("user_message"):
         sim = cosine(turn.get("query_embedding"), next_turn.get("query_embedding"))
         question = turn.get("user_message") or ""
@@ -265,6 +285,8 @@ def load_turns(chatlog: Any, since: datetime | None = None) -> Iterator[dict[str
         turns.c.user_message,
         turns.c.answer,
         turns.c.query_embedding,
+        turns.c.gate,
+        turns.c.extra,
     ]
     # A deleted conversation's turns stay in the log for monitoring, but never become training data.
     query = (

@@ -19,6 +19,7 @@ from labeling._select import (
     is_empty_answer,
     load_signals,
     load_turns,
+    model_answer,
     select,
     turn_reasons,
     with_next,
@@ -270,3 +271,27 @@ def test_near_duplicates_of_earlier_runs_are_not_selected_again(chatlog: ChatLog
     second = loop.select()
     assert again not in second.selected
     assert list(second.selected) == [other]
+
+
+def test_a_gated_turn_is_selected_by_the_models_draft_not_the_shown_answer() -> None:
+    # The grounding gate replaced a marker-only draft with a quote (which the online scorer rates
+    # well), and an unsupported draft with a retry: both stay flagged for the model's answer.
+    sig = Signals(faithfulness={"q": 0.95, "r": 0.9}, threshold=0.5)
+    quoted = turn("q", answer="Quoted from source [1]: use sorted(). [1]")
+    quoted |= {
+        "gate": "extractive",
+        "extra": {"gate": {"original_answer": "[1] [2]", "reason": "markers_only"}},
+    }
+    assert turn_reasons(quoted, None, sig) == [EMPTY_ANSWER]
+    retried = turn("r", answer="Use sorted() [1].")
+    retried |= {
+        "gate": "retried",
+        "extra": {"gate": {"original_answer": "Use list.unique().", "reason": "x"}},
+    }
+    assert turn_reasons(retried, None, sig) == [LOW_FAITHFULNESS]
+    assert model_answer(retried) == "Use list.unique()."
+    passed = turn("r", answer="Use sorted() [1].") | {
+        "gate": "passed",
+        "extra": {"gate": {"original_answer": "x"}},
+    }
+    assert turn_reasons(passed, None, sig) == []
