@@ -182,17 +182,21 @@ async def _bounded(
 ) -> list[Any]:
     """``fn`` over ``items``, at most ``concurrency`` in flight, in order, with a progress bar.
 
-    No item starts after ``deadline`` (``time.time()``; None: no limit); those are left out, so the
-    result holds the cases that finished.
+    No item runs past ``deadline`` (``time.time()``; None: no limit): one not started is skipped,
+    one still running is cancelled. The result holds the cases that finished.
     """
     gate = asyncio.Semaphore(concurrency)
     bar = tqdm(total=len(items), desc=desc, unit="case")
 
     async def one(item: Any) -> Any:
         async with gate:
-            if deadline is not None and time.time() > deadline:
-                return None
-            out = await fn(item)
+            if deadline is None:
+                out = await fn(item)
+            else:
+                try:  # a case still running at the deadline is given up, not waited for
+                    out = await asyncio.wait_for(fn(item), timeout=deadline - time.time())
+                except TimeoutError:
+                    return None
         bar.update(1)
         return out
 

@@ -27,7 +27,6 @@ from chatbot._rewrite import (
     is_question_or_request,
     keeps_content,
 )
-from eval._language import detect_language
 from ragloop.settings import Settings
 
 #: What the local model wrote in place of a standalone question (issue 13).
@@ -195,6 +194,6 @@ def test_a_german_question_is_stored_as_german_with_the_real_model(indexed: Path
     result = asyncio.run(svc.run_turn("Wie kopiere ich eine Datei in Python?"))
     assert result.status == cl.STATUS_OK and result.answer
     row = svc.chatlog.get_turn(result.turn_id)
-    assert row["language"] == "de"
-    # The model was asked to answer in German; what it wrote is detected the same way.
-    assert detect_language(result.answer).language == "de", result.answer
+    assert row["language"] == "de" and row["prompt_version"] == "rag-v2"
+    # Whether the 0.5B model then writes German is a share, not a certainty: it is measured by
+    # bench/bench_answers_language.py (answer_language_match), not asserted on one answer here.
