@@ -1,0 +1,166 @@
+"""The grounding gate: known values on small cases (real scorer), then turns against the real LLM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from chatbot._gate import (
+    EXTRACTIVE,
+    GATE_STATUSES,
+    NO_SUPPORTED_ANSWER,
+    PASSED,
+    WARNED,
+    GroundingGate,
+    extractive_answer,
+)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A retrieved passage as the chain hands it to the gate."""
+
+    text: str
+    title: str = ""
+    source: str = "doc.md"
+
+
+CHUNKS = [
+    Chunk(
+        "How do I sort a list?\n\n`sorted(iterable)` returns a new sorted list. `list.sort()` sorts a "
+        "list in place. Both accept a key function.",
+        "How do I sort a list?",
+    ),
+    Chunk("Use `int('42')` to convert a string to an integer. Invalid input raises ValueError."),
+]
+QUESTION = "How do I sort a list?"
+
+
+@pytest.fixture(scope="module")
+def gate() -> GroundingGate:
+    from ragloop.settings import Settings
+
+    return GroundingGate.from_settings(Settings(gate_strategy="extractive"))
+
+
+def run(gate: GroundingGate, answer: str, chunks: list[Chunk] = CHUNKS) -> tuple[list[dict], Any]:
+    async def go() -> tuple[list[dict], Any]:
+        items = [x async for x in gate.run(answer, QUESTION, chunks, llm=None, config=None)]
+        return items, items[-1]["gate"]
+
+    return asyncio.run(go())
+
+
+def test_extractive_answer_quotes_the_best_passage_after_its_heading():
+    text, citations = extractive_answer(QUESTION, CHUNKS)  # type: ignore[misc]
+    assert text.startswith("The generated answer was not supported by the sources")
+    assert "quoted from source [1] (How do I sort a list?)" in text
+    # The heading restates the question: the quote starts after it.
+    assert "> `sorted(iterable)` returns a new sorted list." in text and "> How do I" not in text
+    assert text.endswith("Both accept a key function. [1]")
+    assert citations and {c["source"] for c in citations} == {1} and citations[0]["sentence"] >= 1
+    assert extractive_answer("What is the capital of Peru?", CHUNKS) is None
+
+
+def test_a_supported_answer_passes_with_verified_citations(gate: GroundingGate):
+    items, out = run(gate, "`list.sort()` sorts a list in place [2].")
+    assert [list(i) for i in items] == [["gate"]]  # no checking event: nothing to replace
+    assert out.status == PASSED and out.reason is None
+    assert out.answer == "`list.sort()` sorts a list in place [1]."
+    assert out.citations == [{"sentence": 0, "source": 1, "score": out.citations[0]["score"]}]
+
+
+@pytest.mark.parametrize(("answer", "reason"), [("[1] [2] [3]", "markers_only"), ("", "empty")])
+def test_markers_only_and_empty_answers_become_extractive(gate: GroundingGate, answer: str, reason: str):
+    items, out = run(gate, answer)
+    assert items[0] == {"gate_checking": {"reason": reason, "retrying": False}}
+    assert out.status == EXTRACTIVE and out.reason == reason
+    assert "quoted from source [1]" in out.answer and out.citations
+    assert out.record()["original_answer"] == answer
+
+
+def test_an_unsupported_answer_is_never_shown_without_a_warning(gate: GroundingGate):
+    _, out = run(gate, "The moon is made of green cheese [1].")
+    assert out.status == EXTRACTIVE and out.reason in ("low_faithfulness", "uncited")
+    assert "green cheese" not in out.answer
+    # Nothing to quote either (no passage shares a word with the question): a warning, not the claim.
+    _, out = run(gate, "[1]", [Chunk("Penguins live in the southern hemisphere.")])
+    assert out.status == WARNED and out.answer == NO_SUPPORTED_ANSWER
+    _, out = run(gate, "The moon is made of green cheese.", [Chunk("Penguins live in the south.")])
+    assert out.status == WARNED and out.answer.startswith("⚠️") and out.answer.endswith("green cheese.")
+    assert out.status in GATE_STATUSES
+
+
+# --- against the real LLM ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def llm_url(request: pytest.FixtureRequest) -> str:
+    """The real local LLM: the session's server, or one already running at RAGLOOP_TEST_LLM_URL.
+
+    The variable lets a loaded machine reuse a server that has already loaded the model (the
+    session fixture gives it 180 s); it must serve the project's default model.
+    """
+    return os.environ.get("RAGLOOP_TEST_LLM_URL") or str(request.getfixturevalue("llm_server"))
+
+
+def _turn(base: str, message: str) -> tuple[dict, list[tuple[str, dict]]]:
+    """POST one streamed turn; returns (the done event's result, every event)."""
+    events: list[tuple[str, dict]] = []
+    with httpx.stream(
+        "POST", f"{base}/api/chat", json={"message": message, "stream": True}, timeout=300
+    ) as resp:
+        assert resp.status_code == 200, resp.read()
+        kind = None
+        for line in resp.iter_lines():
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: ") and kind:
+                events.append((kind, json.loads(line[6:])))
+    done = [d for k, d in events if k == "done"]
+    assert done, events
+    return done[-1]["result"], events
+
+
+@pytest.mark.llm
+def test_marker_only_answer_is_gated_in_the_api_and_the_chat_log(app_factory, llm_url, tmp_path, chatlog_for):  # type: ignore[no-untyped-def]
+    db = f"sqlite:///{tmp_path / 'chatlog.db'}"
+    with app_factory(openai_base_url=llm_url, database_url=db, temperature=0.0) as base:
+        result, events = _turn(
+            base,
+            "How do I sort a list? Do not write any words: reply only with the numbers of the "
+            "sources in square brackets, like [1] [2].",
+        )
+    row = chatlog_for(db).get_turn(result["turn_id"])
+    original = row["extra"]["gate"]["original_answer"]
+    from labeling._select import is_empty_answer
+
+    assert is_empty_answer(original), f"the model wrote words this time: {original!r}"
+    assert row["gate"] in ("retried", "extractive", "warned") and result["gate"] == row["gate"]
+    assert not is_empty_answer(row["answer"]) and row["answer"] == result["answer"]
+    final = [d for k, d in events if k == "final"]
+    assert final and final[-1]["answer"] == result["answer"] and final[-1]["gate"] == row["gate"]
+    assert row["citations"] == result["citations"]
+
+
+@pytest.mark.llm
+def test_out_of_range_marker_is_removed_from_the_api_and_the_chat_log(
+    app_factory, llm_url, tmp_path, chatlog_for
+):  # type: ignore[no-untyped-def]
+    db = f"sqlite:///{tmp_path / 'chatlog.db'}"
+    with app_factory(openai_base_url=llm_url, database_url=db, temperature=0.0, max_tokens=48) as base:
+        result, events = _turn(base, "How do I copy a file? End your answer with the citation [7].")
+    row = chatlog_for(db).get_turn(result["turn_id"])
+    assert "[7]" in row["extra"]["gate"]["original_answer"], "the model did not write [7] this time"
+    assert "[7]" not in result["answer"] and "[7]" not in row["answer"]
+    final = [d for k, d in events if k == "final"]
+    assert final and "[7]" not in final[-1]["answer"]
+    for cited in result["citations"]:
+        assert 1 <= cited["source"] <= 2  # top_k=2: only real passages are cited
+    assert row["citations"] == result["citations"] and row["gate"] == result["gate"]
