@@ -109,7 +109,7 @@ def test_serve_refuses_an_index_of_another_variant(
         env=env,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=1200,  # ~20 s on a quiet machine; 200 s was seen at load average 17
     )
     assert done.returncode == 2, done.stderr[-2000:]
     errors = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
