@@ -105,6 +105,9 @@ class _Session:
     def __init__(self, service: ChatService) -> None:
         self.service = service
         self.log = service.chatlog
+        # The record of each user's answer in flight (Stop reads it: a cancelled handler's
+        # last State values may never reach the session).
+        self.inflight: dict[str, dict[str, Any]] = {}
 
     # --- one turn ----------------------------------------------------------------------------
     async def _run(
@@ -123,6 +126,7 @@ class _Session:
             async for event in self.service.stream_turn(question, conv_id, retry_of=retry_of):
                 if event.kind == "started":
                     conv_id, rec["turn_id"] = event.data["conversation_id"], event.data["turn_id"]
+                    self.inflight[user.id] = rec
                 elif event.kind == "sources":
                     rec["sources"] = event.data["sources"]
                 elif event.kind == "final":  # the grounding gate's answer replaces the draft
@@ -208,9 +212,15 @@ class _Session:
             messages, index = to_messages(new_view)
             yield messages, new_view, cid, index, pending
 
-    async def stopped(self, view: list[dict[str, Any]], pending: str | None) -> tuple[Any, ...]:
+    async def stopped(
+        self, view: list[dict[str, Any]], pending: str | None, request: gr.Request | None = None
+    ) -> tuple[Any, ...]:
         """After Stop cancelled the answer: show its partial text as stopped, from the chat log."""
         view = list(view or [])
+        rec = self.inflight.pop(current_user(request).id, None)
+        if rec is not None and rec.get("pending"):
+            pending = rec.get("turn_id")
+            view = [*view[:-1], rec] if view and view[-1].get("pending") else [*view, rec]
         if not view or not view[-1].get("pending"):
             return (gr.skip(),) * 4
         row = None
@@ -326,16 +336,16 @@ class _Session:
         return "Renamed." if ok else "That conversation is not available."
 
     async def delete(self, conv_id: str | None, request: gr.Request | None = None) -> tuple[Any, ...]:
-        """Delete the open conversation and its content everywhere; returns (reset..., status)."""
+        """Delete the open conversation and its content everywhere; returns (reset..., title, status)."""
         if not conv_id:
-            return (*_reset()[:4], "Open a conversation to delete it.")
+            return (*_reset()[:4], "", "Open a conversation to delete it.")
         user = current_user(request)
         counts = await asyncio.to_thread(self.log.purge_conversation, conv_id, user.id)
         if counts is None:
-            return (*_reset()[:4], "That conversation is not available.")
+            return (*_reset()[:4], "", "That conversation is not available.")
         message = render.deletion_message(counts)
         gr.Info(message)
-        return (*_reset()[:4], message)
+        return (*_reset()[:4], "", message)
 
 
 def _result_fields(result: Any) -> dict[str, Any]:
@@ -448,7 +458,7 @@ def build_ui(service: ChatService) -> gr.Blocks:
         search.change(*refresh)
         history.input(s.open, [history], [chat, view, conv_id, index, title, history_status])
         rename.click(s.rename, [conv_id, title], [history_status]).then(*refresh)
-        delete.click(s.delete, [conv_id], [chat, view, conv_id, index, history_status]).then(*refresh)
+        delete.click(s.delete, [conv_id], [chat, view, conv_id, index, title, history_status]).then(*refresh)
         demo.load(_who, None, [who]).then(*refresh)
     return demo
 

@@ -1,9 +1,12 @@
 """The chat UI in headless Chromium (Debian ``chromium``): per-answer sources, stop/retry/edit,
 feedback, history per user, and the small things users notice.
 
-The real app runs over HTTP (real LLM, embeddings, Chroma, SQLite chat log). Assertions are about
-what the page shows and the chat-log rows, never about the model's words. Each test saves
-screenshots of the views it drives under ``bench/results/ui/``.
+The real app runs over HTTP (real embeddings, Chroma, SQLite chat log, Chromium). The model is
+the instant OpenAI-compatible server (``monitoring._instant_llm``): these tests are about the UI,
+need answers that stream slowly enough to stop, and the local LLM took more than 180 s to start on
+this shared 2-core machine. Assertions are about what the page shows and the chat-log rows, never
+about the model's words. Each test saves screenshots of the views it drives under
+``bench/results/ui/``.
 """
 
 from __future__ import annotations
@@ -19,7 +22,19 @@ import pytest
 
 import chatlog as cl
 
-pytestmark = [pytest.mark.browser, pytest.mark.llm]
+pytestmark = [pytest.mark.browser]
+#: A streamed answer that cites its passages.
+PIECES = [
+    "Use ",
+    "`sorted(items)` ",
+    "for a new list ",
+    "[1]",
+    ", or ",
+    "`items.sort()` ",
+    "in place ",
+    "[2]",
+    ". ",
+]
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"]
@@ -61,15 +76,19 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def app(
-    llm_server: str, app_factory: Callable[..., Any], tmp_path_factory: pytest.TempPathFactory
+    app_factory: Callable[..., Any], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Any]]:
+    from monitoring._instant_llm import Behaviour, InstantLLM
+
     db = f"sqlite:///{tmp_path_factory.mktemp('ui') / 'chatlog.db'}"
-    with app_factory(openai_base_url=llm_server, database_url=db, max_tokens=96) as base:
-        log = cl.ChatLog(db)
-        try:
-            yield {"url": base, "log": log}
-        finally:
-            log.close()
+    with InstantLLM(Behaviour(pieces=PIECES, token_delay_s=0.05)) as llm:
+        # The grounding gate has its own tests; here it would only add a model load per answer.
+        with app_factory(openai_base_url=llm.base_url, database_url=db, gate_enabled=False) as base:
+            log = cl.ChatLog(db)
+            try:
+                yield {"url": base, "log": log, "llm": llm}
+            finally:
+                log.close()
 
 
 def new_page(browser: Any, base: str) -> Any:
@@ -109,10 +128,12 @@ def test_each_answer_keeps_its_own_sources_with_links_to_full_passages(
     second = ask(page, log, "How do I copy a file?")
     assert first["status"] == second["status"] == cl.STATUS_OK
     # One collapsible sources block per answer, each titled with its own counts.
-    titles = page.locator("#chat button", has_text=re.compile(r"Sources: \d+ passages?, \d+ cited"))
+    shot(page, "chat")
+    titles = page.locator("#chat").get_by_text(re.compile(r"^Sources: \d+ passages?, \d+ cited"))
     wait_for(lambda: titles.count() >= 2, 10, "two sources blocks")
     # Scrolling back: open the first answer's block; it shows the first answer's passages.
     titles.first.click()
+    titles.nth(1).click()  # both blocks open: their links are on the page
     block = page.locator("#chat").inner_text()
     assert "lists.md" in block, "the first answer's sources (lists.md) are shown under it"
     assert "/.cache/" not in block and "/tmp/" not in block, "sources are named by relative path"
@@ -189,7 +210,7 @@ def test_stop_retry_edit_feedback_and_small_print(app: dict[str, Any], browser: 
     page.locator('#chat button[aria-label="Edit"]').last.click()
     editor = page.locator("#chat textarea").last
     editor.fill("How do I sort a list in reverse order?")
-    page.locator("#chat button", has_text="Submit").last.click()
+    page.locator('#chat button[aria-label="Submit"]').last.click()
     edited = wait_for(
         lambda: [
             t for t in _turn_rows(log, conv) if t["turn_id"] not in before and t["status"] != "in_progress"
@@ -209,6 +230,8 @@ def test_stop_retry_edit_feedback_and_small_print(app: dict[str, Any], browser: 
 
     # Stop: the turn is recorded as cancelled, with the part of the answer that had streamed.
     before = {t["turn_id"] for t in _turn_rows(log, conv)}
+    app["llm"].behaviour.pieces = PIECES * 40
+    app["llm"].behaviour.token_delay_s = 0.25  # a long, slow answer to stop
     box = page.locator("#question textarea")
     box.fill("Explain in detail every way to remove duplicates from a list, with examples.")
     box.press("Enter")
@@ -229,6 +252,7 @@ def test_stop_retry_edit_feedback_and_small_print(app: dict[str, Any], browser: 
         60,
         "the stopped turn",
     )[-1]
+    app["llm"].behaviour.pieces, app["llm"].behaviour.token_delay_s = PIECES, 0.05
     assert stopped["status"] == cl.STATUS_CANCELLED and stopped["answer"], stopped["status"]
     wait_for(lambda: "Stopped" in page.locator("#chat").inner_text(), 30, "the stopped note")
     shown = " ".join(page.locator(BOT).last.inner_text().split())
