@@ -161,8 +161,8 @@ def small_print(info: Mapping[str, Any]) -> str:
 
 def error_markdown(code: str, message: str, retry_after_s: int | None = None) -> str:
     """Markdown for a failure shown in the conversation (also after part of an answer)."""
-    title = ERROR_TITLES.get(code, "Error")
-    text = f"**Error - {title}:** {message}"
+    title = ERROR_TITLES.get(code)
+    text = f"**Error - {title}:** {message}" if title else f"**Error:** {message}"
     if retry_after_s is not None and f"{retry_after_s} s" not in message:
         text += f" (retry in {retry_after_s} s)"
     return text
