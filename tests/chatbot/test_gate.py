@@ -155,7 +155,7 @@ def test_out_of_range_marker_is_removed_from_the_api_and_the_chat_log(
 ):  # type: ignore[no-untyped-def]
     db = f"sqlite:///{tmp_path / 'chatlog.db'}"
     with app_factory(openai_base_url=llm_url, database_url=db, temperature=0.0, max_tokens=48) as base:
-        result, events = _turn(base, "How do I copy a file? End your answer with the citation [7].")
+        result, events = _turn(base, "How do I copy a file? Write [7] before every sentence of your answer.")
     row = chatlog_for(db).get_turn(result["turn_id"])
     assert "[7]" in row["extra"]["gate"]["original_answer"], "the model did not write [7] this time"
     assert "[7]" not in result["answer"] and "[7]" not in row["answer"]
