@@ -224,14 +224,17 @@ class _Session:
         if not view or not view[-1].get("pending"):
             return (gr.skip(),) * 4
         row = None
-        for _ in range(50):  # the cancelled turn's row is written as the stream closes
+        for _ in range(100):  # the cancelled turn's row is written as the stream closes
             row = await asyncio.to_thread(self.log.get_turn, pending) if pending else None
             if row is None or row["status"] != "in_progress":
                 break
             await asyncio.sleep(0.1)
         last = dict(view[-1])
         if row is not None:
-            last = {**record_from_row(row), "sources": last.get("sources") or render.sources_from_row(row)}
+            fresh = record_from_row(row)
+            # The row may still be in progress (its cancellation lands later): keep the streamed text.
+            fresh["answer"] = fresh.get("answer") or last.get("answer", "")
+            last = {**fresh, "sources": last.get("sources") or render.sources_from_row(row)}
         last.update(pending=False, error_md=STOPPED_NOTE, status="cancelled")
         view[-1] = last
         messages, index = to_messages(view)
