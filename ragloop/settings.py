@@ -586,8 +586,19 @@ class Settings(BaseSettings):
         le=1.0,
         validation_alias=_env("RAGLOOP_LOOP_JUDGE_LOCAL_WEIGHT"),
         description=(
-            "RAGLOOP_LOOP_JUDGE_LOCAL_WEIGHT: weight of the local faithfulness scorer (used pairwise) in the "
-            "judge's combined score; the LLM judge gets the rest."
+            "RAGLOOP_LOOP_JUDGE_LOCAL_WEIGHT: weight of the local pairwise comparison in the judge's "
+            "combined score where the LLM is asked; the LLM judge gets the rest."
+        ),
+    )
+    loop_judge_llm_band: float = Field(
+        0.05,
+        ge=0.0,
+        le=0.5,
+        validation_alias=_env("RAGLOOP_LOOP_JUDGE_LLM_BAND"),
+        description=(
+            "RAGLOOP_LOOP_JUDGE_LLM_BAND: ask the LLM judge only when the local comparison's P(A better) "
+            "is within this of 0.5 (0: never; 0.5: always). bench/bench_judge.py reports the accuracy "
+            "and the share of pairs that needed the LLM."
         ),
     )
     loop_event_driven: bool = Field(
@@ -758,6 +769,44 @@ class Settings(BaseSettings):
         description="RAGLOOP_ARIZE_BATCH_SIZE: items per Arize upload in `ragloop arize backfill`.",
     )
 
+    # --- users and authentication (issue 11: history per user; chatbot/_auth.py) ----------------
+    auth_users: SecretStr | None = Field(
+        None,
+        validation_alias=_env("RAGLOOP_AUTH_USERS"),
+        description=(
+            "RAGLOOP_AUTH_USERS: turns authentication on: 'alice:password,bob:password' (comma-separated "
+            "user:password pairs). Users sign in at /login; each sees only their own conversations. "
+            "Unset: no sign-in, each browser gets an anonymous id kept in a cookie."
+        ),
+    )
+    auth_tokens: SecretStr | None = Field(
+        None,
+        validation_alias=_env("RAGLOOP_AUTH_TOKENS"),
+        description=(
+            "RAGLOOP_AUTH_TOKENS: API bearer tokens when authentication is on: 'alice:TOKEN,ci:TOKEN' "
+            "(user:token pairs); a request sends 'Authorization: Bearer TOKEN'."
+        ),
+    )
+    admin_users: str = Field(
+        "",
+        validation_alias=_env("RAGLOOP_ADMIN_USERS"),
+        description="RAGLOOP_ADMIN_USERS: comma-separated user names with the admin role (e.g. the analytics tab).",
+    )
+    auth_secret: SecretStr | None = Field(
+        None,
+        validation_alias=_env("RAGLOOP_AUTH_SECRET"),
+        description=(
+            "RAGLOOP_AUTH_SECRET: key that signs session cookies; unset means a random key per process "
+            "(users sign in again after a restart)."
+        ),
+    )
+    auth_session_hours: float = Field(
+        12.0,
+        gt=0,
+        validation_alias=_env("RAGLOOP_AUTH_SESSION_HOURS"),
+        description="RAGLOOP_AUTH_SESSION_HOURS: how long a sign-in lasts.",
+    )
+
     # --- reliability (issue 12): backpressure, readiness, ingestion limits ----------------------
     llm_concurrency: int | None = Field(
         None,
@@ -815,44 +864,6 @@ class Settings(BaseSettings):
         gt=0,
         validation_alias=_env("RAGLOOP_INGEST_MAX_PARSE_S"),
         description="RAGLOOP_INGEST_MAX_PARSE_S: seconds one file may take to parse before it is refused.",
-    )
-
-    # --- users and authentication (issue 11: history per user; chatbot/_auth.py) ----------------
-    auth_users: SecretStr | None = Field(
-        None,
-        validation_alias=_env("RAGLOOP_AUTH_USERS"),
-        description=(
-            "RAGLOOP_AUTH_USERS: turns authentication on: 'alice:password,bob:password' (comma-separated "
-            "user:password pairs). Users sign in at /login; each sees only their own conversations. "
-            "Unset: no sign-in, each browser gets an anonymous id kept in a cookie."
-        ),
-    )
-    auth_tokens: SecretStr | None = Field(
-        None,
-        validation_alias=_env("RAGLOOP_AUTH_TOKENS"),
-        description=(
-            "RAGLOOP_AUTH_TOKENS: API bearer tokens when authentication is on: 'alice:TOKEN,ci:TOKEN' "
-            "(user:token pairs); a request sends 'Authorization: Bearer TOKEN'."
-        ),
-    )
-    admin_users: str = Field(
-        "",
-        validation_alias=_env("RAGLOOP_ADMIN_USERS"),
-        description="RAGLOOP_ADMIN_USERS: comma-separated user names with the admin role (e.g. the analytics tab).",
-    )
-    auth_secret: SecretStr | None = Field(
-        None,
-        validation_alias=_env("RAGLOOP_AUTH_SECRET"),
-        description=(
-            "RAGLOOP_AUTH_SECRET: key that signs session cookies; unset means a random key per process "
-            "(users sign in again after a restart)."
-        ),
-    )
-    auth_session_hours: float = Field(
-        12.0,
-        gt=0,
-        validation_alias=_env("RAGLOOP_AUTH_SESSION_HOURS"),
-        description="RAGLOOP_AUTH_SESSION_HOURS: how long a sign-in lasts.",
     )
 
     # --- first answer within minutes (issue 11: embedding variants, background indexing) --------
