@@ -25,6 +25,7 @@ import pytest
 
 import chatlog as cl
 from chatbot import ChatError, ChatService, build_service
+from chatbot._service import admission_from
 from monitoring._instant_llm import Behaviour, InstantLLM
 from ragloop.settings import Settings
 
@@ -297,6 +298,12 @@ def test_drain_waits_for_turns_in_flight_then_cancels_the_rest(
         clients, _ = await in_flight(2)
         finished = await service.drain(timeout_s=30)
         short = await asyncio.gather(*clients)
+        # A drained service refuses new turns (the admission queue is closed at shutdown) ...
+        with pytest.raises(ChatError) as refused:
+            await anext(aiter(service.stream_turn("How do I sort a list?")))
+        assert refused.value.code == "shutting_down"
+        # ... so the second part runs on a restarted one (a fresh admission queue).
+        service.admission = admission_from(service.settings)
         # Long turns (40 pieces, 2 s): a 0.2 s bound cancels them mid-answer.
         instant.behaviour.pieces = PIECES
         clients, _ = await in_flight(2)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import gradio as gr
@@ -19,6 +20,7 @@ import pytest
 
 import chatlog as cl
 from chatbot import TurnObserver, build_service, create_app
+from chatbot._auth import User
 from chatbot._ui import _Session, ui_rater
 from chatlog import outbox as ob
 from ragloop.process import ThreadedServer
@@ -116,8 +118,9 @@ def test_ui_thumbs_then_comment_then_toggle_is_one_row_per_session(served: dict[
     turn_id, service = served["turn_id"], served["service"]
     session = _Session(service)
     turns = {1: turn_id}
-    browser_a = gr.Request(session_hash="sess-a")
-    browser_b = gr.Request(session_hash="sess-b")
+    # Two browsers as the auth middleware leaves them: each request carries its (anonymous) user.
+    browser_a = SimpleNamespace(scope={"state": {"ragloop_user": User("anon:browser-a")}})
+    browser_b = SimpleNamespace(scope={"state": {"ragloop_user": User("anon:browser-b")}})
 
     def like(liked: bool, request: gr.Request, comment: str = "") -> tuple[str, Any, str]:
         data = gr.LikeData(None, {"index": 1, "value": "Use sorted() [1].", "liked": liked})
@@ -130,7 +133,7 @@ def test_ui_thumbs_then_comment_then_toggle_is_one_row_per_session(served: dict[
     like(True, browser_a)  # changes their mind
     like(False, browser_b, comment="wrong")  # another browser session, comment typed first
     rater_a, rater_b = ui_rater(browser_a), ui_rater(browser_b)
-    assert rater_a == "ui:sess-a" and rater_b == "ui:sess-b"
+    assert rater_a == "anon:browser-a" and rater_b == "anon:browser-b"
     assert _rows(service, turn_id) == [(rater_a, 1, "missing an example"), (rater_b, -1, "wrong")]
     assert {r["source"] for r in service.chatlog.feedback_for(turn_id)} == {"ui"}
-    assert ui_rater(None) == "ui:anonymous"
+    assert ui_rater(None) == "anonymous"
