@@ -100,8 +100,11 @@ def test_ask_stream_rate_and_find_feedback_in_the_log(app: dict[str, Any], brows
     answered()
     assert len(seen) >= 2, "the answer should appear in several steps (streaming)"
     turn = next(log.iter_turns(statuses=[cl.STATUS_OK]))
-    sources = page.locator("#chat").inner_text()  # each answer's own sources block (chatbot/_ui.py)
-    assert "Sources:" in sources and "[1]" in sources and "lists.md" in sources
+    # Each answer has its own collapsible sources block (chatbot/_ui_render.py): its summary shows,
+    # the passages are in the page, folded.
+    assert "Sources:" in page.locator("#chat").inner_text()
+    folded = page.locator("#chat").inner_html()
+    assert "[1]" in folded and "lists.md" in folded
 
     # Gradio renders a message's thumbs in a button bar right after the message row.
     page.locator(BUTTONS).last.locator('button[aria-label="Dislike"]').click()
@@ -109,7 +112,8 @@ def test_ask_stream_rate_and_find_feedback_in_the_log(app: dict[str, Any], brows
     assert [(r["value"], r["source"]) for r in rows] == [(-1, "ui")]
     _wait_for(lambda: "recorded" in page.locator("#feedback-status").inner_text(), 10, "the thanks")
 
-    # A comment goes with the last thumbs, to the same turn.
+    # A comment goes with the last thumbs, to the same turn (in a folded accordion: open it).
+    page.get_by_text("Comment on the answer you rated").click()
     page.locator("#comment textarea").fill("missing an example")
     page.locator("#send-comment").click()
     rows = _wait_for(
