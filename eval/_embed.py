@@ -71,6 +71,7 @@ class FastEncoder:
             torch.set_num_threads(threads)
         self._torch = torch
         self._tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        _hush_loss_type_warning()
         model = AutoModel.from_pretrained(str(path), local_files_only=True).eval()
         model.config.return_dict = False  # tuples, which TorchScript can trace
         if quantize:
@@ -146,6 +147,25 @@ def _traced(torch: Any, model: Any, tok: Any) -> Any:
 
 _encoders: dict[tuple[str, bool], FastEncoder] = {}
 _enc_lock = threading.Lock()
+
+
+class _NoLossTypeWarning(logging.Filter):
+    """Drops transformers' "`loss_type=None` was set in the config but it is unrecognized" warning."""
+
+    def filter(self, record: logging.LogRecord) -> bool:  # noqa: D102
+        return "loss_type=None" not in record.getMessage()
+
+
+def _hush_loss_type_warning() -> None:
+    """Silence one harmless transformers warning, once per process.
+
+    transformers 5 warns once when an encoder's ``loss_function`` is read (tracing and dynamic
+    quantization walk the model's attributes); an inference-only encoder has no loss, so the warning
+    only adds a WARNING line to every app's log on its first scored turn.
+    """
+    logger = logging.getLogger("transformers.modeling_utils")
+    if not any(isinstance(f, _NoLossTypeWarning) for f in logger.filters):
+        logger.addFilter(_NoLossTypeWarning())
 
 
 def get_encoder(settings: Settings, threads: int | None = None, quantize: bool = True) -> FastEncoder:
