@@ -24,8 +24,8 @@ from eval._citations import (
 from eval._embed import get_encoder
 from eval._faithfulness import LOCAL_FAITHFULNESS_VERSION, LocalFaithfulness
 from eval._judge import JUDGE_PROMPT_VERSION, LLMJudgeFaithfulness
-from eval._pairwise import LOCAL_PAIRWISE_VERSION, LocalPairwise, PairwisePreference
 from eval._online import OnlineEvaluator, ScoreCallback, telemetry_callback
+from eval._pairwise import LOCAL_PAIRWISE_VERSION, LocalPairwise, PairwisePreference
 from eval._relevance import AnswerRelevance, ContextRelevance
 from eval._results import EvalResult, FaithfulnessResult, SentenceEvidence, TextEmbedder
 from eval._store import EvaluationStore, evaluations

@@ -790,7 +790,9 @@ class Settings(BaseSettings):
     admin_users: str = Field(
         "",
         validation_alias=_env("RAGLOOP_ADMIN_USERS"),
-        description="RAGLOOP_ADMIN_USERS: comma-separated user names with the admin role (e.g. the analytics tab).",
+        description=(
+            "RAGLOOP_ADMIN_USERS: comma-separated user names with the admin role (e.g. the analytics tab)."
+        ),
     )
     auth_secret: SecretStr | None = Field(
         None,
