@@ -24,8 +24,7 @@ from labeling import PairStore
 from monitoring import semconv as sc
 from monitoring.drift._store import save_run
 from ragloop.settings import Settings
-from tests.chatbot.test_browser import CHROMIUM, CHROMIUM_ARGS
-from tests.chatbot.test_browser import _wait_for as wait_for
+from tests.chatbot.browser import chromium, wait_for
 
 pytestmark = [pytest.mark.browser]
 
@@ -75,14 +74,8 @@ def serve_app(app_factory: Callable[..., Any], db: str, **overrides: Any) -> Ite
 
 @pytest.fixture()
 def page() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser.new_page(viewport={"width": 1280, "height": 900})
-        finally:
-            browser.close()
+    with chromium() as browser:
+        yield browser.new_page(viewport={"width": 1280, "height": 900})
 
 
 @pytest.fixture()

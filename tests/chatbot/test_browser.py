@@ -7,56 +7,27 @@ the model's words.
 
 from __future__ import annotations
 
-import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import chatlog as cl
+from tests.chatbot.browser import chromium, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.llm]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 QUESTION = "How do I sort a list?"
 BOT = "#chat .message-row.bot-row"  # Gradio 6 chat rows; the last one is the newest answer
 BUTTONS = "#chat .message-buttons-left"  # the copy/like/dislike bar of each answer
 
 
-def _wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
 @pytest.fixture()
 def browser_page() -> Iterator[Any]:
-    if shutil.which(CHROMIUM) is None:
-        raise RuntimeError("Debian chromium is missing: run `make system-deps`")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser.new_page()
-        finally:
-            browser.close()
+    with chromium() as browser:
+        yield browser.new_page()
 
 
 @pytest.fixture()
@@ -82,7 +53,7 @@ def test_ask_stream_rate_and_find_feedback_in_the_log(app: dict[str, Any], brows
 
     # Bad input first: an empty message gets a visible error in the chat and a logged turn.
     page.locator("#send").click()
-    _wait_for(lambda: any("Error" in t for t in _bot_texts(page)), 30, "the empty-message error")
+    wait_for(lambda: any("Error" in t for t in _bot_texts(page)), 30, "the empty-message error")
     assert [t["status"] for t in log.iter_turns()] == [cl.STATUS_REJECTED]
 
     question.fill(QUESTION)
@@ -95,7 +66,7 @@ def test_ask_stream_rate_and_find_feedback_in_the_log(app: dict[str, Any], brows
             seen.append(texts[-1])
         return any(True for _ in log.iter_turns(statuses=[cl.STATUS_OK]))
 
-    _wait_for(answered, 240, "an answered turn in the chat log", interval=0.05)
+    wait_for(answered, 240, "an answered turn in the chat log", interval=0.05)
     time.sleep(1.0)  # the last streamed update may still be on its way to the page
     answered()
     assert len(seen) >= 2, "the answer should appear in several steps (streaming)"
@@ -108,15 +79,15 @@ def test_ask_stream_rate_and_find_feedback_in_the_log(app: dict[str, Any], brows
 
     # Gradio renders a message's thumbs in a button bar right after the message row.
     page.locator(BUTTONS).last.locator('button[aria-label="Dislike"]').click()
-    rows = _wait_for(lambda: log.feedback_for(turn["turn_id"]), 30, "the feedback row")
+    rows = wait_for(lambda: log.feedback_for(turn["turn_id"]), 30, "the feedback row")
     assert [(r["value"], r["source"]) for r in rows] == [(-1, "ui")]
-    _wait_for(lambda: "recorded" in page.locator("#feedback-status").inner_text(), 10, "the thanks")
+    wait_for(lambda: "recorded" in page.locator("#feedback-status").inner_text(), 10, "the thanks")
 
     # A comment goes with the last thumbs, to the same turn (in a folded accordion: open it).
     page.get_by_text("Comment on the answer you rated").click()
     page.locator("#comment textarea").fill("missing an example")
     page.locator("#send-comment").click()
-    rows = _wait_for(
+    rows = wait_for(
         lambda: [r for r in log.feedback_for(turn["turn_id"]) if r["comment"]], 30, "the comment on the row"
     )
     # The session's one row got the comment (one row per rater: no second row).
@@ -125,4 +96,4 @@ def test_ask_stream_rate_and_find_feedback_in_the_log(app: dict[str, Any], brows
     ]
 
     page.locator("#new-conversation").click()
-    _wait_for(lambda: not _bot_texts(page), 10, "an empty chat after 'New conversation'")
+    wait_for(lambda: not _bot_texts(page), 10, "an empty chat after 'New conversation'")

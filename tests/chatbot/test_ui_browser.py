@@ -12,7 +12,6 @@ about the model's words. Each test saves screenshots of the views it drives unde
 from __future__ import annotations
 
 import re
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 import pytest
 
 import chatlog as cl
+from tests.chatbot.browser import chromium, wait_for
 
 pytestmark = [pytest.mark.browser]
 #: A streamed answer that cites its passages.
@@ -36,23 +36,11 @@ PIECES = [
     ". ",
 ]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"]
 SHOTS = Path(__file__).resolve().parents[2] / "bench" / "results" / "ui"
 BOT = "#chat .message-row.bot-row"
 BUTTONS = "#chat .message-buttons-left"
 # Colour-emoji code points (pictographs, dingbats with emoji presentation, VS16): none on any label.
 EMOJI = re.compile("[\U0001f000-\U0001faff\u2600-\u27bf\ufe0f]")
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def shot(page: Any, name: str) -> None:
@@ -62,16 +50,8 @@ def shot(page: Any, name: str) -> None:
 
 @pytest.fixture()
 def browser() -> Iterator[Any]:
-    if shutil.which(CHROMIUM) is None:
-        raise RuntimeError("Debian chromium is missing: run `make system-deps`")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
+    with chromium() as b:
+        yield b
 
 
 @pytest.fixture(scope="module")
@@ -233,12 +213,17 @@ def test_stop_retry_edit_feedback_and_small_print(app: dict[str, Any], browser: 
     app["llm"].behaviour.pieces = PIECES * 40
     app["llm"].behaviour.token_delay_s = 0.25  # a long, slow answer to stop
     box = page.locator("#question textarea")
+    previous = page.locator(BOT).last.inner_text().strip()
+    n_rows = page.locator(BOT).count()
     box.fill("Explain in detail every way to remove duplicates from a list, with examples.")
     box.press("Enter")
+    # The new answer's own text, not the previous answer still shown as the last row.
     wait_for(
         lambda: (
             any(t["turn_id"] not in before for t in _turn_rows(log, conv))
+            and page.locator(BOT).count() > n_rows
             and len(page.locator(BOT).last.inner_text().strip()) > 20
+            and page.locator(BOT).last.inner_text().strip() != previous
         ),
         300,
         "the first tokens",
