@@ -222,7 +222,11 @@ def test_an_oversized_prompt_to_the_real_llm_is_a_413(
     message = "How do I copy a file? " + "Please explain every detail of copying files. " * 1200
     db = f"sqlite:///{tmp_path / 'chatlog.db'}"
     with (
-        app_factory(openai_base_url=llm_server, database_url=db, max_message_chars=len(message)) as base,
+        # Threshold 0: the passages always go in, so the oversized prompt reaches the LLM (a 0.40
+        # threshold refuses this repetitive question before any call).
+        app_factory(
+            openai_base_url=llm_server, database_url=db, max_message_chars=len(message), score_threshold=0.0
+        ) as base,
         httpx.Client(base_url=base, timeout=120) as client,
     ):
         resp = client.post("/api/chat", json={"message": message})
