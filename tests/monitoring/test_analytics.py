@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sqlalchemy import create_engine, text
 
 import chatlog as cl
 from eval import EvalResult, EvaluationStore
@@ -22,17 +21,9 @@ from monitoring import semconv as sc
 from monitoring._analytics import Window, latest_drift, load_analytics
 from monitoring._attributes import parse_prices
 from monitoring.drift._store import save_run
+from tests.chatlog.conftest import fresh_postgres_url
 
 PRICES = parse_prices("m1=1:2,*=0.5:1")
-
-
-def _fresh_postgres(base: str) -> str:
-    schema = f"t{cl.new_id()[:12]}"
-    eng = create_engine(base)
-    with eng.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    eng.dispose()
-    return f"{base}?options=-csearch_path%3D{schema}"
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -40,7 +31,7 @@ def log(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[cl.ChatLog]:
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'chat.db'}"
     else:
-        url = _fresh_postgres(request.getfixturevalue("postgres_url"))
+        url = fresh_postgres_url(request.getfixturevalue("postgres_url"))
     chat = cl.ChatLog(url, auto_upgrade=True)
     yield chat
     chat.close()
