@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Debian packages the tests and the local stack use (npm validates the Grafana dashboards). Installs only what is missing (needs root or sudo).
+# Debian packages the tests and the local stack use (nginx balances several app processes; npm validates the Grafana dashboards). Installs only what is missing (needs root or sudo).
 set -euo pipefail
 need=()
 command -v chromium >/dev/null || need+=(chromium chromium-driver)
 command -v prometheus >/dev/null || need+=(prometheus)
 command -v docker-compose >/dev/null || need+=(docker-compose)
+command -v nginx >/dev/null || need+=(nginx-light)  # tests/test_scaleout.py: two app processes behind it
 command -v npm >/dev/null || need+=(nodejs npm)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
