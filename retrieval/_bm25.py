@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import threading
+import uuid
 from collections.abc import Callable, Iterable
 from functools import lru_cache
 from pathlib import Path
@@ -158,23 +160,30 @@ class Bm25Index:
         return index
 
     def save(self) -> None:
-        """Write the index atomically (a reader sees the old file or the new one)."""
+        """Write the index atomically (a reader sees the old file or the new one).
+
+        Several app processes may share the data dir (scale-out) and save at the same moment: each
+        writes a temporary file of its own, and the last rename wins with a whole file.
+        """
         self.path.parent.mkdir(parents=True, exist_ok=True)
         lengths = np.fromiter((len(t) for t in self.tokens), dtype=np.int64, count=len(self.tokens))
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         flat = np.concatenate(self.tokens).astype(np.int32) if self.tokens else np.zeros(0, np.int32)
         vocab = sorted(self.vocab, key=self.vocab.__getitem__)
         meta = {"tokenizer": TOKENIZER_VERSION, "version": self.version, "count": self.count}
-        tmp = self.path.with_name(self.path.name + ".tmp.npz")
-        np.savez(
-            tmp,
-            ids=np.asarray(self.ids, dtype=str),
-            offsets=offsets,
-            flat=flat,
-            vocab=np.asarray(vocab, dtype=str),
-            meta=np.asarray(json.dumps(meta)),
-        )
-        tmp.replace(self.path)
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp.npz")
+        try:
+            np.savez(
+                tmp,
+                ids=np.asarray(self.ids, dtype=str),
+                offsets=offsets,
+                flat=flat,
+                vocab=np.asarray(vocab, dtype=str),
+                meta=np.asarray(json.dumps(meta)),
+            )
+            tmp.replace(self.path)
+        finally:
+            tmp.unlink(missing_ok=True)  # a failed write leaves nothing behind
 
     def update(self, add: dict[str, str], remove: Iterable[str], version: str) -> None:
         """Add chunks (id -> text, replacing a same id), remove ids, record ``version``; rebuild BM25."""
