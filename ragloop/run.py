@@ -7,8 +7,8 @@
    (:class:`retrieval.BackgroundIndexer`): the first slice (the FAQ and the tutorial) while the next
    steps start, the rest while the app already answers (progress at ``/healthz``),
 4. the local LLM server as a child process (reused if one already answers on the port),
-5. the local monitoring stack (collector, Phoenix), the Evidently UI and the labeling UI,
-   then a wait for the first slice of the index,
+5. the local monitoring stack (collector, Phoenix), the Evidently UI and the labeling UI, started
+   side by side with the LLM, then a wait for the first slice of the index,
 6. the application of :func:`ragloop.app.build_application`, exactly as ``ragloop serve`` runs
    it, under uvicorn until Ctrl-C or SIGTERM; then every child is stopped.
 
@@ -150,24 +150,48 @@ def start_labeling(settings: Settings) -> tuple[Settings, list[Any]]:
     return settings, procs
 
 
+def _settings_update(base: Settings, changed: Settings) -> dict[str, Any]:
+    """The fields ``changed`` sets differently from ``base`` (to merge two steps' settings)."""
+    fields = type(changed).model_fields
+    return {k: getattr(changed, k) for k in fields if getattr(base, k) != getattr(changed, k)}
+
+
 def start_local_servers(settings: Settings) -> tuple[Settings, list[Any]]:
     """Steps 2-5 of ``ragloop run``: the settings the app should use, and the started children.
 
+    The LLM, the monitoring stack and the labeling UI start side by side (each mostly waits for a
+    child process to answer), while the index's first slice is embedded in the background: the
+    first answer comes as soon as the slowest of them is ready, not after their sum.
+
     If a step fails, the children already started are stopped here and the exception propagates.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     children: list[Any] = []
     try:
         settings, started = start_chroma(settings)
         children += started
         indexer = start_indexing(settings)
-        if settings.uses_local_llm:
-            llm = start_llm(settings)
-            if llm is not None:
-                children.append(llm)
-        settings, started = start_monitoring(settings)
-        children += started
-        settings, started = start_labeling(settings)
-        children += started
+        base = settings
+        with ThreadPoolExecutor(max_workers=3, thread_name_prefix="ragloop-start") as pool:
+            llm_f = pool.submit(start_llm, base) if base.uses_local_llm else None
+            steps = [pool.submit(start_monitoring, base), pool.submit(start_labeling, base)]
+            errors: list[BaseException] = []
+            for future in ([llm_f] if llm_f else []) + steps:
+                try:
+                    result = future.result()
+                except BaseException as exc:  # noqa: BLE001 - stop the others' children, then raise
+                    errors.append(exc)
+                    continue
+                if future is llm_f:
+                    if result is not None:
+                        children.append(result)
+                    continue
+                changed, started = result
+                settings = settings.model_copy(update=_settings_update(base, changed))
+                children += started
+            if errors:
+                raise errors[0]
         indexer.wait_first()
     except BaseException:
         stop_all(children)
