@@ -48,9 +48,16 @@ from eval import _metrics as m  # noqa: E402
 from eval._datasets import Case, faq_cases, halueval_cases  # noqa: E402
 from eval._harness import is_relevant  # noqa: E402
 from ragloop.settings import Settings  # noqa: E402
-from retrieval import Retriever, fetch_corpus, get_embedder, ingest, open_collection  # noqa: E402
+from retrieval import (  # noqa: E402
+    Retriever,
+    check_index_variant,
+    fetch_corpus,
+    get_embedder,
+    ingest,
+    open_collection,
+)
 from retrieval._bm25 import all_ids  # noqa: E402
-from retrieval._ingest import index_version  # noqa: E402
+from retrieval._ingest import META_EMBEDDING_VARIANT, index_variant, index_version  # noqa: E402
 from retrieval._store import META_EMBEDDING_MODEL, META_INDEX_VERSION, sync_bm25  # noqa: E402
 
 HALUEVAL_QUESTIONS = 1000
@@ -119,8 +126,15 @@ def refresh_mixed(work: Path) -> None:
     for lo in range(0, len(stale), 5000):
         target.delete(ids=stale[lo : lo + 5000])
     meta = dict(target.metadata or {})
+    variants = {index_variant(source.metadata) for source in sources}
+    if len(variants) != 1 or None in variants:
+        raise SystemExit(f"the HaluEval and Python indexes hold different embedding variants: {variants}")
     meta.update(
-        {META_INDEX_VERSION: index_version(wanted), META_EMBEDDING_MODEL: get_embedder(Settings()).model_name}
+        {
+            META_INDEX_VERSION: index_version(wanted),
+            META_EMBEDDING_MODEL: get_embedder(Settings()).model_name,
+            META_EMBEDDING_VARIANT: variants.pop(),
+        }
     )
     target.modify(metadata=meta)
     sync_bm25(mixed, target)
@@ -387,6 +401,10 @@ def main() -> None:
     cases, docs = build_indexes(args.work, build=not args.no_build)
     if args.build_only:
         return
+    # Search with another embedding variant than the index's gives plausible but wrong figures.
+    embedder = get_embedder(Settings())
+    for name in ("halueval", "python"):
+        check_index_variant(index_settings(args.work, name), embedder)
     quality = Run("answers", timing=False, scratch=args.scratch)
     keys = measure(args, cases, docs)
     print(f"written {quality.merge(keys, name='answers')}")
