@@ -15,10 +15,12 @@ Public API:
     upgrade, downgrade, current, head, history, Revision, SchemaError: schema migrations.
     encode_vector, decode_vector, new_id, now: helpers shared by every package.
     UnknownTurnError, UnknownConversationError: lookups of ids the log does not hold.
+    redact, redact_tree: PII and secret masking for every exporter (the log keeps the original).
 """
 
 from chatlog._base import metadata, new_id, now
 from chatlog._migrate import Revision, SchemaError, current, downgrade, head, history, upgrade
+from chatlog._redact import redact, redact_tree
 from chatlog._store import (
     STATUS_CANCELLED,
     STATUS_ERROR,
@@ -63,6 +65,8 @@ __all__ = [
     "metadata",
     "new_id",
     "now",
+    "redact",
+    "redact_tree",
     "turns",
     "upgrade",
 ]

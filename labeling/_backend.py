@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from chatlog import redact, redact_tree
 from labeling._store import CHOICES, FAILURE_TYPES, PAIR_KIND, UnknownPairError
 
 log = logging.getLogger(__name__)
@@ -200,6 +201,25 @@ def pull_labels(store: LabelSink, backend: LabelingBackend, since: datetime | No
 
 
 # --- pure presentation helpers shared by the backends -----------------------------------------------
+#: The keys of a pair that hold user or model text: masked before a push (``RAGLOOP_REDACT``).
+PAIR_TEXT_FIELDS = ("question", "context", "response_a", "response_b")
+
+
+def outgoing_pair(pair: Mapping[str, Any], redaction: bool = True) -> Mapping[str, Any]:
+    """The pair as it may leave the process: PII and secrets masked in its texts and the judge's reasoning.
+
+    Ids, the strategy and the judge's verdict stay as they are (pulling labels matches on the id);
+    the chat log keeps the original. ``redaction`` False returns ``pair`` itself.
+    """
+    if not redaction:
+        return pair
+    out = {k: redact_tree(v) if k in PAIR_TEXT_FIELDS and v is not None else v for k, v in pair.items()}
+    judge = out.get("judge")
+    if isinstance(judge, Mapping) and isinstance(judge.get("reasoning"), str):
+        out["judge"] = {**judge, "reasoning": redact(judge["reasoning"])}
+    return out
+
+
 def context_text(context: Any) -> str:
     """The retrieved passages as one numbered text.
 

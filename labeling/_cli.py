@@ -131,6 +131,7 @@ def export_cmd(
             include_ai=include_ai,
             license_id=settings.loop_export_license,
             since=_since(since_days) if since_days is not None else None,
+            redact=settings.redact,
         )
     finally:
         chatlog.close()

@@ -25,9 +25,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from chatlog import redact_tree
 from labeling._candidates import GROUNDED_PROMPT
 
 FORMATS = ("dpo", "kto", "sft")
+#: The row keys that hold user or model text: redacted on the way out (ids, labels untouched).
+TEXT_FIELDS = ("question", "context", "chosen", "rejected", "completion")
 #: The source of a row: a human annotator (or rater) confirmed it, or only the AI judge did.
 HUMAN, AI = "human", "ai"
 
@@ -266,8 +269,16 @@ def dataset_card(
     return "\n".join(lines) + "\n\n" + "\n".join(body)
 
 
-def write_rows(out: Path, split: str, rows: Iterable[Mapping[str, Any]]) -> int:
-    """Write ``rows`` as ``standard/<split>.jsonl`` and ``conversational/<split>.jsonl``; the count."""
+def redacted_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """``row`` with PII and secrets masked in its text fields (:data:`TEXT_FIELDS`)."""
+    return {k: redact_tree(v) if k in TEXT_FIELDS and v is not None else v for k, v in row.items()}
+
+
+def write_rows(out: Path, split: str, rows: Iterable[Mapping[str, Any]], redact: bool = True) -> int:
+    """Write ``rows`` as ``standard/<split>.jsonl`` and ``conversational/<split>.jsonl``; the count.
+
+    With ``redact`` (the default, ``RAGLOOP_REDACT``) e-mails, phones, cards and keys are masked.
+    """
     n = 0
     (out / "standard").mkdir(parents=True, exist_ok=True)
     (out / "conversational").mkdir(parents=True, exist_ok=True)
@@ -276,6 +287,7 @@ def write_rows(out: Path, split: str, rows: Iterable[Mapping[str, Any]]) -> int:
         (out / "conversational" / f"{split}.jsonl").open("w", encoding="utf-8") as conv,
     ):
         for row in rows:
+            row = redacted_row(row) if redact else row
             std.write(json.dumps(to_standard(row), ensure_ascii=False, default=str) + "\n")
             conv.write(json.dumps(to_conversational(row), ensure_ascii=False, default=str) + "\n")
             n += 1
@@ -290,6 +302,7 @@ def export(
     include_ai: bool = False,
     license_id: str = "other",
     since: datetime | None = None,
+    redact: bool = True,
 ) -> ExportReport:
     """Export the chat log's labeled data in ``fmt`` (``dpo``, ``kto`` or ``sft``) into ``out``.
 
@@ -300,6 +313,8 @@ def export(
         include_ai: also write AI-only pairs, as the ``rlaif`` split.
         license_id: the card's license.
         since: only pairs updated (and turns created) at or after this time.
+        redact: mask e-mails, phone and card numbers and keys in every text (``RAGLOOP_REDACT``);
+            the chat log keeps the original.
 
     Raises:
         ValueError: an unknown format.
@@ -330,9 +345,9 @@ def export(
             if rows:
                 stamps.append(turn["created_at"])
             human += rows
-    counts = {"train": write_rows(out, "train", human)}
+    counts = {"train": write_rows(out, "train", human, redact)}
     if include_ai:
-        counts["rlaif"] = write_rows(out, "rlaif", machine)
+        counts["rlaif"] = write_rows(out, "rlaif", machine, redact)
     else:
         for form in ("standard", "conversational"):
             (out / form / "rlaif.jsonl").unlink(missing_ok=True)

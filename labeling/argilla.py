@@ -29,6 +29,7 @@ from labeling._backend import (
     check_label,
     context_text,
     judge_suggestion,
+    outgoing_pair,
     shown,
 )
 from labeling._store import CHOICES, FAILURE_TYPES
@@ -211,8 +212,13 @@ class ArgillaBackend:
         workspace: str = "ragloop",
         dataset: str = "ragloop-preferences",
         timeout_s: int = 60,
+        redaction: bool = True,
     ) -> None:
-        """Remember the server; nothing is contacted until the first push or pull."""
+        """Remember the server; nothing is contacted until the first push or pull.
+
+        ``redaction`` masks PII and secrets in every pushed text (``RAGLOOP_REDACT``).
+        """
+        self.redaction = redaction
         self.api_url = api_url.rstrip("/")
         self.api_key = api_key
         self.workspace_name = workspace
@@ -236,6 +242,7 @@ class ArgillaBackend:
             key,
             workspace=settings.argilla_workspace,
             dataset=settings.argilla_dataset,
+            redaction=settings.redact,
         )
 
     # --- connection -----------------------------------------------------------------------------
@@ -279,7 +286,7 @@ class ArgillaBackend:
     # --- push -------------------------------------------------------------------------------------
     def _record(self, pair: Mapping[str, Any]) -> Any:
         rg = _sdk()
-        payload = record_payload(pair)
+        payload = record_payload(outgoing_pair(pair, self.redaction))
         suggestions = []
         if payload["suggestion"] is not None:
             value, score, agent = payload["suggestion"]

@@ -28,6 +28,7 @@ from labeling._backend import (
     check_label,
     context_text,
     judge_suggestion,
+    outgoing_pair,
     shown,
 )
 from labeling._store import FAILURE_TYPES
@@ -185,9 +186,19 @@ class LabelStudioBackend:
     name = NAME
 
     def __init__(
-        self, url: str, api_key: str, *, project: str = "ragloop-preferences", timeout_s: float = 120
+        self,
+        url: str,
+        api_key: str,
+        *,
+        project: str = "ragloop-preferences",
+        timeout_s: float = 120,
+        redaction: bool = True,
     ) -> None:
-        """Remember the server; nothing is contacted until the first push or pull."""
+        """Remember the server; nothing is contacted until the first push or pull.
+
+        ``redaction`` masks PII and secrets in every pushed text (``RAGLOOP_REDACT``).
+        """
+        self.redaction = redaction
         self.url = url.rstrip("/")
         self.api_key = api_key
         self.project_title = project
@@ -208,7 +219,9 @@ class LabelStudioBackend:
         key = settings.label_studio_api_key.get_secret_value() if settings.label_studio_api_key else ""
         if not key:
             raise ValueError("LABEL_STUDIO_URL is set but LABEL_STUDIO_API_KEY is not: set an API token")
-        return cls(settings.label_studio_url, key, project=settings.label_studio_project)
+        return cls(
+            settings.label_studio_url, key, project=settings.label_studio_project, redaction=settings.redact
+        )
 
     # --- connection -----------------------------------------------------------------------------
     @property
@@ -273,6 +286,7 @@ class LabelStudioBackend:
             raise
 
     def _push(self, pairs: Sequence[Mapping[str, Any]]) -> list[bool]:
+        pairs = [outgoing_pair(p, self.redaction) for p in pairs]
         project = self.project_id()
         known = self.task_ids()
         latest: dict[str, Mapping[str, Any]] = {}  # a pair twice in one batch: its last version

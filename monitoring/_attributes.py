@@ -6,45 +6,14 @@ Nothing here touches OpenTelemetry objects or I/O, so every rule is tested on sm
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from chatlog import redact
 from monitoring import semconv as sc
 
-# E-mail addresses; phone numbers (7+ digits with optional +, spaces, dots, dashes, parentheses);
-# API-key-like strings (sk-..., pk_..., ghp_..., xox?-..., AKIA..., long mixed-case tokens; lowercase
-# hex such as ids and hashes is left alone).
-_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
-_KEY = re.compile(
-    r"\b(?:sk|pk|rk)[-_][A-Za-z0-9_-]{16,}"
-    r"|\bgh[pousr]_[A-Za-z0-9]{20,}"
-    r"|\bxox[abpr]-[A-Za-z0-9-]{10,}"
-    r"|\bAKIA[0-9A-Z]{16}\b"
-    r"|\bls[v]?2?_[a-z]{2}_[A-Za-z0-9_]{20,}"
-    r"|\b(?=[A-Za-z0-9_-]*\d)(?=[A-Za-z0-9_-]*[a-z])(?=[A-Za-z0-9_-]*[A-Z])[A-Za-z0-9_-]{32,}\b"
-)
-_PHONE = re.compile(r"(?<![\w.])\+?\d[\d ().-]{5,}\d(?![\w])")
-EMAIL_MASK = "[EMAIL]"
-PHONE_MASK = "[PHONE]"
-KEY_MASK = "[API_KEY]"
-
-
-def redact(text: str) -> str:
-    """Mask e-mail addresses, API-key-like strings and phone numbers in ``text``.
-
-    Keys first (they may contain digit runs), then e-mails, then phone numbers; a digit run counts
-    as a phone number only with at least 7 digits, so years and small numbers survive.
-    """
-    text = _KEY.sub(KEY_MASK, text)
-    text = _EMAIL.sub(EMAIL_MASK, text)
-    return _PHONE.sub(_phone_or_keep, text)
-
-
-def _phone_or_keep(match: re.Match[str]) -> str:
-    digits = sum(ch.isdigit() for ch in match.group(0))
-    return PHONE_MASK if digits >= 7 else match.group(0)
+# ``redact`` (imported above) is the chat log's: every exporting package applies the same rules.
 
 
 @functools.lru_cache(maxsize=4096)

@@ -22,8 +22,8 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from chatlog import redact, redact_tree
 from chatlog.outbox import OutboxItem
-from monitoring._attributes import redact
 from monitoring._tracing import ErrorCounter
 from ragloop.settings import Settings
 
@@ -53,20 +53,6 @@ def _secret(value: Any) -> str | None:
         return None
     getter = getattr(value, "get_secret_value", None)
     return str(getter()) if callable(getter) else str(value)
-
-
-def redact_tree(value: Any) -> Any:
-    """``value`` with every string inside (dicts, lists, message objects) redacted."""
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, Mapping):
-        return {k: redact_tree(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [redact_tree(v) for v in value]
-    dump = getattr(value, "model_dump", None)
-    if callable(dump):
-        return redact_tree(dump())
-    return value
 
 
 def privacy_hooks(

@@ -258,7 +258,10 @@ class Settings(BaseSettings):
     redact: bool = Field(
         True,
         validation_alias=_env("RAGLOOP_REDACT"),
-        description="RAGLOOP_REDACT: mask e-mail addresses, phone numbers and API keys in traced text.",
+        description=(
+            "RAGLOOP_REDACT: mask e-mail addresses, phone and card numbers and API keys in everything "
+            "exported (traces, LangSmith, Arize, labeling backends, DPO export); the chat log keeps the text."
+        ),
     )
     otlp_endpoint: str | None = Field(
         None,

@@ -3,6 +3,7 @@ real argilla-server 2.8 (noida-db standing in for Elasticsearch and Redis)."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -13,6 +14,7 @@ from labeling._backend import EMPTY_ANSWER, NO_CONTEXT, BackendSink, pull_labels
 from labeling.argilla import ArgillaBackend, label_from_values, record_payload
 from labeling.argilla import from_settings as argilla_sink
 from ragloop.settings import Settings
+from tests.pii import ORDER_NUMBER, PII_TEXT, leaked
 
 from .conftest import ArgillaAnnotator, make_pair
 
@@ -230,11 +232,17 @@ def test_sink_delivers_outbox_items(argilla_server, unique, chatlog, store, pair
     worker = OutboxWorker(chatlog.engine, [sink], batch_size=5)
     assert worker.drain(timeout_s=120)
     assert sink.backend.count() == 12
-    store.save_pair(make_pair(3, response_b="edited"))  # an edit goes out again as an update
+    # An edit goes out again as an update; PII in any text field is redacted on the way (RAGLOOP_REDACT).
+    judge = {**make_pair(3)["judge"], "reasoning": f"B quotes {PII_TEXT}"}
+    edit = make_pair(3, question=PII_TEXT, response_b=f"edited {PII_TEXT}", context=[PII_TEXT], judge=judge)
+    store.save_pair(edit)
     assert worker.drain(timeout_s=60)
     assert sink.backend.count() == 12
     assert isinstance(sink.backend, ArgillaBackend)
-    assert _records(argilla_server, sink.backend)["turn-00003"]["fields"]["response_b"] == "edited"
+    record = _records(argilla_server, sink.backend)["turn-00003"]
+    assert record["fields"]["response_b"].startswith("edited Reply to [EMAIL]")
+    assert leaked(json.dumps(record)) == [] and ORDER_NUMBER in record["fields"]["question"]
+    assert store.get("turn-00003")["question"] == PII_TEXT  # the chat log keeps the original
     worker.stop()
 
 

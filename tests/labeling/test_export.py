@@ -239,3 +239,31 @@ def test_sft_export_holds_corrections(store: PairStore, filled: dict[str, str], 
 def test_unknown_format_is_a_clear_error(store: PairStore, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="dpo, kto, sft"):
         export(store, "orpo", tmp_path)
+
+
+def _written(out: Path) -> str:
+    return "\n".join(p.read_text() for p in sorted(out.rglob("*")) if p.is_file())
+
+
+@pytest.mark.parametrize("fmt", ["dpo", "kto", "sft"])
+def test_every_export_redacts_pii_by_default(
+    chatlog: ChatLog, store: PairStore, fmt: str, tmp_path: Path
+) -> None:
+    """PII in questions, passages, answers, corrections and thumbed turns never reaches the files."""
+    from tests.pii import ORDER_NUMBER, PII_TEXT, leaked
+
+    tid = chatlog.start_turn(
+        user_message=PII_TEXT, status="ok", answer=f"Sure: {PII_TEXT}", retrieved=[{"text": PII_TEXT}]
+    )
+    store.save_pair(pair(tid, question=PII_TEXT, context=[PII_TEXT], response_b=f"B {PII_TEXT}"))
+    store.record_label(tid, backend="argilla", annotator="u1", choice="B", correction=f"Fix: {PII_TEXT}")
+    thumbed = chatlog.start_turn(user_message=PII_TEXT, status="ok", answer=f"A {PII_TEXT}")
+    chatlog.add_feedback(thumbed, -1, rater="r")
+    out = tmp_path / fmt
+    assert sum(export(store, fmt, out).counts.values()) >= 1
+    text = _written(out)
+    assert leaked(text) == [] and ORDER_NUMBER in text and "[EMAIL]" in text
+    assert chatlog.get_turn(tid)["user_message"] == PII_TEXT  # the chat log keeps the original
+    clear = tmp_path / f"{fmt}-clear"  # RAGLOOP_REDACT=false writes the text as it is
+    export(store, fmt, clear, redact=False)
+    assert leaked(_written(clear))

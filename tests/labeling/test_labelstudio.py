@@ -3,6 +3,7 @@ real Label Studio 1.23 server."""
 
 from __future__ import annotations
 
+import json
 import xml.etree.ElementTree as ET
 
 import httpx
@@ -13,6 +14,7 @@ from labeling._store import FAILURE_TYPES
 from labeling.labelstudio import LabelStudioBackend, label_config, label_from_result, prediction, task_data
 from labeling.labelstudio import from_settings as labelstudio_sink
 from ragloop.settings import Settings
+from tests.pii import ORDER_NUMBER, PII_TEXT, leaked
 
 from .conftest import make_pair
 
@@ -103,13 +105,16 @@ def test_push_repush_no_duplicates(label_studio_server, unique, pairs_factory) -
     assert backend.push(pairs) == [True] * 6
     assert backend.push(pairs) == [True] * 6  # same process
     pairs[2]["response_b"] = "An edited alternative."
-    pairs[2]["judge"] = {**pairs[2]["judge"], "preferred": "B", "score": 0.1}
+    pairs[2]["judge"] = {**pairs[2]["judge"], "preferred": "B", "score": 0.1, "reasoning": PII_TEXT}
+    pairs[2]["question"] = PII_TEXT  # redacted on the way out (RAGLOOP_REDACT, on by default)
+    pairs[2]["context"] = [PII_TEXT]
     fresh = _backend(label_studio_server, unique)  # a new process: only the server knows the tasks
     assert fresh.push(pairs) == [True] * 6
     tasks = _tasks(label_studio_server, fresh.project_id())
     assert sorted(t["data"]["pair_id"] for t in tasks) == [p["pair_id"] for p in pairs]
     edited = next(t for t in tasks if t["data"]["pair_id"] == "turn-00002")
     assert edited["data"]["response_b"] == "An edited alternative."
+    assert leaked(json.dumps(tasks)) == [] and ORDER_NUMBER in edited["data"]["question"]
     (pred,) = edited["predictions"]  # the old verdict was replaced, not stacked
     assert pred["result"][0]["value"] == {"selected": "right"} and pred["score"] == pytest.approx(0.9)
     assert fresh.count() == 6

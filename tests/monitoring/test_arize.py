@@ -7,6 +7,7 @@ annotations), and the outbox is the real one on a real SQLite chat log.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from monitoring import _arize_rows as rows
 from monitoring._arize_cli import parse_since
 from ragloop.cli import app as ragloop_app
 from ragloop.settings import Settings
+from tests.pii import ORDER_NUMBER, PII_TEXT, leaked
 
 sys.path.insert(0, str(Path(__file__).parent))
 from arize_receiver import ArizeReceiver  # noqa: E402
@@ -309,6 +311,10 @@ def test_turns_feedback_and_scores_reach_arize_on_the_wire(
     chatlog.add_feedback(turn_ids[1], 1, rater="api:k", source="api")
     _enqueue_eval(chatlog, turn_ids[0], 0.2)
     _enqueue_eval(chatlog, turn_ids[2], 0.9)
+    # A turn and a comment full of PII and key shapes (tests/pii.py): redacted on the wire.
+    pii_turn = _log_turn(chatlog, embedder, PII_TEXT, f"Sure: {PII_TEXT}")
+    _enqueue_turn(chatlog, pii_turn)
+    chatlog.add_feedback(pii_turn, -1, f"see {PII_TEXT}", rater="ui:s2", source="ui")
     sink = az.from_settings(arize_settings, chatlog)
     assert sink is not None
     assert _worker(chatlog, sink).drain(timeout_s=60)
@@ -344,8 +350,6 @@ def test_turns_feedback_and_scores_reach_arize_on_the_wire(
         assert row["attributes.input.value"] == question and row["attributes.output.value"] == answer
         assert row["attributes.llm.model_name"] == MODEL
         assert row["attributes.embedding.model_name"] == EMBEDDING_MODEL
-        import json
-
         query_emb, answer_emb = (json.loads(e) for e in row["attributes.embedding.embeddings"])
         assert query_emb["embedding.text"] == question and answer_emb["embedding.text"] == answer
         assert len(query_emb["embedding.vector"]) == len(answer_emb["embedding.vector"]) == 384
@@ -383,6 +387,10 @@ def test_turns_feedback_and_scores_reach_arize_on_the_wire(
         )
         for r in notes.rows()
     }
+    pii_note = got_notes.pop(chatlog.get_turn(pii_turn)["span_id"])  # type: ignore[index]
+    assert pii_note[3].startswith("see Reply to [EMAIL]") and ORDER_NUMBER in pii_note[3]
+    wire = json.dumps([spans.rows(), notes.rows()], default=str)
+    assert leaked(wire) == [] and "[CARD]" in wire and "[API_KEY]" in wire
     assert got_notes == {
         span_of[turn_ids[0]]: ("thumbs_down", -1.0, "ui:s1", "that is not what I asked"),
         span_of[turn_ids[1]]: ("thumbs_up", 1.0, "api:k", None),

@@ -31,6 +31,7 @@ from monitoring._langsmith import LangSmithSink, feedback_id_for, run_id_for
 from ragloop.process import free_port, http_ok
 from ragloop.settings import Settings
 from tests.monitoring.conftest import telemetry_settings
+from tests.pii import ORDER_NUMBER, PII_TEXT, leaked
 
 pytestmark = pytest.mark.slow
 
@@ -277,8 +278,8 @@ def test_privacy_switches_reach_runs_and_feedback_comments(
     _, tel, service, worker = _stack(
         url, tmp_path, instant_llm, indexed_dir, shared_retriever, trace_content=trace_content, redact=redact
     )
-    result = asyncio.run(service.run_turn(f"My e-mail is {EMAIL}: how do I copy a file?"))
-    service.add_feedback(result.turn_id, -1, f"write to {EMAIL}")
+    result = asyncio.run(service.run_turn(f"My e-mail is {EMAIL}: {PII_TEXT}"))
+    service.add_feedback(result.turn_id, -1, f"write to {EMAIL} {PII_TEXT}")
     tel.force_flush()
     assert worker.drain(timeout_s=30)
     root_id = str(run_id_for(result.turn_id))
@@ -292,14 +293,14 @@ def test_privacy_switches_reach_runs_and_feedback_comments(
         assert EMAIL not in sent and "e-mail is" not in sent
         assert fb.get("comment") is None
         assert all(not r.get("inputs") and not r.get("outputs") for r in runs)
-    elif redact:
-        assert EMAIL not in sent
+    elif redact:  # every kind of PII and key shape is masked (tests/pii.py), the rest is kept
+        assert EMAIL not in sent and leaked(sent) == [] and ORDER_NUMBER in sent
         assert "e-mail is" in json.dumps(root.get("inputs"))  # the rest of the text is kept
         assert (
             fb["comment"] is not None and fb["comment"].startswith("write to ") and EMAIL not in fb["comment"]
         )
     else:
-        assert EMAIL in json.dumps(root.get("inputs")) and fb["comment"] == f"write to {EMAIL}"
+        assert EMAIL in json.dumps(root.get("inputs")) and fb["comment"] == f"write to {EMAIL} {PII_TEXT}"
     tel.shutdown()
     worker.stop(timeout_s=5)
     service.chatlog.close()
