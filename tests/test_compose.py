@@ -17,7 +17,18 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
-SERVICES = {"app", "llm", "chroma", "postgres", "otel-collector", "prometheus", "grafana", "phoenix"}
+SERVICES = {
+    "app",
+    "app-2",
+    "nginx",
+    "llm",
+    "chroma",
+    "postgres",
+    "otel-collector",
+    "prometheus",
+    "grafana",
+    "phoenix",
+}
 
 
 def _compose(*args: str, cwd: Path = ROOT, file: Path = COMPOSE) -> subprocess.CompletedProcess[str]:
@@ -81,7 +92,11 @@ def test_every_env_var_the_app_reads_is_a_setting(config: dict[str, Any]) -> Non
         names |= set(getattr(alias, "choices", [alias]))
     for svc in ("app", "llm", "drift"):
         env = config["services"][svc]["environment"]
-        unknown = {k for k in env if k not in names} - {"OTEL_SERVICE_NAME", "HF_HUB_OFFLINE"}
+        unknown = {k for k in env if k not in names} - {
+            "OTEL_SERVICE_NAME",
+            "HF_HUB_OFFLINE",
+            "FORWARDED_ALLOW_IPS",
+        }
         assert unknown == set(), f"{svc} sets variables no setting reads: {unknown}"
 
 
@@ -211,3 +226,64 @@ def test_the_app_service_runs_the_composition_root(config: dict[str, Any]) -> No
     from ragloop import cli as cli_module
 
     assert "ragloop.app import serve" in inspect.getsource(cli_module.serve)
+
+
+def _app_replicas(config: dict[str, Any]) -> list[str]:
+    return sorted(
+        n for n, svc in config["services"].items() if "ragloop serve" in " ".join(svc.get("command", []))
+    )
+
+
+def test_two_app_replicas_share_everything_behind_nginx(config: dict[str, Any], tmp_path: Path) -> None:
+    import re
+
+    from tests.scaleout import nginx_binary, render_nginx_conf
+
+    services = config["services"]
+    replicas = _app_replicas(config)
+    assert replicas == ["app", "app-2"]
+    first, second = (services[n] for n in replicas)
+    # One image, one configuration, one data volume (uploads, BM25 file); only the first indexes.
+    assert second["image"] == first["image"]
+    assert second["environment"] == first["environment"]
+    assert set(second["volumes"]) == set(first["volumes"])
+    assert "corpus index" in " ".join(first["command"]) and "corpus index" not in " ".join(second["command"])
+    assert second["depends_on"]["app"]["condition"] == "service_healthy"
+    # Only nginx publishes the chat port; it mounts the shipped configuration.
+    for name in replicas:
+        assert not services[name].get("ports"), f"{name} publishes a port: requests must go through nginx"
+    nginx = services["nginx"]
+    assert [str(p).removesuffix("/tcp") for p in nginx["ports"]] == ["127.0.0.1:7860:7860"]
+    conf = ROOT / "deploy" / "nginx" / "nginx.conf"
+    assert _mount(config, "nginx", conf) == "/etc/nginx/nginx.conf"
+    assert set(nginx["depends_on"]) == set(replicas)
+    # Every upstream lists every replica on the port it serves.
+    text = conf.read_text()
+    upstreams = re.findall(r"upstream (\w+) \{(.*?)\}", text, flags=re.S)
+    assert {name for name, _ in upstreams} == {"ragloop_api", "ragloop_ui"}
+    for name in replicas:
+        assert services[name]["environment"]["FORWARDED_ALLOW_IPS"] == "*"  # client addresses via nginx
+    for name, body in upstreams:
+        assert re.findall(r"server ([\w-]+):7860", body) == replicas, name
+    assert "hash $ragloop_affinity consistent" in dict(upstreams)["ragloop_ui"]  # Gradio needs stickiness
+    assert re.search(r"listen 7860;", text)
+    # Prometheus scrapes each replica itself.
+    prom = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    targets = {t for job in prom["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
+    assert {f"{n}:7860" for n in replicas} <= targets
+    # nginx itself accepts the file (the compose host names replaced by local ports).
+    rendered = tmp_path / "nginx.conf"
+    rendered.write_text(render_nginx_conf(text, [1, 2], 18080, tmp_path))
+    proc = subprocess.run(
+        [
+            nginx_binary(),
+            "-t",
+            "-c",
+            str(rendered),
+            "-g",
+            f"pid {tmp_path / 'pid'}; error_log {tmp_path / 'err'};",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
