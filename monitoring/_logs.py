@@ -15,6 +15,7 @@ from typing import Any
 from opentelemetry import trace
 
 from monitoring._tracing import PAUSE_S, ErrorCounter
+from monitoring.semconv import DROP_CIRCUIT_OPEN, DROP_EXPORT_FAILED
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ def _guarded_log_exporter(inner: Any, errors: ErrorCounter) -> Any:
         def export(self, batch: Sequence[Any]) -> Any:
             # Circuit breaker, as for spans: no connection attempts while the collector is down.
             if time.monotonic() < paused_until[0]:
+                errors.dropped("logs", DROP_CIRCUIT_OPEN, len(batch))
                 errors.failed("logs", f"{len(batch)} records dropped (collector unreachable)")
                 return LogRecordExportResult.FAILURE
             try:
@@ -75,6 +77,7 @@ def _guarded_log_exporter(inner: Any, errors: ErrorCounter) -> Any:
                 detail = f"{len(batch)} records dropped"
             if getattr(result, "name", "SUCCESS") != "SUCCESS":
                 paused_until[0] = time.monotonic() + PAUSE_S
+                errors.dropped("logs", DROP_EXPORT_FAILED, len(batch))
                 errors.failed("logs", detail)
             return result
 

@@ -36,6 +36,19 @@ def _views() -> list[Any]:
     ]
 
 
+def data_points(metrics_data: Any) -> int:
+    """Number of data points in one OTLP metrics export (0 for anything unexpected)."""
+    try:
+        return sum(
+            len(metric.data.data_points)
+            for rm in metrics_data.resource_metrics
+            for sm in rm.scope_metrics
+            for metric in sm.metrics
+        )
+    except Exception:  # noqa: BLE001 - counting never raises
+        return 0
+
+
 class _GuardedMetricExporter:
     """Builds a MetricExporter subclass around an OTLP exporter that counts failures instead of raising."""
 
@@ -55,6 +68,7 @@ class _GuardedMetricExporter:
             def export(self, metrics_data: Any, timeout_millis: float = 10_000, **kwargs: Any) -> Any:
                 # Circuit breaker, as for spans: no connection attempts while the collector is down.
                 if time.monotonic() < paused_until[0]:
+                    errors.dropped("metrics", sc.DROP_CIRCUIT_OPEN, data_points(metrics_data))
                     errors.failed("metrics", "collector unreachable")
                     return MetricExportResult.FAILURE
                 try:
@@ -65,6 +79,7 @@ class _GuardedMetricExporter:
                     detail = "export rejected or unreachable"
                 if result is not MetricExportResult.SUCCESS:
                     paused_until[0] = time.monotonic() + PAUSE_S
+                    errors.dropped("metrics", sc.DROP_EXPORT_FAILED, data_points(metrics_data))
                     errors.failed("metrics", detail)
                 return result
 
@@ -91,11 +106,17 @@ class DeferredMeasurements:
     so nothing recorded is missing from an exposition. Bounded: when full, the oldest are dropped.
     """
 
-    def __init__(self, interval_s: float = 1.0, maxlen: int = 100_000) -> None:
-        """Start the draining thread."""
+    def __init__(
+        self,
+        interval_s: float = 1.0,
+        maxlen: int = 100_000,
+        on_drop: Callable[[], None] | None = None,
+    ) -> None:
+        """Start the draining thread; ``on_drop`` is called for each measurement a full queue drops."""
         self._pending: collections.deque[Measurement] = collections.deque(maxlen=maxlen)
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._on_drop = on_drop
         self.dropped = 0
         self._thread = threading.Thread(
             target=self._run, args=(interval_s,), name="ragloop-metrics", daemon=True
@@ -106,6 +127,11 @@ class DeferredMeasurements:
         """Queue one measurement (never blocks)."""
         if len(self._pending) == self._pending.maxlen:
             self.dropped += 1
+            if self._on_drop is not None:
+                try:
+                    self._on_drop()
+                except Exception:  # noqa: BLE001 - counting never breaks a turn
+                    pass
         self._pending.append(measurement)
 
     def drain(self) -> None:
@@ -209,7 +235,17 @@ class Metrics:
         self.gauge = meter.create_gauge(sc.M_GAUGE, description="Values set by drift and evaluation jobs")
         self.export_errors = meter.create_counter(sc.M_EXPORT_ERRORS, description="Failed exports")
         errors.listeners.append(lambda signal: self.export_errors.add(1, {sc.SIGNAL: signal}))
-        self.deferred = DeferredMeasurements()
+        self.dropped = meter.create_counter(
+            sc.M_TELEMETRY_DROPPED, description="Telemetry items given up on, by signal and reason"
+        )
+        # Every (signal, reason) exists from the start at 0: "nothing dropped" is a value, not a gap.
+        for signal in sc.DROP_SIGNALS:
+            for reason in sc.DROP_REASONS:
+                self.dropped.add(0, {sc.SIGNAL: signal, sc.DROP_REASON: reason})
+        errors.drop_listeners.append(
+            lambda signal, reason, n: self.dropped.add(n, {sc.SIGNAL: signal, sc.DROP_REASON: reason})
+        )
+        self.deferred = DeferredMeasurements(on_drop=lambda: errors.dropped("metrics", sc.DROP_QUEUE_FULL, 1))
 
     def observe_outbox(self, counts: Callable[[], Any]) -> None:
         """Register the :data:`~monitoring.semconv.M_OUTBOX_ITEMS` gauge, read at each collection.

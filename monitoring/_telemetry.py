@@ -24,7 +24,7 @@ from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
 
 from monitoring import semconv as sc
@@ -41,6 +41,7 @@ from monitoring._logs import OtlpLogs, install_console
 from monitoring._metrics import Metrics
 from monitoring._otlp import build_exporters
 from monitoring._tracing import (
+    CountingBatchSpanProcessor,
     ErrorCounter,
     GuardedSpanExporter,
     PrivacyExporter,
@@ -132,8 +133,9 @@ class Telemetry:
             exporters.append(otlp.spans)
         # Bounded queue, background thread; privacy filtering happens there too, off the turn's path.
         self._processors = [
-            BatchSpanProcessor(
+            CountingBatchSpanProcessor(
                 GuardedSpanExporter(PrivacyExporter(e, settings.trace_content, settings.redact), self.errors),
+                self.errors,
                 max_queue_size=2048,
                 schedule_delay_millis=500,
                 max_export_batch_size=256,

@@ -19,9 +19,10 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from monitoring._attributes import filter_attributes
+from monitoring.semconv import DROP_CIRCUIT_OPEN, DROP_EXPORT_FAILED, DROP_QUEUE_FULL
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,21 @@ class ErrorCounter:
         self._last: dict[str, float] = {}
         self.interval_s = interval_s
         self.listeners: list[Callable[[str], None]] = []
+        #: Items given up on, by (signal, reason); see :data:`~monitoring.semconv.M_TELEMETRY_DROPPED`.
+        self.drops: dict[tuple[str, str], int] = {}
+        self.drop_listeners: list[Callable[[str, str, int], None]] = []
+
+    def dropped(self, signal: str, reason: str, n: int) -> None:
+        """Record ``n`` items of ``signal`` lost for ``reason`` (export_failed, circuit_open, queue_full)."""
+        if n <= 0:
+            return
+        key = (signal, reason)
+        self.drops[key] = self.drops.get(key, 0) + n
+        for listener in self.drop_listeners:
+            try:
+                listener(signal, reason, n)
+            except Exception:  # noqa: BLE001 - counting must never raise
+                pass
 
     def failed(self, signal: str, detail: str) -> None:
         """Record one failed export of ``signal`` (traces, metrics, logs, langsmith)."""
@@ -117,6 +133,7 @@ class GuardedSpanExporter(SpanExporter):
         (a circuit breaker): a down collector then costs neither retries nor their memory churn.
         """
         if time.monotonic() < self._paused_until:
+            self.errors.dropped("traces", DROP_CIRCUIT_OPEN, len(spans))
             self.errors.failed("traces", f"{len(spans)} spans dropped (collector unreachable)")
             return SpanExportResult.FAILURE
         try:
@@ -127,6 +144,7 @@ class GuardedSpanExporter(SpanExporter):
             detail = f"{len(spans)} spans dropped"
         if result is not SpanExportResult.SUCCESS:
             self._paused_until = time.monotonic() + self.pause_s
+            self.errors.dropped("traces", DROP_EXPORT_FAILED, len(spans))
             self.errors.failed("traces", detail)
         return result
 
@@ -137,6 +155,30 @@ class GuardedSpanExporter(SpanExporter):
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Flush the inner exporter."""
         return bool(self.inner.force_flush(timeout_millis))
+
+
+class CountingBatchSpanProcessor(BatchSpanProcessor):
+    """The SDK's batch span processor, counting the spans its full queue pushes out.
+
+    Why: the SDK drops the oldest span when its bounded queue is full and only logs it (its own
+    ``otel.sdk.processor.span.processed`` metric is off unless an environment switch is set, and
+    goes to the global meter provider); this records each drop as ``queue_full`` in ``errors``.
+    """
+
+    def __init__(self, exporter: SpanExporter, errors: ErrorCounter, **kwargs: Any) -> None:
+        """Batch spans to ``exporter``; ``kwargs`` go to :class:`BatchSpanProcessor`."""
+        super().__init__(exporter, **kwargs)
+        self._errors = errors
+        # The SDK's queue (a bounded deque); None if a later SDK moves it: then nothing is counted.
+        self._queue = getattr(getattr(self, "_batch_processor", None), "_queue", None)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        """Queue ``span``; count one drop when the queue is already full."""
+        queue = self._queue
+        if queue is not None and queue.maxlen is not None and len(queue) >= queue.maxlen:
+            if span.context is not None and span.context.trace_flags.sampled:
+                self._errors.dropped("traces", DROP_QUEUE_FULL, 1)
+        super().on_end(span)
 
 
 class PrivacyExporter(SpanExporter):

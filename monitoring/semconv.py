@@ -184,6 +184,23 @@ M_EXPORT_ERRORS = "ragloop.telemetry.export.errors"
 """Counter: failed exports by signal (traces, metrics, logs, langsmith)."""
 SIGNAL = "ragloop.telemetry.signal"
 """Attribute: traces, metrics, logs or langsmith."""
+M_TELEMETRY_DROPPED = "ragloop.telemetry.dropped"
+"""Counter: telemetry items the app gave up on, by :data:`SIGNAL` and :data:`DROP_REASON`: spans and
+log records of a failed or skipped export batch, metric data points of a failed export, spans and
+deferred measurements pushed out of a full queue. The exporters never retry (the chat log is the
+source of truth), so each count is lost for the backend."""
+DROP_REASON = "ragloop.telemetry.reason"
+"""Attribute of :data:`M_TELEMETRY_DROPPED`: one of :data:`DROP_REASONS`."""
+DROP_EXPORT_FAILED = "export_failed"
+"""The collector refused the batch or could not be reached (the circuit breaker opens)."""
+DROP_CIRCUIT_OPEN = "circuit_open"
+"""The batch was dropped without a connection attempt while the circuit breaker was open."""
+DROP_QUEUE_FULL = "queue_full"
+"""The bounded queue was full: the oldest item made room for the new one."""
+#: Every value of :data:`DROP_REASON`.
+DROP_REASONS = (DROP_EXPORT_FAILED, DROP_CIRCUIT_OPEN, DROP_QUEUE_FULL)
+#: The signals :data:`M_TELEMETRY_DROPPED` counts.
+DROP_SIGNALS = ("traces", "metrics", "logs")
 FEEDBACK_VALUE_ATTR = "value"
 """Metric attribute of :data:`M_FEEDBACK`: ``up`` or ``down``."""
 FEEDBACK_UP = "up"
@@ -248,6 +265,10 @@ PROM_JOB_GAUGE = "ragloop_job_value"
 """Prometheus gauge of :data:`M_GAUGE`."""
 PROM_EXPORT_ERRORS = "ragloop_telemetry_export_errors_total"
 """Prometheus counter of :data:`M_EXPORT_ERRORS`."""
+PROM_TELEMETRY_DROPPED = "ragloop_telemetry_dropped_total"
+"""Prometheus counter of :data:`M_TELEMETRY_DROPPED`."""
+PROM_LABEL_DROP_REASON = "ragloop_telemetry_reason"
+"""Prometheus label of :data:`DROP_REASON`."""
 PROM_OUTBOX_ITEMS = "ragloop_outbox_items"
 """Prometheus gauge of :data:`M_OUTBOX_ITEMS`."""
 PROM_LABEL_ROUTE = "http_route"
