@@ -32,8 +32,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from chatbot._auth import api_check_owner, api_conversation
 from chatbot._documents import add_document_routes
 from chatbot._observer import TurnObserver, dont_throw
+from chatbot._ratelimit import check_turn
 from chatbot._readiness import readiness_from
-from chatbot._service import ERROR_STATUS, ChatError, ChatService, TurnEvent
+from chatbot._service import ERROR_STATUS, ChatError, ChatService, TurnEvent, chatlog_unavailable
+from chatbot._spool import DB_UNAVAILABLE
 from ragloop._fastapi import native_telemetry_off, new_app
 from ragloop.settings import Settings
 
@@ -112,6 +114,14 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return _error_response(exc.status_code, "http_error", str(exc.detail))
 
+    async def _chatlog_down(_request: Request, _exc: Exception) -> JSONResponse:
+        # Any route whose chat-log read or write met a dead database: 503 + Retry-After, not a 500.
+        err = chatlog_unavailable()
+        return JSONResponse(err.to_dict(), status_code=err.status_code, headers=err.headers())
+
+    for kind in DB_UNAVAILABLE:
+        app.add_exception_handler(kind, _chatlog_down)
+
 
 async def _pull_until_answer(events: AsyncIterator[TurnEvent]) -> list[TurnEvent]:
     """Buffer events up to the first token (or the end): a failure before it raises ChatError here."""
@@ -139,6 +149,7 @@ def _add_chat_routes(app: FastAPI, service: ChatService) -> None:
     @app.post("/api/chat", response_model=None)
     async def chat(req: ChatRequest, request: Request) -> Response:
         """Run one turn; stream server-sent events if asked to."""
+        await check_turn(service, request)  # per-user and per-IP rate limits: 429 rate_limited
         wants_sse = req.stream or "text/event-stream" in request.headers.get("accept", "")
         if not wants_sse:
             result = await service.run_turn(req.message, await api_conversation(service, req, request))
@@ -191,6 +202,7 @@ def _add_chat_routes(app: FastAPI, service: ChatService) -> None:
         """Readiness: each dependency's state (cached probes) and the admission queue."""
         ready = await readiness.check()
         ready["admission"] = service.admission.snapshot()
+        ready["chatlog_spool"] = service.spool.snapshot()  # accepted turns waiting for the chat log
         return JSONResponse(ready, status_code=503 if ready["status"] == "not_ready" else 200)
 
     @app.get("/healthz")

@@ -10,6 +10,11 @@ probe           required  how
 ``chroma``      yes       the index's chunk count (embedded Chroma or the Chroma server)
 ``collector``   no        a TCP connection to the OTLP endpoint, when telemetry exports
 ``labeling``    no        an HTTP request to the Argilla / Label Studio URL, when configured
+``langsmith``   no        ``GET {LANGSMITH_ENDPOINT}/info``, when a LangSmith key is set and the
+                          endpoint is not the public default (no probe leaves the machine
+                          unasked: the hosted API is only probed once the sink sends to it)
+``traces``      no        a TCP connection to the collector's upstream (Phoenix, SigNoz:
+                          ``RAGLOOP_TRACES_FORWARD``), when set: down, spans wait in the collector
 ==============  ========  ===============================================================
 
 A required probe down makes the app ``not_ready`` (HTTP 503: a load balancer should send turns
@@ -167,7 +172,16 @@ def default_probes(settings: Settings, service: Any) -> list[Probe]:
     labeling = settings.argilla_api_url or settings.label_studio_url
     if labeling:
         probes.append(Probe("labeling", _http_probe(labeling, timeout), required=False))
+    langsmith = settings.langsmith_endpoint.rstrip("/")
+    if secret_value(settings.langsmith_api_key) and langsmith != _LANGSMITH_DEFAULT:
+        probes.append(Probe("langsmith", _http_probe(f"{langsmith}/info", timeout), required=False))
+    if settings.traces_endpoint:
+        probes.append(Probe("traces", _tcp_probe(settings.traces_endpoint, timeout), required=False))
     return probes
+
+
+#: The hosted LangSmith API (the setting's default): not probed, see the table above.
+_LANGSMITH_DEFAULT = "https://api.smith.langchain.com"
 
 
 def readiness_from(settings: Settings, service: Any) -> Readiness:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import email.utils
+import functools
 import logging
 import math
 import re
@@ -46,6 +47,14 @@ from chatbot._admission import BUSY_STATUS, Admission, Refused
 from chatbot._chain import Retrieval
 from chatbot._gate import GateOutcome
 from chatbot._observer import TurnObserver, dont_throw
+from chatbot._spool import (
+    CHATLOG_MESSAGE,
+    CHATLOG_RETRY_AFTER_S,
+    CHATLOG_UNAVAILABLE,
+    DB_UNAVAILABLE,
+    ChatlogSpool,
+    is_db_outage,
+)
 from ragloop.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -68,6 +77,7 @@ ERROR_STATUS: dict[str, int] = {
     "llm_error": 502,
     "turn_cancelled": 503,
     "internal_error": 500,
+    CHATLOG_UNAVAILABLE: 503,  # the chat-log database is down (chatbot/_spool.py)
     **BUSY_STATUS,  # refused by the admission queue (backpressure): 429 / 503 with Retry-After
 }
 #: Seconds a client is told to wait after a rate limit when the endpoint did not say (Retry-After).
@@ -197,11 +207,15 @@ class ChatService:
         self.embedding_model = getattr(getattr(retriever, "embedder", None), "model_name", None)
         self._tasks: set[asyncio.Task[None]] = set()
         self.admission = admission_from(settings)
+        self.spool = ChatlogSpool()  # accepted turns' last writes while the chat log is down
 
     # --- conversations & feedback ----------------------------------------------------------
     def new_conversation(self) -> str:
-        """Start a conversation."""
-        return self.chatlog.create_conversation()
+        """Start a conversation; 503 ``chatlog_unavailable`` while the chat log is down."""
+        try:
+            return self.chatlog.create_conversation()
+        except DB_UNAVAILABLE as exc:
+            raise chatlog_unavailable() from exc
 
     def delete_conversation(self, conversation_id: str) -> None:
         """Delete a conversation; its turns stay in the log."""
@@ -232,6 +246,8 @@ class ChatService:
             raise ChatError(404, "unknown_turn", f"No turn with id {turn_id!r}.") from None
         except ValueError as exc:
             raise ChatError(422, "bad_feedback", str(exc)) from None
+        except DB_UNAVAILABLE as exc:  # not stored: the client is told so, and when to retry
+            raise chatlog_unavailable() from exc
         turn = self.chatlog.get_turn(turn_id) or {"turn_id": turn_id}
         dont_throw(self.observer.on_feedback)(turn, value, comment, previous_value=result.previous_value)
         return result
@@ -343,9 +359,7 @@ class ChatService:
         raw = (message if isinstance(message, str) else repr(message)).replace("\x00", "\\x00")
         try:
             text = validate_message(message, self.settings.max_message_chars)
-            if conversation_id is not None and not await asyncio.to_thread(
-                self.chatlog.conversation_exists, conversation_id
-            ):
+            if conversation_id is not None and not await _exists(self.chatlog, conversation_id):
                 raise ChatError(
                     404,
                     "unknown_conversation",
@@ -353,7 +367,8 @@ class ChatService:
                 )
         except ChatError as err:
             err.turn_id = turn_id
-            await self._log_rejected(turn_id, raw, conversation_id, err)
+            if err.code != CHATLOG_UNAVAILABLE:  # with the chat log down there is no row to write
+                await self._log_rejected(turn_id, raw, conversation_id, err)
             raise
         return text
 
@@ -478,6 +493,7 @@ class ChatService:
                 index_version=index_version,
                 retry_of=_RETRY_OF.get(),
             )
+        state.stored = True  # the turn is accepted: from here on its outcome must be kept
 
     async def _consume(
         self,
@@ -525,21 +541,27 @@ class ChatService:
         state.input_tokens, state.output_tokens = state.usage.totals()
         result = state.result()
         row = state.row()
-        with _guarded_scope(self.observer.chatlog_scope, "finish_turn"):
-            if state.logged:
-                await _settled(self.chatlog.finish_turn, state.turn_id, **row)
-            else:  # cancelled before its row was written: record it anyway
-                await _settled(
-                    self.chatlog.start_turn,
-                    turn_id=state.turn_id,
-                    conversation_id=state.conversation_id,
-                    user_message=state.user_message,
-                    prompt_version=prompts.PROMPT_VERSION,
-                    model=self.settings.llm_model,
-                    completed_at=cl.now(),
-                    retry_of=_RETRY_OF.get(),
-                    **row,
-                )
+        try:
+            with _guarded_scope(self.observer.chatlog_scope, "finish_turn"):
+                if state.logged:
+                    await _settled(self.chatlog.finish_turn, state.turn_id, **row)
+                else:  # cancelled before its row was written: record it anyway
+                    await _settled(
+                        self.chatlog.start_turn,
+                        turn_id=state.turn_id,
+                        conversation_id=state.conversation_id,
+                        user_message=state.user_message,
+                        prompt_version=prompts.PROMPT_VERSION,
+                        model=self.settings.llm_model,
+                        completed_at=cl.now(),
+                        retry_of=_RETRY_OF.get(),
+                        **row,
+                    )
+        except DB_UNAVAILABLE as exc:
+            if not state.stored:  # never accepted: nothing to keep, the client is refused
+                raise chatlog_unavailable(state.turn_id) from exc
+            # Accepted: the outcome is kept and written once the database is back.
+            self.spool.put(state.turn_id, functools.partial(self.chatlog.finish_turn, state.turn_id, **row))
         dont_throw(self.observer.on_turn_end)({**turn, **row, "turn_id": state.turn_id})
         return result
 
@@ -666,6 +688,7 @@ class _TurnState:
     model: str
     user_message: str = ""
     logged: bool = False
+    stored: bool = False  # its in_progress row landed (chatbot/_spool.py: accepted)
     usage: _UsageTally = field(default_factory=_UsageTally)
     question: str | None = None
     retrieval: Retrieval | None = None
@@ -787,6 +810,7 @@ def _to_chat_error(exc: BaseException | None, turn_id: str) -> ChatError:
     unreachable (connection errors), 503                  503     ``llm_unavailable``
     other 4xx/5xx, an error event mid-stream              502     ``llm_error``
     nothing indexed                                       503     ``empty_index``
+    chat log unreachable (database down)                  503     ``chatlog_unavailable`` (+ Retry-After)
     cancelled (client gone, shutdown)                     503     ``turn_cancelled``
     anything else (a bug)                                 500     ``internal_error``
     ====================================================  ======  ====================
@@ -808,6 +832,8 @@ def _to_chat_error(exc: BaseException | None, turn_id: str) -> ChatError:
             "or the client left). Please ask again.",
             turn_id,
         )
+    if is_db_outage(exc):
+        return chatlog_unavailable(turn_id)
     timeouts, transport = _http_error_types()
     if isinstance(exc, (openai.APITimeoutError, TimeoutError, *timeouts)):
         return ChatError(
@@ -872,6 +898,18 @@ def _status_to_chat_error(exc: Any, turn_id: str) -> ChatError:
         f"The language model endpoint failed (HTTP {status}: {_short(_error_fields(exc)[2])}).",
         turn_id,
     )
+
+
+def chatlog_unavailable(turn_id: str | None = None) -> ChatError:
+    """503 ``chatlog_unavailable`` with Retry-After: the chat-log database cannot be reached."""
+    return ChatError(503, CHATLOG_UNAVAILABLE, CHATLOG_MESSAGE, turn_id, retry_after_s=CHATLOG_RETRY_AFTER_S)
+
+
+async def _exists(chatlog: cl.ChatLog, conversation_id: str) -> bool:
+    try:
+        return await asyncio.to_thread(chatlog.conversation_exists, conversation_id)
+    except DB_UNAVAILABLE as exc:
+        raise chatlog_unavailable() from exc
 
 
 def _context_too_long(turn_id: str) -> ChatError:

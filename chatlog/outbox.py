@@ -416,12 +416,23 @@ class OutboxWorker:
         self._wake.set()
 
     def _run(self) -> None:
+        failures = 0  # passes failed in a row (the database down): the wait between them doubles
         while not self._stop.is_set():
             try:
                 report = self.deliver_once()
-            except Exception:  # noqa: BLE001 - the worker survives a database hiccup
-                log.warning("outbox pass failed", exc_info=True)
-                report = DeliveryReport()
+            except Exception as exc:  # noqa: BLE001 - the worker survives a database outage
+                failures += 1
+                wait = min(self.poll_s * 2**failures, _MAX_FAILED_PASS_WAIT_S)
+                # The traceback once per outage; then one line per pass, with the next wait.
+                log.warning(
+                    "outbox pass failed (%d in a row, next in %.1f s): %s",
+                    failures, wait, " ".join(str(exc).split())[:300], exc_info=failures == 1,
+                )  # fmt: skip
+                self._stop.wait(wait)
+                continue
+            if failures:
+                log.info("outbox passes work again after %d failed", failures)
+                failures = 0
             if report.claimed >= self.batch_size or report.superseded:
                 continue  # more may be due right now
             self._wake.wait(timeout=self.poll_s)
@@ -470,6 +481,10 @@ class OutboxWorker:
                 return True
             time.sleep(min(0.05, self.poll_s))
         return False
+
+
+#: Longest wait between failed passes (the database down), seconds.
+_MAX_FAILED_PASS_WAIT_S = 10.0
 
 
 def _error_of(sink: Any, item: OutboxItem) -> str | None:
