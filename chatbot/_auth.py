@@ -21,6 +21,7 @@ import base64
 import hashlib
 import hmac
 import html
+import json
 import secrets
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -129,7 +130,7 @@ class AuthConfig:
             passwords=passwords,
             tokens=tokens,
             admins=admins,
-            secret=key.encode() if key else secrets.token_bytes(32),
+            secret=key.encode() if key else derived_secret(passwords, tokens),
             session_s=settings.auth_session_hours * 3600.0,
         )
 
@@ -177,6 +178,25 @@ class AuthConfig:
         except (ValueError, UnicodeDecodeError):
             return None
         return name if name in self.passwords or name in self.tokens.values() else None
+
+
+def derived_secret(passwords: dict[str, str], tokens: dict[str, str]) -> bytes:
+    """The session key when ``RAGLOOP_AUTH_SECRET`` is unset: HMAC-SHA256 of the configured credentials.
+
+    Every app process with the same users and tokens derives the same key, so a cookie signed by
+    one process is valid on the others behind a load balancer (and after a restart); a random key
+    per process signed users out whenever nginx sent them to another process. The key is as secret
+    as the passwords it comes from, and changing any of them signs everyone out.
+
+    Args:
+        passwords: user -> password.
+        tokens: token -> user.
+
+    Returns:
+        32 bytes.
+    """
+    material = json.dumps({"users": passwords, "tokens": tokens}, sort_keys=True).encode()
+    return hmac.new(b"ragloop session key v1", material, hashlib.sha256).digest()
 
 
 def anonymous_id(cookie: str) -> str:
