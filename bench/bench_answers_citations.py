@@ -117,13 +117,8 @@ async def ask_interleaved(
 
 
 def strip_label(answer: str) -> str:
-    """The quote of an extractive answer without its label (the label is not a claim)."""
-    from chatbot._gate import QUOTE_LABEL
-
-    head = QUOTE_LABEL.split("{n}")[0]
-    if answer.startswith(head) and "\n\n> " in answer:
-        return answer.split("\n\n> ", 1)[1]
-    return answer
+    """The quote of an extractive answer without its label, in any language (the label is not a claim)."""
+    return answer.split("\n\n> ", 1)[1] if "\n\n> " in answer else answer
 
 
 def score_turn(
@@ -156,7 +151,8 @@ def score_turn(
         return empty or faith is None or faith < threshold
 
     sentences = parse_answer(shown).sentences
-    hits = [gold[c["source"] - 1] for c in result.citations if 1 <= c["source"] <= len(gold)]
+    cited = [c for c in result.citations if 1 <= c["source"] <= len(gold)]
+    hits = [gold[c["source"] - 1] for c in cited]
     return {
         "case_id": case.case_id,
         "gate": status,
@@ -175,6 +171,14 @@ def score_turn(
         "shown_cited": bool(result.citations),
         "citations": len(result.citations),
         "gold_hits": sum(hits),
+        "sources": [
+            {"title": s.title, "file": Path(s.source).name, "gold": g}
+            for s, g in zip(sources, gold, strict=True)
+        ],
+        "cited": [
+            {"sentence": c["sentence"], "source": c["source"], "gold": g}
+            for c, g in zip(cited, hits, strict=True)
+        ],
         "warned": status == "warned",
         "reference_recall_before": m.reference_recall(draft, case.reference),
         "reference_recall_after": m.reference_recall(shown, case.reference),

@@ -16,10 +16,16 @@ Parts (``--parts``, all by default):
   The embedding model (all-MiniLM-L6-v2) was trained on English only.
 * ``answers``: ``--answers`` questions per language (de, fr, es; a seeded sample of the translated
   set) through the real chain (``chatbot._chain.build_rag_chain``: language detection, retrieval,
-  the answer prompt asking for the question's language, the localised refusal). The answer's
-  language is detected with the same detector (``eval._language.detect_language``, no history);
-  ``answer_language_match`` is the share that matches the question's language. Also reported: the
-  share among generated answers alone (refusals are fixed texts), and the refusals.
+  the answer prompt asking for the question's language, the localised refusal) and the grounding
+  gate as the chat runs it (``RAGLOOP_GATE_STRATEGY``; ``--no-gate`` leaves it out). What is
+  measured is what the user is SHOWN: the gated answer when the gate ran. Its language is detected
+  with the same detector (``eval._language.detect_language``, no history) on its prose: quoted
+  lines (``> ...``, an extractive answer's passage in the source's own words, under a label in the
+  user's language) are left out. ``answer_language_match`` is the share that matches the
+  question's language. Also reported: the model's own answers before the gate
+  (``draft_match``), the shown answers with quotes included (``shown_with_quotes_match``), the
+  gate's outcomes, the share among generated answers alone (refusals are fixed texts), and the
+  refusals.
 
 Index (``--index``): ``docs`` is the full default index (python3.11-doc sources, ~14.5k chunks);
 ``faq`` indexes only the FAQ pages (for quick runs). Built once under ``--work`` and reused.
@@ -55,6 +61,7 @@ sys.path.insert(0, str(ROOT))
 from bench._common import Run, table  # noqa: E402
 from chatbot import _prompts as prompts  # noqa: E402
 from chatbot._chain import build_chat_model, build_rag_chain  # noqa: E402
+from chatbot._gate import GroundingGate  # noqa: E402
 from chatbot._rewrite import guard_rewrite, turn_language  # noqa: E402
 from eval._convsets import FollowupCase, followup_cases, translated_cases  # noqa: E402
 from eval._datasets import Case  # noqa: E402
@@ -99,6 +106,7 @@ def _parse() -> argparse.Namespace:
         "--first-answer-chars", type=int, default=400, help="length of the first answer in history"
     )
     p.add_argument("--concurrency", type=int, default=2, help="LLM requests in flight (the server's slots)")
+    p.add_argument("--no-gate", action="store_true", help="answers: measure the model's answers ungated")
     p.add_argument("--seed", type=int, default=0, help="seed of the answered sample")
     p.add_argument(
         "--until",
@@ -351,11 +359,12 @@ def run_answers(args: argparse.Namespace, settings: Settings, retriever: Any, ur
     sample: list[Case] = [c for group in zip(*per_lang, strict=False) for c in group]
     llm = build_chat_model(url, "local", settings.llm_model, 0.0, args.answer_tokens, 900.0)
     answer_k = args.answer_k or settings.top_k
-    chain = build_rag_chain(llm, retriever, answer_k, settings.score_threshold)
+    gate = None if args.no_gate else GroundingGate.from_settings(settings)
+    chain = build_rag_chain(llm, retriever, answer_k, settings.score_threshold, gate=gate)
 
     async def answer(case: Case) -> dict[str, Any]:
         t0 = time.perf_counter()
-        text, refused, language = "", False, None
+        text, refused, language, outcome = "", False, None, None
         async for chunk in chain.astream({"message": case.question, "history": []}):
             if "language" in chunk:
                 language = chunk["language"].language
@@ -363,7 +372,10 @@ def run_answers(args: argparse.Namespace, settings: Settings, retriever: Any, ur
                 refused = not chunk["retrieval"].relevant
             if "answer" in chunk:
                 text += str(chunk["answer"].content or "")
-        got = detect_language(text)
+            if "gate" in chunk:
+                outcome = chunk["gate"]
+        shown = outcome.answer if outcome is not None else text
+        got = detect_language(unquoted(shown))
         want = case.extra["language"]
         return {
             "id": case.case_id,
@@ -372,8 +384,14 @@ def run_answers(args: argparse.Namespace, settings: Settings, retriever: Any, ur
             "answer_detected": got.language,
             "answer_source": got.source,
             "match": got.language == want,
+            "draft_match": detect_language(text).language == want,
+            "shown_with_quotes_match": detect_language(shown).language == want,
+            "gate": None if outcome is None else outcome.status,
+            "gate_reason": None if outcome is None else outcome.reason,
+            "unchecked_language": None if outcome is None else outcome.unchecked_language,
             "refused": refused,
-            "answer": text,
+            "answer": shown,
+            "draft": text,
             "s": time.perf_counter() - t0,
         }
 
@@ -383,6 +401,13 @@ def run_answers(args: argparse.Namespace, settings: Settings, retriever: Any, ur
         "match": _share([r["match"] for r in rows]),
         "detail": {
             "n": len(rows),
+            "measured_on": "shown answer (after the gate), quoted lines left out"
+            if gate is not None
+            else "the model's answer (no gate)",
+            "draft_match": _share([r["draft_match"] for r in rows]),
+            "shown_with_quotes_match": _share([r["shown_with_quotes_match"] for r in rows]),
+            "gate": _count(str(r["gate"]) for r in rows if not r["refused"]),
+            "gate_strategy": None if gate is None else gate.strategy,
             "n_per_language": args.answers,
             "answer_max_tokens": args.answer_tokens,
             "answer_k": answer_k,
@@ -396,6 +421,11 @@ def run_answers(args: argparse.Namespace, settings: Settings, retriever: Any, ur
         },
         "rows": rows,
     }
+
+
+def unquoted(answer: str) -> str:
+    """``answer`` without its quoted lines (``> ...``): the passage an extractive answer quotes."""
+    return "\n".join(line for line in answer.splitlines() if not line.lstrip().startswith(">")).strip()
 
 
 def main() -> None:

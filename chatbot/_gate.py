@@ -18,8 +18,19 @@ A passing answer is shown with its verified citations only (``passed``). A faile
 * ``extractive``: the supporting sentences of the best passage, labelled as quoted from it
   (``extractive``).
 
-When no passage has a sentence sharing a word with the question, there is nothing to quote: the
-best answer the model gave is shown under a warning (``warned``).
+When no passage shares a word with the question (in its section title or a sentence), there is
+nothing to quote: the best answer the model gave is shown under a warning (``warned``).
+
+The local scorer reads English only (an English stemmer and stop list, an English embedding
+model): a correct German answer shares almost no words with English passages and scores as
+unsupported. So an answer that fails on its score (``low_faithfulness``, ``uncited``) while
+written in a language the scorer cannot read (:data:`SCORER_LANGUAGES`, detected with
+``eval._language``) is neither retried nor replaced by a quote: it is shown as written, with its
+verified markers only, under a warning in the user's language saying it was not checked
+(``warned``; ``turns.extra["gate"]["unchecked_language"]`` holds the answer's language). Empty
+and marker-only answers still become a quote. Every label and warning the gate writes is in the
+turn's language when ``chatbot._gate_text`` has it (de, fr, es, it, pt, nl), else English; the
+quote stays in the source's words.
 
 Streaming: tokens stream as the model writes them, as a draft. When the draft is complete the
 turn emits ``checking`` (with the reason, when the gate retries) and then ``final``, whose
@@ -39,6 +50,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from chatbot import _gate_text as gate_text
 from chatbot import _prompts as prompts
 
 log = logging.getLogger(__name__)
@@ -60,18 +72,14 @@ STRICT_SYSTEM_PROMPT = (
     "sources do not answer the question, reply exactly: I don't know based on the provided sources. "
     "At most three sentences."
 )
-WARNING = (
-    "⚠️ **Unverified answer:** the retrieved sources do not support this answer. "
-    "Check the sources before relying on it."
-)
-NO_SUPPORTED_ANSWER = (
-    "⚠️ **No supported answer:** the model's answer was not supported by the retrieved sources, "
-    "and no passage matches the question clearly. Look at the sources, or rephrase the question."
-)
-QUOTE_LABEL = (
-    "The generated answer was not supported by the sources, so here is the passage that best "
-    "matches the question, quoted from source [{n}]{title}:"
-)
+#: The English texts (the other languages: ``chatbot._gate_text``).
+WARNING = gate_text.WARNINGS["en"]
+NO_SUPPORTED_ANSWER = gate_text.NO_SUPPORTED_ANSWERS["en"]
+QUOTE_LABEL = gate_text.QUOTE_LABELS["en"]
+#: Languages the local faithfulness scorer can read; an answer in another one is not judged by it.
+SCORER_LANGUAGES = frozenset({"en"})
+#: Failure reasons that come from the scorer's judgement (not from an empty answer).
+SCORED_REASONS = frozenset({"low_faithfulness", "uncited"})
 #: At most this many sentences, and about this many characters, are quoted.
 QUOTE_SENTENCES = 3
 QUOTE_CHARS = 600
@@ -90,6 +98,8 @@ class GateOutcome:
         faithfulness: the local faithfulness of the first answer (None: empty or unscored).
         retry_answer: the retry's answer, when there was one.
         gate_ms: wall time the gate added, retry included.
+        unchecked_language: the answer's language (ISO 639-1) when the scorer could not read it and
+            the answer was kept under a warning instead of being judged; None otherwise.
     """
 
     status: str
@@ -101,6 +111,7 @@ class GateOutcome:
     retry_answer: str | None = None
     retry_faithfulness: float | None = None
     gate_ms: float = 0.0
+    unchecked_language: str | None = None
 
     def event(self) -> dict[str, Any]:
         """The ``final`` event's payload: the text that replaces the streamed draft."""
@@ -121,17 +132,23 @@ class GateOutcome:
             "retry_answer": self.retry_answer,
             "retry_faithfulness": self.retry_faithfulness,
             "gate_ms": round(self.gate_ms, 2),
+            "unchecked_language": self.unchecked_language,
         }
 
 
 @dataclass(frozen=True)
 class Check:
-    """One answer's verification: the cleaned answer and why it failed (None: it passed)."""
+    """One answer's verification: the cleaned answer and why it failed (None: it passed).
+
+    ``language`` is the answer's detected language (ISO 639-1) when it failed on its score, so the
+    gate can tell an unsupported answer from one the scorer cannot read; None otherwise.
+    """
 
     answer: str
     citations: list[dict[str, Any]]
     faithfulness: float | None
     reason: str | None
+    language: str | None = None
 
     @property
     def passed(self) -> bool:
@@ -158,33 +175,68 @@ def _claims(verified: Any) -> bool:
     return bool(answer_sentences(verified.parsed.text))
 
 
-def extractive_answer(
-    question: str, chunks: Sequence[prompts.SourceLike]
-) -> tuple[str, list[dict[str, Any]]] | None:
-    """The supporting sentences of the passage that best matches ``question``, labelled as a quote.
+def _lcs(a: Sequence[str], b: Sequence[str]) -> int:
+    """Length of the longest common subsequence of two token sequences (word order shared)."""
+    prev = [0] * (len(b) + 1)
+    for x in a:
+        cur = [0]
+        for k, y in enumerate(b):
+            cur.append(prev[k] + 1 if x == y else max(prev[k + 1], cur[k]))
+        prev = cur
+    return prev[-1]
 
-    The best passage holds the sentence sharing most content words with the question (ties: the
-    better-ranked passage). The quote starts at that sentence (after it, when it is a heading that
-    restates the question, ending in "?") and runs for up to :data:`QUOTE_SENTENCES` sentences.
+
+def best_passage(question: str, chunks: Sequence[prompts.SourceLike]) -> tuple[int, int, list[str]] | None:
+    """The passage that best matches ``question``, and its sentence to quote from.
+
+    Each passage is scored by its best sentence (most content words shared with the question;
+    ties: the earliest) together with its section title, which the model saw too: the question's
+    content words found in either, then the longest run of them in the question's order (so
+    "convert a string to a number" prefers that heading to "convert a number to a string"), then
+    the retriever's rank. A heading that is the question itself outweighs a sentence that merely
+    repeats its terms (an FAQ entry against a list of exception names).
 
     Returns:
-        (text, citations), the citations ``[{"sentence", "source", "score": 1.0}]`` over the
-        text's sentences; None when no passage sentence shares a content word with the question.
+        (0-based passage, 0-based sentence, the passage's sentences); None when no passage shares
+        a content word with the question.
     """
     from eval._text import split_sentences, tokenize
 
-    words = set(tokenize(question).content)
-    best: tuple[int, int, int, list[str]] | None = None  # (overlap, -passage, -sentence, sentences)
+    asked = tokenize(question).content
+    words = set(asked)
+    best: tuple[tuple[int, int, int], int, int, list[str]] | None = None
     for p, chunk in enumerate(chunks):
         sents = split_sentences(chunk.text)
-        for j, sent in enumerate(sents):
-            key = (len(words & set(tokenize(sent).content)), -p, -j, sents)
-            if key[0] and (best is None or key[:3] > best[:3]):
-                best = key
-    if best is None:
+        if not sents:
+            continue
+        toks = [tokenize(sent).content for sent in sents]
+        j = max(range(len(sents)), key=lambda k: (len(words & set(toks[k])), -k))
+        title = tokenize(getattr(chunk, "title", "") or "").content
+        shared = len(words & (set(title) | set(toks[j])))
+        key = (shared, max(_lcs(asked, title), _lcs(asked, toks[j])), -p)
+        if shared and (best is None or key > best[0]):
+            best = (key, p, j, sents)
+    return None if best is None else best[1:]
+
+
+def extractive_answer(
+    question: str, chunks: Sequence[prompts.SourceLike], language: str | None = None
+) -> tuple[str, list[dict[str, Any]]] | None:
+    """The supporting sentences of the passage that best matches ``question``, labelled as a quote.
+
+    The passage is :func:`best_passage`'s. The quote starts at its best sentence (after it, when it
+    is a heading that restates the question, ending in "?") and runs for up to
+    :data:`QUOTE_SENTENCES` sentences. The label is in ``language`` (ISO 639-1) when
+    ``chatbot._gate_text`` has it, else English; the quote is in the source's own words.
+
+    Returns:
+        (text, citations), the citations ``[{"sentence", "source", "score": 1.0}]`` over the
+        text's sentences; None when no passage shares a content word with the question.
+    """
+    found = best_passage(question, chunks)
+    if found is None:
         return None
-    _, neg_p, neg_j, sents = best
-    start = -neg_j
+    p, start, sents = found
     if sents[start].rstrip().endswith("?") and start + 1 < len(sents):
         start += 1
     quote: list[str] = []
@@ -192,14 +244,16 @@ def extractive_answer(
         if quote and sum(map(len, quote)) + len(sent) > QUOTE_CHARS:
             break
         quote.append(sent.strip())
-    n, title = -neg_p + 1, chunks[-neg_p].title
-    label = QUOTE_LABEL.format(n=n, title=f" ({title})" if title else "")
-    text = f"{label}\n\n> {' '.join(quote)} [{n}]"
+    n, title = p + 1, chunks[p].title
+    label = gate_text.localized(gate_text.QUOTE_LABELS, language).format(
+        n=n, title=f" ({title})" if title else ""
+    )
+    answer = f"{label}\n\n> {' '.join(quote)} [{n}]"
     from eval import parse_answer
 
     skip = len(parse_answer(label).spans)
-    count = len(parse_answer(text).spans)
-    return text, [{"sentence": i, "source": n, "score": 1.0} for i in range(skip, count)]
+    count = len(parse_answer(answer).spans)
+    return answer, [{"sentence": i, "source": n, "score": 1.0} for i in range(skip, count)]
 
 
 class GroundingGate:
@@ -255,7 +309,10 @@ class GroundingGate:
             return Check(bare, [], None, "scorer_failed")
         had_markers = bool(answer.strip()) and not parsed.has_content
         reason = failure_reason(verified, had_markers, self.threshold)
-        return Check(verified.result.answer, verified.result.to_dicts(), verified.faithfulness, reason)
+        language = answer_language(parsed.text) if reason in SCORED_REASONS else None
+        return Check(
+            verified.result.answer, verified.result.to_dicts(), verified.faithfulness, reason, language
+        )
 
     def retry_messages(
         self, question: str, chunks: Sequence[prompts.SourceLike], language: str | None = None
@@ -290,7 +347,12 @@ class GroundingGate:
         texts = [c.text for c in chunks]
         first = await asyncio.to_thread(self.check, answer, texts, question)
         outcome = GateOutcome(PASSED, first.answer, first.citations, None, answer, first.faithfulness)
-        if not first.passed:
+        if not first.passed and first.language not in (None, *SCORER_LANGUAGES):
+            # The scorer cannot read this answer: keep it, marked as not checked (module docstring).
+            outcome.reason, outcome.unchecked_language = first.reason, first.language
+            yield {"gate_checking": {"reason": first.reason, "retrying": False}}
+            self._warn(outcome, first, gate_text.localized(gate_text.UNCHECKED_LANGUAGE_WARNINGS, language))
+        elif not first.passed:
             outcome.reason = first.reason
             yield {"gate_checking": {"reason": first.reason, "retrying": self.strategy == "retry"}}
             second = (
@@ -308,7 +370,7 @@ class GroundingGate:
                 )
             else:
                 fallback = second[1] if second is not None and second[1].answer else first
-                self._fall_back(outcome, question, chunks, fallback)
+                self._fall_back(outcome, question, chunks, fallback, language)
         outcome.gate_ms = (time.perf_counter() - started) * 1000
         yield {"gate": outcome}
 
@@ -332,16 +394,41 @@ class GroundingGate:
 
     @staticmethod
     def _fall_back(
-        outcome: GateOutcome, question: str, chunks: Sequence[prompts.SourceLike], best: Check
+        outcome: GateOutcome,
+        question: str,
+        chunks: Sequence[prompts.SourceLike],
+        best: Check,
+        language: str | None = None,
     ) -> None:
-        extract = extractive_answer(question, chunks)
+        extract = extractive_answer(question, chunks, language)
         if extract is not None:
             outcome.status, (outcome.answer, outcome.citations) = EXTRACTIVE, extract
         elif best.answer:
-            from eval import parse_answer
-
-            shift = len(parse_answer(WARNING).spans)
-            cited = [{**c, "sentence": c["sentence"] + shift} for c in best.citations]
-            outcome.status, outcome.answer, outcome.citations = WARNED, f"{WARNING}\n\n{best.answer}", cited
+            GroundingGate._warn(outcome, best, gate_text.localized(gate_text.WARNINGS, language))
         else:
-            outcome.status, outcome.answer, outcome.citations = WARNED, NO_SUPPORTED_ANSWER, []
+            outcome.status, outcome.citations = WARNED, []
+            outcome.answer = gate_text.localized(gate_text.NO_SUPPORTED_ANSWERS, language)
+
+    @staticmethod
+    def _warn(outcome: GateOutcome, shown: Check, warning: str) -> None:
+        """Show ``shown``'s answer (verified markers only) under ``warning``; its citations shift."""
+        from eval import parse_answer
+
+        shift = len(parse_answer(warning).spans)
+        cited = [{**c, "sentence": c["sentence"] + shift} for c in shown.citations]
+        outcome.status, outcome.answer, outcome.citations = WARNED, f"{warning}\n\n{shown.answer}", cited
+
+
+def answer_language(answer: str) -> str:
+    """The language an answer is written in (ISO 639-1); ambiguous text (code, a few words) is English.
+
+    English is the fallback because it is what the scorer reads: an answer too short or too full of
+    code to tell is judged by the scorer, as before.
+    """
+    from eval._language import DEFAULT_LANGUAGE, detect_language
+
+    try:
+        return detect_language(answer).language
+    except Exception:  # noqa: BLE001 - without a detector the scorer's verdict stands
+        log.warning("grounding gate: language detection failed", exc_info=True)
+        return DEFAULT_LANGUAGE

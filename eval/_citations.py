@@ -12,6 +12,14 @@ evidence (the best supporting context sentence and its passage) and
   support the sentence;
 * adds the best passage's marker to a supported sentence the model left uncited.
 
+"The best passage" is the scorer's best-supporting passage unless a better-ranked one (a lower
+number: the retriever ranked it closer to the question) also supports the sentence on its own
+(:func:`prefer_ranked`). Neighbouring passages often say nearly the same thing (two entries of one
+FAQ page, a passage that mentions a book and the one that lists the books); the scorer's argmax
+between them is a coin toss, and the passage the user should be sent to is the one that answers the
+question. Measured on the Python FAQ (``bench/bench_answers_citations.py``): most wrong citations
+were such a neighbour chosen over the FAQ entry itself.
+
 Pure logic (:func:`parse_answer`, :func:`align_evidence`, :func:`attribute`) is separate from the
 scoring shell (:class:`CitationVerifier`), so known values can be pinned on strings.
 
@@ -249,6 +257,46 @@ def best_source(ev: SentenceEvidence | None, threshold: float) -> int | None:
     return ev.source_index + 1
 
 
+def prefer_ranked(
+    evidence: Sequence[SentenceEvidence | None],
+    support: Mapping[tuple[int, int], float],
+    threshold: float = 0.5,
+    overlaps: Mapping[tuple[int, int], float] | None = None,
+) -> list[SentenceEvidence | None]:
+    """Move each supported sentence's best passage to the best-ranked passage that also supports it.
+
+    Args:
+        evidence: per sentence, the scorer's evidence (its ``source_index`` is 0-based) or None.
+        support: (sentence, 1-based passage) -> support of the sentence by that passage alone, for
+            passages ranked above the scorer's best one (missing: not supported).
+        threshold: a pair scoring at least this supports the sentence.
+        overlaps: (sentence, 1-based passage) -> :func:`overlap`; a pair under :data:`MIN_OVERLAP`
+            never supports (missing: no lexical check).
+
+    Returns:
+        The evidence, with ``source_index`` and ``score`` of the first (best-ranked) supporting
+        passage; unsupported sentences and those already on their best-ranked passage unchanged.
+
+    >>> ev = [SentenceEvidence("There are many books.", True, 0.9, 1, "Cite a favourite book.")]
+    >>> prefer_ranked(ev, {(0, 1): 0.55})[0].source_index
+    0
+    >>> prefer_ranked(ev, {(0, 1): 0.3})[0].source_index
+    1
+    """
+    lex = overlaps or {}
+    out: list[SentenceEvidence | None] = []
+    for i, ev in enumerate(evidence):
+        best = best_source(ev, threshold)
+        if ev is not None and best is not None:
+            for n in range(1, best):
+                score = support.get((i, n), 0.0)
+                if score >= threshold and lex.get((i, n), 1.0) >= MIN_OVERLAP:
+                    ev = SentenceEvidence(ev.sentence, True, score, n - 1, None)
+                    break
+        out.append(ev)
+    return out
+
+
 def attribute(
     parsed: ParsedAnswer,
     evidence: Sequence[SentenceEvidence | None],
@@ -369,7 +417,8 @@ class CitationVerifier:
     """Scores an answer once, then attributes its sentences (see the module docstring).
 
     Cost: one faithfulness check of the marker-free answer, plus one check of a single sentence
-    against a single passage for each model marker that names a passage other than the best one.
+    against a single passage for each model marker that names a passage other than the best one,
+    and for each better-ranked passage that shares words with a sentence best supported lower down.
     """
 
     def __init__(self, scorer: FaithfulnessScorer, threshold: float | None = None) -> None:
@@ -395,7 +444,7 @@ class CitationVerifier:
         if res.score is None:
             plain = attribute(parsed, [None] * len(parsed.spans), len(passages), self.threshold)
             return Verified(plain, parsed, None, res.error)
-        evidence = align_evidence(parsed, res.sentences)
+        evidence = self._prefer_ranked(align_evidence(parsed, res.sentences), passages, question)
         pairs: dict[tuple[int, int], float] = {}
         lex: dict[tuple[int, int], float] = {}
         for i, ev in enumerate(evidence):
@@ -413,3 +462,23 @@ class CitationVerifier:
                     pairs[(i, n)] = one.score if one.score is not None else 0.0
         result = attribute(parsed, evidence, len(passages), self.threshold, pairs, lex)
         return Verified(result, parsed, res.score)
+
+    def _prefer_ranked(
+        self, evidence: list[SentenceEvidence | None], passages: Sequence[str], question: str | None
+    ) -> list[SentenceEvidence | None]:
+        """:func:`prefer_ranked`, asking the scorer about each better-ranked passage that shares words."""
+        support: dict[tuple[int, int], float] = {}
+        lex: dict[tuple[int, int], float] = {}
+        for i, ev in enumerate(evidence):
+            best = best_source(ev, self.threshold)
+            if ev is None or best is None:
+                continue
+            for n in range(1, best):
+                lex[(i, n)] = overlap(ev.sentence, passages[n - 1], question)
+                if lex[(i, n)] < MIN_OVERLAP:
+                    continue
+                one = self.scorer.score(ev.sentence, [passages[n - 1]], question)
+                support[(i, n)] = one.score if one.score is not None else 0.0
+                if support[(i, n)] >= self.threshold:
+                    break  # the best-ranked supporting passage is found
+        return prefer_ranked(evidence, support, self.threshold, lex)

@@ -97,6 +97,106 @@ def test_an_unsupported_answer_is_never_shown_without_a_warning(gate: GroundingG
     assert out.status in GATE_STATUSES
 
 
+# Three retrieved passages of the Python FAQ index as the bench saw them (python-faq-051 and -134):
+# the FAQ entry is ranked first, but a neighbour has a sentence repeating more of the question's words.
+FAQ_SOURCE = [
+    Chunk(
+        "The latest Python source distribution is always available from python.org, at "
+        "https://www.python.org/downloads/.  The latest development sources can be obtained at "
+        "https://github.com/python/cpython/.",
+        "General Python FAQ > General Information > How do I obtain a copy of the Python source?",
+    ),
+    Chunk(
+        "You can do anything you want with the source, as long as you leave the copyrights in.  If "
+        "you honor the copyright rules, it's OK to use Python for commercial use, to sell copies of "
+        "Python in source or binary form (modified or unmodified).",
+        "General Python FAQ > General Information > Are there copyright restrictions on the use of Python?",
+    ),
+]
+FAQ_UNICODE = [
+    Chunk(
+        "See the unicode-howto.",
+        "Programming FAQ > Numbers and strings > What does 'UnicodeDecodeError' or 'UnicodeEncodeError' error mean?",
+    ),
+    Chunk(
+        "'UnboundLocalError', 'UnicodeDecodeError', 'UnicodeEncodeError',\n    'UnicodeError', "
+        "'UnicodeTranslateError', 'UnicodeWarning', 'UserWarning',",
+        "Modules > The dir Function",
+    ),
+]
+FAQ_CONVERT = [
+    Chunk(
+        "To convert, e.g., the number 144 to the string '144', use the built-in type constructor str().",
+        "Programming FAQ > Numbers and strings > How do I convert a number to a string?",
+    ),
+    Chunk(
+        "For integers, use the built-in int() type constructor, e.g. int('144') == 144.",
+        "Programming FAQ > Numbers and strings > How do I convert a string to a number?",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("question", "chunks", "source", "quoted"),
+    [
+        ("How do I obtain a copy of the Python source?", FAQ_SOURCE, 1, "The latest Python source"),
+        ("What does 'UnicodeDecodeError' or 'UnicodeEncodeError' error  mean?", FAQ_UNICODE, 1, "See the"),
+        ("How do I convert a string to a number?", FAQ_CONVERT, 2, "For integers"),
+    ],
+)
+def test_extractive_answer_quotes_the_entry_whose_heading_is_the_question(
+    question: str, chunks: list[Chunk], source: int, quoted: str
+):
+    text, citations = extractive_answer(question, chunks)  # type: ignore[misc]
+    assert f"quoted from source [{source}]" in text and f"> {quoted}" in text
+    assert {c["source"] for c in citations} == {source}
+
+
+def test_extractive_label_is_in_the_users_language_and_the_quote_in_the_sources_words():
+    text, citations = extractive_answer(QUESTION, CHUNKS, "de")  # type: ignore[misc]
+    assert text.startswith("Die erzeugte Antwort war durch die Quellen nicht belegt.")
+    assert "zitiert aus Quelle [1] (How do I sort a list?):" in text
+    assert text.endswith(
+        "> `sorted(iterable)` returns a new sorted list. `list.sort()` sorts a list in place. "
+        "Both accept a key function. [1]"
+    )
+    assert citations and citations[0]["sentence"] >= 2  # the German label's two sentences are skipped
+    assert extractive_answer(QUESTION, CHUNKS, "ko")[0].startswith("The generated answer")  # type: ignore[index]
+
+
+GERMAN = (
+    "Mit `sorted(iterable)` erhalten Sie eine neue, sortierte Liste. Die Methode `list.sort()` "
+    "sortiert die Liste dagegen direkt an Ort und Stelle [1]."
+)
+
+
+def german_run(gate: GroundingGate, answer: str) -> tuple[list[dict], Any]:
+    async def go() -> tuple[list[dict], Any]:
+        items = [x async for x in gate.run(answer, QUESTION, CHUNKS, llm=None, config=None, language="de")]
+        return items, items[-1]["gate"]
+
+    return asyncio.run(go())
+
+
+def test_an_answer_the_scorer_cannot_read_is_kept_with_a_warning_in_the_users_language(gate: GroundingGate):
+    # The English-only scorer finds almost none of these German words in the English passage.
+    assert gate.check(GERMAN, [c.text for c in CHUNKS], QUESTION).reason in ("low_faithfulness", "uncited")
+    items, out = german_run(gate, GERMAN)
+    assert items[0] == {"gate_checking": {"reason": out.reason, "retrying": False}}
+    assert out.status == WARNED and out.event()["warning"] is True
+    assert out.answer.startswith("⚠️ **Nicht überprüft:**")
+    assert "Mit `sorted(iterable)` erhalten Sie eine neue, sortierte Liste." in out.answer
+    assert "quoted from source" not in out.answer and "zitiert" not in out.answer
+    assert out.record()["unchecked_language"] == "de" and out.record()["original_answer"] == GERMAN
+    # An English answer to the German question is judged as before, and quoted under a German label.
+    _, out = german_run(gate, "The moon is made of green cheese [1].")
+    assert out.status == EXTRACTIVE and out.answer.startswith("Die erzeugte Antwort")
+    assert out.record()["unchecked_language"] is None
+    # Nothing at all to show: the warning is German too.
+    _, out = german_run(gate, "")
+    assert out.status == EXTRACTIVE and "zitiert aus Quelle [1]" in out.answer
+
+
 # --- against the real LLM ----------------------------------------------------------------------
 
 

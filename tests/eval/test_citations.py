@@ -12,7 +12,7 @@ from eval import (
     attribute,
     parse_answer,
 )
-from eval._citations import MIN_OVERLAP, marker_numbers, overlap
+from eval._citations import MIN_OVERLAP, marker_numbers, overlap, prefer_ranked
 
 
 def ev(sentence: str, score: float, source: int | None) -> SentenceEvidence:
@@ -123,3 +123,33 @@ def test_verifier_with_the_real_scorer(encoder):  # type: ignore[no-untyped-def]
     assert out.faithfulness is not None and out.faithfulness >= 0.5
     empty = verifier.verify("[1] [2]", PASSAGES)
     assert empty.empty and empty.result.answer == "" and empty.faithfulness is None
+
+
+def test_prefer_ranked_moves_a_citation_to_the_best_ranked_supporting_passage():
+    evidence = [ev("There are many books.", 0.9, 2), ev("Unsupported.", 0.2, 0), None, ev("Top.", 0.8, 0)]
+    out = prefer_ranked(evidence, {(0, 1): 0.4, (0, 2): 0.6}, 0.5)
+    assert out[0] is not None and (out[0].source_index, out[0].score) == (1, 0.6)  # [2], not [1]: 0.4 < 0.5
+    assert out[1:] == evidence[1:]  # unsupported, unscored and already-first sentences are unchanged
+    # The lexical floor holds for the better-ranked passage too.
+    assert prefer_ranked(evidence, {(0, 2): 0.6}, 0.5, {(0, 2): MIN_OVERLAP - 0.1})[0] == evidence[0]
+
+
+# Two neighbouring entries of the Python FAQ's general page (the retriever's top two for the
+# question), and a real answer of the local model (bench/bench_answers_citations.py, python-faq-058).
+FAQ_BOOKS = [
+    "Yes, there are many, and more are being published.  See the python.org wiki at "
+    "https://wiki.python.org/moin/PythonBooks for a list.\n\nYou can also search online bookstores for "
+    '"Python" and filter out the Monty Python references; or perhaps search for "Python" and "language".',
+    "It's probably best to cite your favorite book about Python.\n\nThe very first article about Python "
+    "was written in 1991 and is now quite outdated.",
+]
+
+
+def test_a_sentence_supported_by_two_neighbours_cites_the_better_ranked_one(encoder):  # type: ignore[no-untyped-def]
+    verifier = CitationVerifier(LocalFaithfulness(encoder, threshold=0.5))
+    question = "Are there any books on Python?"
+    out = verifier.verify("Yes, there are many books on Python.", FAQ_BOOKS, question)
+    # The scorer's own argmax is the second passage ("your favorite book"); the first supports the
+    # sentence too and is the FAQ entry that answers the question.
+    assert [(c.sentence, c.source) for c in out.result.citations] == [(0, 1)]
+    assert out.result.answer == "Yes, there are many books on Python [1]."
