@@ -22,8 +22,10 @@ from typing import Any
 
 import gradio as gr
 
+from chatbot import _ui_busy as busy
 from chatbot import _ui_render as render
 from chatbot._auth import User, conversation_title, current_user
+from chatbot._ratelimit import ui_check_turn
 from chatbot._service import ChatError, ChatService
 from chatbot._ui_assets import ui_mount_kwargs
 
@@ -164,6 +166,7 @@ class _Session:
         Only the first update clears the question box: a question typed while this answer
         streams is not wiped.
         """
+        await ui_check_turn(self.service, request)  # rate limits: the page shows why, the box keeps it
         box: Any = ""
         async for out in self._stream(message, view or [], conv_id, current_user(request), None):
             yield out[0], box, *out[1:]
@@ -178,6 +181,7 @@ class _Session:
             gr.Info("There is no finished answer to retry yet.")
             yield (gr.skip(),) * 6
             return
+        await ui_check_turn(self.service, request)
         last = view.pop()
         async for out in self._stream(
             last["question"], view, conv_id, current_user(request), last["turn_id"]
@@ -200,6 +204,7 @@ class _Session:
             gr.Info("Only the last question can be edited (and only once its answer has finished).")
             yield messages, gr.skip(), view, conv_id, gr.skip(), gr.skip()
             return
+        await ui_check_turn(self.service, request)
         last = view.pop()
         text = data.value if isinstance(data.value, str) else str(data.value)
         async for out in self._stream(text, view, conv_id, current_user(request), last.get("turn_id")):

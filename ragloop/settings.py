@@ -812,6 +812,28 @@ class Settings(BaseSettings):
         description="RAGLOOP_AUTH_SESSION_HOURS: how long a sign-in lasts.",
     )
 
+    # --- rate limits (issue 12: security; chatbot/_ratelimit.py) ----------------------------------
+    rate_limit_user_per_min: int = Field(
+        0,
+        ge=0,
+        validation_alias=_env("RAGLOOP_RATE_LIMIT_USER_PER_MIN"),
+        description="RAGLOOP_RATE_LIMIT_USER_PER_MIN: chat turns per minute per user id (0: no limit).",
+    )
+    rate_limit_ip_per_min: int = Field(
+        0,
+        ge=0,
+        validation_alias=_env("RAGLOOP_RATE_LIMIT_IP_PER_MIN"),
+        description="RAGLOOP_RATE_LIMIT_IP_PER_MIN: chat turns per minute per client address (0: no limit).",
+    )
+    rate_limit_storage: str = Field(
+        "memory://",
+        validation_alias=_env("RAGLOOP_RATE_LIMIT_STORAGE"),
+        description=(
+            "RAGLOOP_RATE_LIMIT_STORAGE: 'limits' storage URI; memory:// counts per process, "
+            "redis://host:6379 shares the counts between app processes."
+        ),
+    )
+
     # --- reliability (issue 12): backpressure, readiness, ingestion limits ----------------------
     llm_concurrency: int | None = Field(
         None,
