@@ -136,10 +136,14 @@ class Stack:
         self.deps["postgres"] = Dep(
             "postgres", "postgres (postmaster + backends)", self.pg.start, lambda: self.pg.pid
         )
-        self._chroma()
-        self._phoenix_and_collector()
-        self._langsmith()
-        self._label_studio()
+        try:
+            self._chroma()
+            self._phoenix_and_collector()
+            self._langsmith()
+            self._label_studio()
+        except BaseException:
+            self.stop()
+            raise
 
     def _add(self, name: str, killed: str, argv: list[str], ready: Callable[[], bool],
              env: dict[str, str] | None = None) -> None:  # fmt: skip
