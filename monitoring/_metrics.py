@@ -234,6 +234,8 @@ class Metrics:
         self.score = meter.create_histogram(sc.M_SCORE, description="Evaluation scores by name")
         self.gauge = meter.create_gauge(sc.M_GAUGE, description="Values set by drift and evaluation jobs")
         self.export_errors = meter.create_counter(sc.M_EXPORT_ERRORS, description="Failed exports")
+        for signal in (*sc.DROP_SIGNALS, "langsmith"):  # from the start at 0, as the drops below
+            self.export_errors.add(0, {sc.SIGNAL: signal})
         errors.listeners.append(lambda signal: self.export_errors.add(1, {sc.SIGNAL: signal}))
         self.dropped = meter.create_counter(
             sc.M_TELEMETRY_DROPPED, description="Telemetry items given up on, by signal and reason"

@@ -300,9 +300,11 @@ def captured(
     tmp_path_factory: pytest.TempPathFactory, instant_llm: str, indexed_dir: Path, shared_retriever: Any
 ) -> Iterator[Captured]:
     """Real turns, feedback and a faithfulness score, through rotel, as the OTLP receiver got them."""
+    from chatbot import build_service, create_app
     from eval import EvalResult, telemetry_callback
     from monitoring import Telemetry
-    from tests.monitoring.conftest import serve_app, telemetry_settings
+    from ragloop.process import ThreadedServer
+    from tests.monitoring.conftest import telemetry_settings
 
     tmp = tmp_path_factory.mktemp("signoz-capture")
     with OtlpReceiver() as receiver:
@@ -315,8 +317,14 @@ def captured(
             prices="*=1:2",
         )
         tel = Telemetry(settings)
+        # As the composition root wires it: feedback routed to a sink (outbox items), outbox gauge.
+        service = build_service(settings, observer=tel, retriever=shared_retriever)
+        service.chatlog.set_routes({"feedback": ["vendor"]})
+        tel.observe_outbox(service.chatlog.engine)
+        app = create_app(settings, service=service, observer=tel)
         try:
-            with serve_app(settings, tel, shared_retriever) as base:
+            with ThreadedServer(app, "/healthz", name="chat-app") as server:
+                base = server.base
                 ids = []
                 for q in ("How do I copy a file?", "How do I sort a list?"):
                     resp = httpx.post(f"{base}/api/chat", json={"message": q}, timeout=60)
@@ -345,6 +353,7 @@ def captured(
                 time.sleep(0.5)
         finally:
             tel.shutdown()
+            service.chatlog.close()
             rotel.stop()
         yield receiver.got
 
