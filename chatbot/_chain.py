@@ -3,7 +3,8 @@
 Input: ``{"message": str, "history": [(question, answer), ...]}``. Streaming the chain yields dict
 chunks: first the keys ``question`` (the standalone question, checked by :mod:`chatbot._rewrite`),
 ``language`` (the turn's ``LanguageGuess``) and ``rewrite`` (the ``RewriteCheck``), then
-``retrieval`` (a :class:`Retrieval`), then ``answer`` chunks (``AIMessageChunk``), then
+``retrieval`` (a :class:`Retrieval`), then ``injection`` (a ``retrieval.PassageCheck``, only when
+a passage holds instructions to the model), then ``answer`` chunks (``AIMessageChunk``), then
 ``answer_text`` (the whole answer, unless the chain refused). Token usage of every LLM call
 (condense and answer) reaches the caller through LangChain callbacks (``on_llm_end``), which the
 chat service sums. Because it is one runnable, LangChain tracers (LangSmith, OpenLLMetry) see one
@@ -125,12 +126,50 @@ def _retrieve_step(
     return RunnableLambda(retrieve, name="retrieve")
 
 
-def _answer_messages(question: str, retrieval: Retrieval, language: str | None = None) -> list[Any]:
-    block = prompts.format_sources(retrieval.relevant)
-    return [
-        SystemMessage(prompts.SYSTEM_PROMPT),
-        HumanMessage(prompts.user_prompt(question, block, language)),
+def _answer_messages(
+    question: str,
+    chunks: Sequence[prompts.SourceLike],
+    language: str | None = None,
+    system_prompt: str = prompts.SYSTEM_PROMPT,
+) -> list[Any]:
+    block = prompts.format_sources(chunks)
+    return [SystemMessage(system_prompt), HumanMessage(prompts.user_prompt(question, block, language))]
+
+
+class _Passage:
+    """A retrieved chunk with its text replaced (the injected sentences cut); the rest as retrieved."""
+
+    __slots__ = ("chunk_id", "score", "source", "text", "title")
+
+    def __init__(self, chunk: ChunkLike, text: str) -> None:
+        """Copy ``chunk`` with ``text`` instead of its own."""
+        self.chunk_id, self.score, self.source, self.title = (
+            chunk.chunk_id,
+            chunk.score,
+            chunk.source,
+            chunk.title,
+        )
+        self.text = text
+
+
+def guard_passages(chunks: Sequence[ChunkLike]) -> tuple[list[Any], Any]:
+    """The passages for the prompt with instructions to the model cut, and the check (its ``flags()``).
+
+    A passage whose sentences tell the model what to do ("ignore previous instructions and ...") is
+    data, not an order: those sentences become ``[instruction removed]`` (``retrieval._injection``).
+    Clean passages are returned as they are.
+    """
+    from retrieval import check_passages
+
+    check = check_passages([c.text for c in chunks])
+    if not check.injected:
+        return list(chunks), check
+    flagged = set(check.flagged)
+    out = [
+        _Passage(c, t) if n in flagged else c
+        for n, (c, t) in enumerate(zip(chunks, check.texts, strict=True), 1)
     ]
+    return out, check
 
 
 def build_rag_chain(
@@ -140,8 +179,16 @@ def build_rag_chain(
     threshold: float,
     on_retrieved: Callable[[Retrieval], None] | None = None,
     gate: Any | None = None,
+    injection_guard: bool = True,
+    system_prompt: str = prompts.SYSTEM_PROMPT,
 ) -> Runnable:
     """Compose condense -> retrieve -> answer as one LCEL runnable named ``rag_chain``.
+
+    ``injection_guard`` (``RAGLOOP_INJECTION_GUARD``) scans the relevant passages for instructions
+    addressed to the model: when one has some, the chain yields ``{"injection": PassageCheck}``
+    (the service puts its ``flags()`` into ``turns.flags``) and the model and the gate see the
+    passages with those sentences cut. ``system_prompt`` is the answer step's system message (a
+    benchmark passes an older one to measure what changed).
 
     ``gate`` (a :class:`chatbot._gate.GroundingGate`) checks the finished answer and yields
     ``gate_checking`` / ``gate`` chunks after ``answer_text`` (its retry, if any, nests here too).
@@ -175,15 +222,21 @@ def build_rag_chain(
             # Nothing relevant: refuse rather than let the model invent an answer.
             yield {"answer": AIMessage(prompts.no_context_answer(language))}
             return
+        passages: Sequence[ChunkLike] = retrieval.relevant
+        if injection_guard:  # instructions inside retrieved documents are data (retrieval._injection)
+            passages, injected = await asyncio.to_thread(guard_passages, passages)
+            if injected.injected:
+                yield {"injection": injected}
         text = []
-        async for piece in llm.astream(_answer_messages(question, retrieval, language), config):
+        messages = _answer_messages(question, passages, language, system_prompt)
+        async for piece in llm.astream(messages, config):
             text.append(str(piece.content or ""))
             yield {"answer": piece}
         # Last, the whole answer as text: tracers record a streamed run's last chunk as its output,
         # and the text reads better (and serialises faster) than the final usage-only chunk.
         yield {"answer_text": "".join(text)}
         if gate is not None:  # the grounding gate (chatbot/_gate.py): verified citations, retry/quote
-            async for checked in gate.run("".join(text), question, retrieval.relevant, llm, config, language):
+            async for checked in gate.run("".join(text), question, passages, llm, config, language):
                 yield checked
 
     return RunnableLambda(rag_chain, name="rag_chain")

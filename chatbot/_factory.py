@@ -38,5 +38,6 @@ def build_service(
         threshold=settings.score_threshold,
         on_retrieved=dont_throw(observer.annotate_retrieval),
         gate=GroundingGate.from_settings(settings) if settings.gate_enabled else None,
+        injection_guard=settings.injection_guard,
     )
     return ChatService(settings, chatlog or ChatLog(settings.chatlog_url), chain, retriever, observer)

@@ -509,6 +509,8 @@ class ChatService:
             state.language = chunk["language"].language
         if "rewrite" in chunk:  # a condensed question that failed its checks: why, and what it was
             state.flags.update(chunk["rewrite"].flags())
+        if "injection" in chunk:  # a passage told the model what to do (retrieval._injection)
+            state.flags.update(chunk["injection"].flags())
         if "retrieval" in chunk:
             retrieval: Retrieval = chunk["retrieval"]
             state.set_retrieval(retrieval)

@@ -7,7 +7,10 @@ A turn is flagged when any of these holds (each is a reason recorded on the sele
   replaced the model's answer for being unsupported;
 * ``empty_answer``: the answer is empty or only citation markers (``"[1] [2] [3]"``);
 * ``implicit_feedback``: the user's next message in the conversation rejects it (:mod:`._implicit`);
-* ``drift_cluster``: it belongs to a cluster of a drift run that raised an alarm.
+* ``drift_cluster``: it belongs to a cluster of a drift run that raised an alarm;
+* ``injection``: a passage given to the model held instructions addressed to it (prompt injection
+  in a retrieved document: ``turns.flags["injection"]``, set by the chain, ``retrieval._injection``),
+  so the answer may have followed them.
 
 Flagged turns are ranked (more reasons first, thumbs-down before the rest, newest first), near-duplicate
 questions are dropped by the cosine similarity of their stored query embeddings, and the run is capped.
@@ -35,8 +38,9 @@ LOW_FAITHFULNESS = "low_faithfulness"
 EMPTY_ANSWER = "empty_answer"
 IMPLICIT_FEEDBACK = "implicit_feedback"
 DRIFT_CLUSTER = "drift_cluster"
+INJECTION = "injection"
 #: Every reason, in ranking priority (a thumbs-down is the strongest signal).
-REASONS = (THUMBS_DOWN, IMPLICIT_FEEDBACK, LOW_FAITHFULNESS, EMPTY_ANSWER, DRIFT_CLUSTER)
+REASONS = (THUMBS_DOWN, IMPLICIT_FEEDBACK, LOW_FAITHFULNESS, EMPTY_ANSWER, INJECTION, DRIFT_CLUSTER)
 #: Turn statuses that carry an answer worth pairing.
 SELECTABLE_STATUSES = ("ok", "no_context")
 
@@ -105,7 +109,7 @@ def turn_reasons(turn: Mapping[str, Any], next_turn: Mapping[str, Any] | None, s
 
     Args:
         turn: a chat-log turn (``turn_id``, ``user_message``, ``answer``, ``status``, optional
-            ``standalone_question`` and ``query_embedding`` as a vector).
+            ``standalone_question``, ``query_embedding`` as a vector and ``flags``).
         next_turn: the next turn of the same conversation, or None.
         signals: feedback, faithfulness and drift facts.
     """
@@ -127,6 +131,9 @@ def turn_reasons(turn: Mapping[str, Any], next_turn: Mapping[str, Any] | None, s
         question = turn.get("user_message") or ""
         if detect(question, next_turn["user_message"], sim, signals.rephrase_similarity).dissatisfied:
             found.add(IMPLICIT_FEEDBACK)
+    flags = turn.get("flags")
+    if isinstance(flags, Mapping) and flags.get(INJECTION) is True:
+        found.add(INJECTION)
     if tid in signals.drift_turn_ids:
         found.add(DRIFT_CLUSTER)
     return [r for r in REASONS if r in found]
@@ -287,6 +294,7 @@ def load_turns(chatlog: Any, since: datetime | None = None) -> Iterator[dict[str
         turns.c.query_embedding,
         turns.c.gate,
         turns.c.extra,
+        turns.c.flags,
     ]
     # A deleted conversation's turns stay in the log for monitoring, but never become training data.
     query = (

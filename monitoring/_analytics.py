@@ -149,6 +149,9 @@ class Analytics:
         drift_clusters: that run's top clusters ``{"rank", "size", "current_share",
             "reference_share", "excess", "examples"}``.
         labeling: ``{"selected", "pairs", "labeled", "pending"}``; pending pairs have no label yet.
+        injections: turns whose passages held instructions to the model (``turns.flags``
+            ``injection``, prompt injection in a retrieved document): ``{"turns", "share",
+            "recent": [{"at", "question", "sources", "rules", "turn_id"}]}``, newest first.
     """
 
     window: Window
@@ -165,6 +168,7 @@ class Analytics:
     drift: dict[str, Any] | None = None
     drift_clusters: list[dict[str, Any]] = field(default_factory=list)
     labeling: dict[str, int] = field(default_factory=dict)
+    injections: dict[str, Any] = field(default_factory=dict)
 
     def totals(self) -> dict[str, Any]:
         """Window totals of the daily series: turns, refused, refusal share, tokens, cost."""
@@ -224,6 +228,7 @@ def load_analytics(
             drift=run,
             drift_clusters=top_clusters(conn, run["run_id"], top) if run else [],
             labeling=labeling_queue(conn),
+            injections=injected_turns(conn, window, sum(r.n for r in daily), top),
         )
 
 
@@ -550,6 +555,36 @@ def labeling_queue(conn: Connection) -> dict[str, int]:
     ).one()
     selected, n_pairs, n_labeled = int(row.selected), int(row.pairs), int(row.labeled)
     return {"selected": selected, "pairs": n_pairs, "labeled": n_labeled, "pending": n_pairs - n_labeled}
+
+
+def injected_turns(conn: Connection, window: Window, n_turns: int, limit: int = 10) -> dict[str, Any]:
+    """Turns of the window flagged for prompt injection (``turns.flags["injection"]`` true).
+
+    Args:
+        conn: an open connection.
+        window: the time window.
+        n_turns: all turns of the window (the share's denominator).
+        limit: how many of the newest flagged turns to list.
+    """
+    flagged = and_(_in(turns.c.created_at, window), turns.c.flags["injection"].as_boolean().is_(True))
+    n = int(conn.execute(select(func.count()).select_from(turns).where(flagged)).scalar_one())
+    query = (
+        select(turns.c.turn_id, turns.c.created_at, turns.c.user_message, turns.c.flags)
+        .where(flagged)
+        .order_by(turns.c.created_at.desc(), turns.c.turn_id)
+        .limit(limit)
+    )
+    recent = [
+        {
+            "at": r.created_at,
+            "question": r.user_message,
+            "sources": list((r.flags or {}).get("injection_sources") or []),
+            "rules": list((r.flags or {}).get("injection_rules") or []),
+            "turn_id": r.turn_id,
+        }
+        for r in conn.execute(query)
+    ]
+    return {"turns": n, "share": n / n_turns if n_turns else None, "recent": recent}
 
 
 def _float(v: Any) -> float | None:

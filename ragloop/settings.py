@@ -507,6 +507,17 @@ class Settings(BaseSettings):
         ),
     )
 
+    # --- prompt injection in retrieved documents (issue 12; retrieval/_injection.py) -------------
+    injection_guard: bool = Field(
+        True,
+        validation_alias=_env("RAGLOOP_INJECTION_GUARD"),
+        description=(
+            "RAGLOOP_INJECTION_GUARD: scan the passages given to the model for instructions addressed "
+            "to it ('ignore previous instructions and ...'), cut those sentences from the prompt and "
+            "flag the turn (turns.flags injection); false passes passages as retrieved."
+        ),
+    )
+
     # --- labeling loop ---------------------------------------------------------------------------
     loop_max_per_run: int = Field(
         50,

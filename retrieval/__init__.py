@@ -21,6 +21,7 @@ from retrieval._documents import (
 from retrieval._embedding import Embedder, VariantMismatch, get_embedder
 from retrieval._hybrid import reciprocal_rank_fusion
 from retrieval._ingest import IngestError, IngestReport, ingest
+from retrieval._injection import PassageCheck, check_passages, scan_injection
 from retrieval._loaders import Document, LoadError, load_document
 from retrieval._server import ChromaServer, start_chroma_server
 from retrieval._sources import SourceRef, describe_source
@@ -53,6 +54,9 @@ __all__ = [
     "FaqItem",
     "IngestError",
     "IngestReport",
+    "PassageCheck",
+    "check_passages",
+    "scan_injection",
     "LoadError",
     "RetrievalResult",
     "RetrievedChunk",
