@@ -95,6 +95,8 @@ def dpo_rows(
         return []
     a, b = pair["response_a"], pair["response_b"]
     chosen, rejected = (a, b) if choice == "A" else (b, a)
+    if not trainable_pair(chosen, rejected):
+        return []
     return [
         {
             **_meta(pair, source),
@@ -104,6 +106,39 @@ def dpo_rows(
             "rejected": rejected,
         }
     ]
+
+
+def trainable_pair(chosen: Any, rejected: Any) -> bool:
+    """True when TRL can learn a preference from the two answers: both non-blank strings, not equal.
+
+    A blank answer (the model said nothing) has no tokens to score, and two answers equal but for
+    surrounding blanks teach no preference; such pairs are left out of every export.
+    """
+    ok = isinstance(chosen, str) and isinstance(rejected, str) and chosen.strip() and rejected.strip()
+    return bool(ok) and chosen.strip() != rejected.strip()
+
+
+def row_key(row: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What makes two exported rows the same training example: prompt parts and answers."""
+    keys = ("question", "chosen", "rejected", "completion", "label")
+    return (*(row.get(k) for k in keys), tuple(row.get("context") or ()))
+
+
+def unique_rows(rows: Iterable[Mapping[str, Any]], seen: set[tuple[Any, ...]] | None = None) -> list[Any]:
+    """``rows`` without repeats of the same example (:func:`row_key`), first occurrence kept, in order.
+
+    Args:
+        rows: exported rows.
+        seen: keys already written (updated in place), so a second split repeats none of the first.
+    """
+    seen = set() if seen is None else seen
+    out = []
+    for row in rows:
+        key = row_key(row)
+        if key not in seen:
+            seen.add(key)
+            out.append(row)
+    return out
 
 
 def kto_rows(
@@ -345,6 +380,7 @@ def export(
             if rows:
                 stamps.append(turn["created_at"])
             human += rows
+    human, machine = unique_rows(human), unique_rows(machine)  # a repeated example is written once
     counts = {"train": write_rows(out, "train", human, redact)}
     if include_ai:
         counts["rlaif"] = write_rows(out, "rlaif", machine, redact)
