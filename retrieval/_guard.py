@@ -7,6 +7,8 @@ Pure checks on paths, sizes and leading bytes; the loaders and the ingest call t
 - archives (ZIP, gzip, tar, 7-Zip, RAR, bzip2, xz, zstd) are refused, by name or by content
   whatever their name: they are not unpacked;
 - binary data under a text name (NUL bytes, or bytes no text encoding fits) is refused;
+- UTF-16 and UTF-32 text (with a byte-order mark, or UTF-16 without one) is decoded as such, not
+  refused for its NUL bytes;
 - text that is not UTF-8 is decoded with the encoding charset-normalizer detects (ties between
   equally plausible single-byte encodings go to the most common one, Windows-1252 first, as
   browsers do for Latin-1), never by a Latin-1 fallback that turns a Windows-1252 euro sign into
@@ -142,19 +144,55 @@ def detect_encoding(data: bytes) -> str | None:
     return str(near[0].encoding)
 
 
+#: Byte-order marks of the wide Unicode encodings, UTF-32 first (its LE mark starts like UTF-16's).
+_BOMS = (
+    (b"\xff\xfe\x00\x00", "utf-32"),
+    (b"\x00\x00\xfe\xff", "utf-32"),
+    (b"\xff\xfe", "utf-16"),
+    (b"\xfe\xff", "utf-16"),
+)
+
+
+def wide_unicode(data: bytes) -> str | None:
+    """``"utf-16"``/``"utf-32"`` (BOM) or ``"utf-16-le"``/``"utf-16-be"`` (no BOM), else None.
+
+    Windows editors save "Unicode" text as UTF-16 with a byte-order mark; without one, text that
+    is mostly ASCII shows as a NUL byte in every other position (odd positions for little endian).
+    Such text has NUL bytes by design, so it is recognised before the NUL check refuses binaries.
+    """
+    for bom, name in _BOMS:
+        if data.startswith(bom):
+            return name
+    sample = data[:4096]
+    half = len(sample) // 2
+    if half < 4:
+        return None
+    even_nul = sample[0::2].count(0) / half
+    odd_nul = sample[1::2].count(0) / half
+    if odd_nul > 0.3 and even_nul < 0.02:
+        return "utf-16-le"
+    if even_nul > 0.3 and odd_nul < 0.02:
+        return "utf-16-be"
+    return None
+
+
 def decode(data: bytes) -> str:
-    """Text of a file: UTF-8 (with or without BOM), else the detected encoding.
+    """Text of a file: UTF-8 (BOM or not), UTF-16/32 (:func:`wide_unicode`), else the detected encoding.
 
     Raises:
         RefusedFile: binary data (NUL bytes, no encoding fits, or mostly control characters),
             or an archive.
     """
     refuse_archive("", data[:512])
-    if b"\x00" in data[:8192]:
+    wide = wide_unicode(data)
+    if wide is None and b"\x00" in data[:8192]:
         raise RefusedFile("looks like a binary file (NUL bytes), not text")
     try:
-        text = data.decode("utf-8-sig")
+        text = data.decode(wide or "utf-8-sig")
+        text = text.removeprefix("\ufeff")
     except UnicodeDecodeError:
+        if wide is not None:
+            raise RefusedFile(f"binary data, not text: it is not valid {wide}") from None
         encoding = detect_encoding(data)
         if encoding is None:
             raise RefusedFile("binary data, not text: no text encoding fits its bytes") from None
