@@ -812,8 +812,9 @@ class Settings(BaseSettings):
         None,
         validation_alias=_env("RAGLOOP_AUTH_SECRET"),
         description=(
-            "RAGLOOP_AUTH_SECRET: key that signs session cookies; unset means a random key per process "
-            "(users sign in again after a restart)."
+            "RAGLOOP_AUTH_SECRET: key that signs session cookies; unset means a key derived from "
+            "RAGLOOP_AUTH_USERS and RAGLOOP_AUTH_TOKENS, the same in every app process (scale-out) and "
+            "after a restart; changing a password then signs everyone out."
         ),
     )
     auth_session_hours: float = Field(
