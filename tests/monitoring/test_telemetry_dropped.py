@@ -66,7 +66,7 @@ def test_spans_dropped_for_a_dead_collector_are_on_metrics(
                     f"{base}/api/chat", json={"message": f"How do I copy file {i}?"}, timeout=60
                 )
                 assert resp.status_code == 200, resp.text  # the chat never fails because telemetry did
-            assert tel.force_flush(timeout_s=20) is False  # the OTLP processor could not deliver
+            tel.force_flush(timeout_s=20)  # every queued span goes to its exporter (and fails)
             after = _dropped(httpx.get(f"{base}/metrics", timeout=10).text)
     finally:
         tel.shutdown()
