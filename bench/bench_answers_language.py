@@ -7,10 +7,13 @@ Parts (``--parts``, all by default):
   ``--first-answer-chars``), standing in for a good first answer. The follow-up is retrieved
   (top 3) with: ``no_condense`` (the message as typed), ``condense_as_is`` (the condense prompt of
   rag-v1, unchecked: the step as it was), ``condense_checked`` (today's prompt, checked by
-  ``chatbot._rewrite.guard_rewrite`` with its fallback: what the chat does now), and two more for
-  the breakdown: ``condense_new_prompt`` (today's prompt, unchecked) and ``as_is_checked`` (the old
-  prompt's rewrites, checked). hit@3 is the share of follow-ups with their gold FAQ passage in the
-  top 3. The condense calls go to the real local LLM (temperature 0).
+  ``chatbot._rewrite.guard_rewrite`` with its fallback, retrieved as the chat does: after a
+  fallback the fallback question and the message are each searched and fused, ``chatbot._fusion``),
+  and two more for the breakdown: ``condense_new_prompt`` (today's prompt, unchecked) and
+  ``as_is_checked`` (the old prompt's rewrites, checked and fused likewise). Without the LLM, on
+  every conversation: ``fallback_all`` (previous question plus message, alone and fused). hit@3 is
+  the share of follow-ups with their gold FAQ passage in the top 3. The condense calls go to the
+  real local LLM (temperature 0).
 * ``translated``: the 180 translated FAQ questions of ``eval/data/faq_translated.jsonl`` against the
   English index, hit@3 by language (plus ``en``: the 60 English headings they were translated from).
   The embedding model (all-MiniLM-L6-v2) was trained on English only.
@@ -61,8 +64,9 @@ sys.path.insert(0, str(ROOT))
 from bench._common import Run, table  # noqa: E402
 from chatbot import _prompts as prompts  # noqa: E402
 from chatbot._chain import build_chat_model, build_rag_chain  # noqa: E402
+from chatbot._fusion import search_queries  # noqa: E402
 from chatbot._gate import GroundingGate  # noqa: E402
-from chatbot._rewrite import guard_rewrite, turn_language  # noqa: E402
+from chatbot._rewrite import fallback_question, guard_rewrite, turn_language  # noqa: E402
 from eval._convsets import FollowupCase, followup_cases, translated_cases  # noqa: E402
 from eval._datasets import Case  # noqa: E402
 from eval._harness import is_relevant  # noqa: E402
@@ -167,6 +171,14 @@ def hit(retriever: Any, case: Case, question: str, mode: str | None = None) -> b
     return any(is_relevant(case, c.source, c.text) for c in chunks)
 
 
+def hit_queries(retriever: Any, case: Case, queries: list[str]) -> bool:
+    """:func:`hit` for the chat's retrieval of several queries fused (``chatbot._fusion``), top :data:`K`."""
+    if len(queries) == 1:
+        return hit(retriever, case, queries[0])
+    _, chunks, _ = search_queries(retriever, queries, K)
+    return any(is_relevant(case, c.source, c.text) for c in chunks)
+
+
 @contextlib.contextmanager
 def llm_endpoint(url: str | None, logs: Path) -> Iterator[str]:
     """``url``, or the default local model served by ``ragloop llm serve`` for the block."""
@@ -249,8 +261,10 @@ def run_followups(args: argparse.Namespace, settings: Settings, retriever: Any, 
             "condense_new_prompt": new,
             "condense_checked": checked.question,
             "checked_failed": list(checked.failed),
+            "checked_queries": list(checked.queries),
             "as_is_checked": old_checked.question,
             "as_is_failed": list(old_checked.failed),
+            "as_is_queries": list(old_checked.queries),
             "llm_s": time.perf_counter() - t0,
         }
 
@@ -260,6 +274,9 @@ def run_followups(args: argparse.Namespace, settings: Settings, retriever: Any, 
         conv = by_id[row["id"]]
         row["no_condense"] = conv.case.question
         row["hits"] = {v: hit(retriever, conv.case, row[v]) for v in FOLLOWUP_VARIANTS}
+        # The checked variants retrieve as the chat does: after a fallback, fused with the message.
+        row["hits"]["condense_checked"] = hit_queries(retriever, conv.case, row["checked_queries"])
+        row["hits"]["as_is_checked"] = hit_queries(retriever, conv.case, row["as_is_queries"])
         row["hits_dense"] = {v: hit(retriever, conv.case, row[v], "dense") for v in FOLLOWUP_VARIANTS}
     summary = _followup_summary(rows)
     # The LLM-free variant on every conversation, whatever --followups/--until left out.
@@ -267,6 +284,16 @@ def run_followups(args: argparse.Namespace, settings: Settings, retriever: Any, 
     summary["detail"]["no_condense_all"] = {
         "n": len(everyone),
         "hit_at_3": _share([hit(retriever, c.case, c.case.question) for c in everyone]),
+    }
+    # The fallback alone, and fused with the message, on every conversation (no LLM): what the
+    # checked variant does when every rewrite is rejected, before and after the fusion.
+    fallbacks = [(c, fallback_question(c.case.question, c.first)) for c in everyone]
+    summary["detail"]["fallback_all"] = {
+        "n": len(everyone),
+        "hit_at_3": _share([hit(retriever, c.case, q) for c, q in fallbacks]),
+        "fused_with_message_hit_at_3": _share(
+            [hit_queries(retriever, c.case, [q, c.case.question]) for c, q in fallbacks]
+        ),
     }
     return summary
 

@@ -25,6 +25,7 @@ from pydantic import SecretStr
 
 from chatbot import _prompts as prompts
 from chatbot import _rewrite as rewrite
+from chatbot._fusion import search_queries
 
 
 class ChunkLike(prompts.SourceLike, Protocol):
@@ -114,11 +115,12 @@ def _retrieve_step(
 ) -> Runnable:
     # A sync function on purpose: under ``ainvoke``/``astream`` LangChain runs it in the config's
     # executor (a worker thread), so the embedding and the index query never block the event loop.
-    def retrieve(question: str) -> Retrieval:
-        result = retriever.search(question, k=k)
-        chunks = list(result.chunks)
+    def retrieve(question: str | Sequence[str]) -> Retrieval:
+        # Several queries after a rejected rewrite: each searched, the rankings fused (chatbot/_fusion.py).
+        queries = [question] if isinstance(question, str) else list(question)
+        vector, chunks, ms = search_queries(retriever, queries, k)
         relevant = [c for c in chunks if c.score >= threshold]
-        retrieval = Retrieval(result.query_embedding, chunks, relevant, result.retrieval_ms)
+        retrieval = Retrieval(vector, chunks, relevant, ms)
         if on_retrieved is not None:
             on_retrieved(retrieval)
         return retrieval
@@ -216,7 +218,9 @@ def build_rag_chain(
         check = await asyncio.to_thread(rewrite.guard_rewrite, condensed, message, history, language)
         question = check.question
         yield {"question": question, "language": guess, "rewrite": check}
-        retrieval = await retrieve.ainvoke(question, config)
+        retrieval = await retrieve.ainvoke(
+            check.queries[0] if len(check.queries) == 1 else check.queries, config
+        )
         yield {"retrieval": retrieval}
         if not retrieval.relevant:
             # Nothing relevant: refuse rather than let the model invent an answer.

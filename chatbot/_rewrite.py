@@ -14,6 +14,9 @@ English. :func:`check_rewrite` accepts the rewrite only when all three checks pa
 
 When one fails, the question used for retrieval and the answer is :func:`fallback_question`: the
 previous question followed by the user's own message, which still carries everything the user said.
+Retrieval then searches with that and with the message alone, and fuses the two rankings
+(:attr:`RewriteCheck.queries`, ``chatbot._fusion``): the previous question carries an elliptical
+follow-up's topic but drags the old topic into a follow-up that changes it.
 
 The checks are pure functions of strings; :func:`guard_rewrite` and :func:`turn_language` add the
 language detection (``eval._language``, lingua: CPU only, no I/O) and are what the chain calls.
@@ -97,11 +100,25 @@ class RewriteCheck:
     condensed: str
     question: str
     failed: tuple[str, ...] = field(default_factory=tuple)
+    message: str = ""
 
     @property
     def passed(self) -> bool:
         """Whether the condensed question was kept."""
         return not self.failed
+
+    @property
+    def queries(self) -> tuple[str, ...]:
+        """What retrieval searches for: ``question``; after a fallback, the user's message alone too.
+
+        >>> RewriteCheck("Sure!", "Sorting lists? and dicts?", ("not_a_question",), "and dicts?").queries
+        ('Sorting lists? and dicts?', 'and dicts?')
+        >>> RewriteCheck("How do I sort dicts?", "How do I sort dicts?").queries
+        ('How do I sort dicts?',)
+        """
+        if self.failed and self.message.strip() and self.message.strip() != self.question.strip():
+            return (self.question, self.message)
+        return (self.question,)
 
     def flags(self) -> dict[str, object]:
         """What goes into ``turns.flags``: nothing when it passed, else the reasons and the rewrite."""
@@ -225,7 +242,7 @@ def check_rewrite(
     if language and condensed_language and condensed_language != language:
         failed.append(LANGUAGE)
     if failed:
-        return RewriteCheck(condensed, fallback_question(message, previous), tuple(failed))
+        return RewriteCheck(condensed, fallback_question(message, previous), tuple(failed), message)
     return RewriteCheck(condensed, condensed)
 
 

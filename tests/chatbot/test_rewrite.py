@@ -197,3 +197,59 @@ def test_a_german_question_is_stored_as_german_with_the_real_model(indexed: Path
     assert row["language"] == "de" and row["prompt_version"] == "rag-v2"
     # Whether the 0.5B model then writes German is a share, not a certainty: it is measured by
     # bench/bench_answers_language.py (answer_language_match), not asserted on one answer here.
+
+
+def test_a_rejected_rewrite_retrieves_with_the_fallback_and_the_message_fused() -> None:
+    check = check_rewrite(ANSWERED, "and dictionaries?", [("How are lists implemented?", "As arrays.")])
+    assert check.queries == ("How are lists implemented? and dictionaries?", "and dictionaries?")
+    kept = check_rewrite("How are dictionaries implemented?", "and dictionaries?", [("How are lists?", "")])
+    assert kept.passed and kept.queries == ("How are dictionaries implemented?",)
+    assert check_rewrite("Why?", "Why?", []).queries == ("Why?",)  # a first turn is not condensed
+
+
+def test_search_queries_fuses_the_rankings_by_reciprocal_rank() -> None:
+    from dataclasses import dataclass, field
+
+    from chatbot._fusion import search_queries
+
+    @dataclass(frozen=True)
+    class Hit:
+        chunk_id: str
+        score: float
+        rrf_score: float | None = None
+
+    @dataclass
+    class Result:
+        query_embedding: list[float]
+        chunks: list[Hit]
+        retrieval_ms: float = 1.0
+
+    @dataclass
+    class Ranked:
+        """A retriever over fixed rankings (the fusion is pure logic on them)."""
+
+        rankings: dict[str, list[Hit]]
+        asked: list[tuple[str, int]] = field(default_factory=list)
+
+        def search(self, query: str, k: int) -> Result:
+            self.asked.append((query, k))
+            return Result([float(len(query))], self.rankings[query][:k])
+
+    old_topic = "How do I sort a list? and one list by the values of another?"
+    message = "and one list by the values of another?"
+    r = Ranked(
+        {
+            old_topic: [Hit("sort", 0.7), Hit("sort-key", 0.6), Hit("other", 0.3)],
+            message: [Hit("sort-key", 0.65), Hit("zip", 0.5), Hit("sort", 0.2)],
+        }
+    )
+    vector, chunks, _ = search_queries(r, [old_topic, message], 3)
+    # sort-key: 1/62 + 1/61; sort: 1/61 + 1/63; zip: 1/62 (other: 1/63).
+    assert [c.chunk_id for c in chunks] == ["sort-key", "sort", "zip"]
+    assert [c.score for c in chunks] == [0.65, 0.7, 0.5]  # each chunk's best dense score
+    assert chunks[0].rrf_score == pytest.approx(1 / 62 + 1 / 61)
+    assert vector == [float(len(old_topic))] and r.asked == [(old_topic, 10), (message, 10)]
+    # One query: one plain search of k.
+    r.asked.clear()
+    _, chunks, _ = search_queries(r, [message], 2)
+    assert [c.chunk_id for c in chunks] == ["sort-key", "zip"] and r.asked == [(message, 2)]
