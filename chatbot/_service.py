@@ -129,6 +129,9 @@ class Source:
     source: str
     title: str
     cited: bool = False
+    #: The document's id as users see it, ``root/path`` (``uploads/notes.pdf``): the UI names the
+    #: source by it and links ``/documents/<doc_id>``; ``source`` stays the indexed file's path.
+    doc_id: str = ""
 
 
 @dataclass
@@ -289,7 +292,7 @@ class ChatService:
         """
         turn_id = cl.new_id()
         text = await self._admit(turn_id, message, conversation_id)
-        queue_s = await self._wait_for_slot(turn_id, text, conversation_id)
+        queue_s = await self._wait_for_slot(turn_id, text, conversation_id, retry_of)
         admitted = time.perf_counter()
         try:
             if conversation_id is None:
@@ -372,12 +375,15 @@ class ChatService:
             raise
         return text
 
-    async def _wait_for_slot(self, turn_id: str, text: str, conversation_id: str | None) -> float:
+    async def _wait_for_slot(
+        self, turn_id: str, text: str, conversation_id: str | None, retry_of: str | None = None
+    ) -> float:
         """Queue for a turn slot (backpressure); returns seconds waited.
 
         A refused turn, or one whose client left while queued, is logged ``rejected`` (like invalid
         input), so the chat log's accepted turns (status other than ``rejected``) are exactly the
-        turns that ran.
+        turns that ran. It keeps ``retry_of``: the UI's automatic retry of a refused turn names
+        the refused row, and the chain leads back to the turn the user regenerated.
         """
         try:
             return await self.admission.acquire()
@@ -385,20 +391,26 @@ class ChatService:
             err = ChatError(
                 refused.status_code, refused.code, refused.message, turn_id, refused.retry_after_s
             )
-            await self._log_rejected(turn_id, text, conversation_id, err)
+            await self._log_rejected(turn_id, text, conversation_id, err, retry_of)
             raise err from None
         except asyncio.CancelledError:
             err = _to_chat_error(asyncio.CancelledError(), turn_id)
-            await self._log_rejected(turn_id, text, conversation_id, err)
+            await self._log_rejected(turn_id, text, conversation_id, err, retry_of)
             raise
 
     async def _log_rejected(
-        self, turn_id: str, raw: str, conversation_id: str | None, err: ChatError
+        self,
+        turn_id: str,
+        raw: str,
+        conversation_id: str | None,
+        err: ChatError,
+        retry_of: str | None = None,
     ) -> None:
         await _settled(
             self.chatlog.start_turn,
             turn_id=turn_id,
             conversation_id=conversation_id,
+            retry_of=retry_of,
             user_message=raw[: 4 * self.settings.max_message_chars],
             status=cl.STATUS_REJECTED,
             completed_at=cl.now(),
@@ -710,7 +722,7 @@ class _TurnState:
     def set_retrieval(self, retrieval: Retrieval) -> None:
         self.retrieval = retrieval
         self.sources = [
-            Source(i, c.chunk_id, c.text, float(c.score), c.source, c.title)
+            Source(i, c.chunk_id, c.text, float(c.score), c.source, c.title, doc_id=_doc_id(c))
             for i, c in enumerate(retrieval.relevant, start=1)
         ]
 
@@ -763,6 +775,7 @@ class _TurnState:
                 "score": float(c.score),
                 "text": c.text,
                 "source": c.source,
+                "doc_id": _doc_id(c),
                 "title": c.title,
             }
             for c in (r.retrieved if r else [])
@@ -1012,6 +1025,13 @@ def retry_after_seconds(headers: Mapping[str, str], now: datetime | None = None)
     if seconds is None or not math.isfinite(seconds):
         return None
     return max(1, math.ceil(seconds))
+
+
+def _doc_id(chunk: Any) -> str:
+    """A hit's document id ``root/path`` from its metadata (never a cache path)."""
+    from retrieval import describe_source
+
+    return describe_source({"source": chunk.source, **(getattr(chunk, "metadata", None) or {})}).doc_id
 
 
 def admission_from(settings: Settings) -> Admission:

@@ -60,9 +60,22 @@ def display_path(source: str) -> str:
     return parts[-1] if parts else source
 
 
-def document_url(source: str) -> str:
-    """The read-only ``/documents/...`` link of a source (served by the documents module)."""
-    return "/documents/" + quote(display_path(source))
+def source_path(source: Mapping[str, Any]) -> str:
+    """A source's document as users see it: its id ``root/path`` (``uploads/notes.pdf``).
+
+    Sources logged before the id was recorded fall back to :func:`display_path` of ``source``.
+    """
+    return str(source.get("doc_id") or "") or display_path(str(source.get("source", "")))
+
+
+def document_url(source: str, doc_id: str | None = None) -> str:
+    """The read-only ``/documents/<root/path>`` link of a source (served by the documents module).
+
+    Args:
+        source: the chunk's ``source`` (used only when ``doc_id`` is unknown).
+        doc_id: the document's id ``root/path`` (``Source.doc_id``).
+    """
+    return "/documents/" + quote(doc_id or display_path(source))
 
 
 def passage_url(turn_id: str, index: int) -> str:
@@ -117,15 +130,16 @@ def sources_markdown(
     lines = []
     for s in sources:
         n = int(s.get("index", 0))
-        title = s.get("title") or display_path(str(s.get("source", ""))) or "untitled"
+        path = source_path(s)
+        title = s.get("title") or path or "untitled"
         cited = bool(s.get("cited")) or n in verified
         mark = "**CITED**" if cited else "not cited"
-        head = f"**[{n}] {title}** - `{display_path(str(s.get('source', '')))}` - {mark}"
+        head = f"**[{n}] {title}** - `{path}` - {mark}"
         head += f" - score {float(s.get('score') or 0.0):.2f}"
         links = ""
         if turn_id:
             links = f"[Open passage]({passage_url(turn_id, n)}) | "
-        links += f"[Document]({document_url(str(s.get('source', '')))})"
+        links += f"[Document]({document_url(str(s.get('source', '')), s.get('doc_id'))})"
         entry = f"{head}\n\n> {_excerpt(str(s.get('text', '')))}\n\n{links}"
         for sentence in verified.get(n, [])[:3]:
             entry += f'\n\n*Supports:* "{_excerpt(sentence)}"'
@@ -215,6 +229,7 @@ def sources_from_row(row: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "text": c.get("text", ""),
                 "score": c.get("score", 0.0),
                 "source": c.get("source", ""),
+                "doc_id": c.get("doc_id", ""),
                 "title": c.get("title", ""),
                 "cited": i in cited,
             }

@@ -29,7 +29,7 @@ pre{{white-space:pre-wrap;background:#f4f4f5;padding:1rem;border-radius:.4rem}}.
 
 def passage_page(source: dict[str, Any], n: int) -> str:
     """The HTML page of passage ``n`` (a ``Source`` dict)."""
-    path = render.display_path(str(source.get("source", "")))
+    path = render.source_path(source)
     return _PAGE.format(
         n=n,
         title=html.escape(str(source.get("title") or path or "untitled")),
@@ -37,7 +37,7 @@ def passage_page(source: dict[str, Any], n: int) -> str:
         cited="cited by the answer" if source.get("cited") else "not cited",
         score=float(source.get("score") or 0.0),
         text=html.escape(str(source.get("text", ""))),
-        doc=html.escape(render.document_url(str(source.get("source", ""))), quote=True),
+        doc=html.escape(render.document_url(str(source.get("source", "")), source.get("doc_id")), quote=True),
     )
 
 
