@@ -17,6 +17,7 @@ import argparse
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -39,9 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     run = Run("reliability", timing=False)
     with tempfile.TemporaryDirectory(prefix="outage-") as tmp:
         result = run_outage(Path(tmp), args.outage, args.batches, args.per_batch)
-    result["collector"] = "rotel (in-memory retries)"
-    print(table([result]))
-    out = run.merge({"collector_outage": result})
+    row: dict[str, Any] = {**result, "collector": "rotel (in-memory retries)"}
+    print(table([row]))
+    out = run.merge({"collector_outage": row})
     print(f"wrote {out.relative_to(ROOT)}")
     return 0 if result["lost"] == 0 and result["duplicated"] == 0 else 1
 

@@ -318,7 +318,8 @@ def captured(
         )
         tel = Telemetry(settings)
         # As the composition root wires it: feedback routed to a sink (outbox items), outbox gauge.
-        service = build_service(settings, observer=tel, retriever=shared_retriever)
+        observer: Any = tel  # Telemetry implements the chat layer's observer hooks structurally
+        service = build_service(settings, observer=observer, retriever=shared_retriever)
         service.chatlog.set_routes({"feedback": ["vendor"]})
         tel.observe_outbox(service.chatlog.engine)
         app = create_app(settings, service=service, observer=tel)
