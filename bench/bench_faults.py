@@ -140,14 +140,16 @@ class Stack:
             self._chroma()
             self._phoenix_and_collector()
             self._langsmith()
-            self._label_studio()
+            self.label_studio_url: str | None = None
+            if "labeling" in args.only.split(","):  # the slowest to start (minutes on a busy machine)
+                self._label_studio()
         except BaseException:
             self.stop()
             raise
 
     def _add(self, name: str, killed: str, argv: list[str], ready: Callable[[], bool],
-             env: dict[str, str] | None = None) -> None:  # fmt: skip
-        start, pid, procs = _managed(name, argv, self.root / f"{name}.log", ready, env)
+             env: dict[str, str] | None = None, timeout: float = 240.0) -> None:  # fmt: skip
+        start, pid, procs = _managed(name, argv, self.root / f"{name}.log", ready, env, timeout)
         start()
         self.started.append(procs)  # every start of every dependency, stopped at the end
         self.deps[name] = Dep(name, killed, start, pid)
@@ -207,11 +209,14 @@ class Stack:
         ]  # fmt: skip
         env = {"LABEL_STUDIO_BASE_DATA_DIR": str(data), "COLLECT_ANALYTICS": "false"}
         self.label_studio_url = f"http://127.0.0.1:{self.ls_ui_port}"
-        self._add("labeling", "label-studio", argv, lambda: http_ok(f"{self.label_studio_url}/health"), env)
+        url = self.label_studio_url
+        self._add("labeling", "label-studio", argv, lambda: http_ok(f"{url}/health"), env, timeout=900)
 
     def app_env(self, llm_url: str) -> dict[str, str]:
         """The app's environment: every dependency above, short outbox and readiness periods."""
+        labeling = {"LABEL_STUDIO_URL": self.label_studio_url or "", "LABEL_STUDIO_API_KEY": LS_TOKEN}
         return {
+            **(labeling if self.label_studio_url else {}),
             "RAGLOOP_DATA_DIR": str(self.root / "data"),
             "RAGLOOP_COLLECTION": "faults",
             "RAGLOOP_CHROMA_URL": self.chroma_url,
@@ -223,8 +228,6 @@ class Stack:
             "LANGSMITH_API_KEY": "lsv2_pt_faults",
             "LANGSMITH_ENDPOINT": f"http://127.0.0.1:{self.ls_port}",
             "LANGSMITH_PROJECT": "faults",
-            "LABEL_STUDIO_URL": self.label_studio_url,
-            "LABEL_STUDIO_API_KEY": LS_TOKEN,
             "RAGLOOP_LOOP_EVENT_DRIVEN": "true",
             "RAGLOOP_EVAL_ONLINE": "false",
             "RAGLOOP_OUTBOX_POLL_S": "0.5",
@@ -455,7 +458,7 @@ def _row(stack: Stack, dep: Dep, seen: Seen, llm: str, down_s: float, recovered:
     ls_lost = [
         f for f in seen.feedback if str(feedback_id_for("feedback", f"{f[0]}:{f[1]}")) not in ls["ids"]
     ]
-    tasks = _label_studio_tasks(stack)
+    tasks = _label_studio_tasks(stack) if stack.label_studio_url else {}
     labels_lost = [p for p in pairs if p not in tasks]
     labels_dup = sum(1 for n in tasks.values() if n > 1)
     lost = len(lost_turns) + len(feedback_lost) + len(ls_lost) + len(labels_lost)
