@@ -185,7 +185,7 @@ def _add_chat_routes(app: FastAPI, service: ChatService) -> None:
 
     @app.delete("/api/conversations/{conversation_id}")
     async def delete_conversation(conversation_id: str, request: Request) -> dict[str, Any]:
-        """Delete a conversation (its turns stay in the chat log)."""
+        """Delete a conversation and its content (turns, feedback, labeling rows, pending outbox rows)."""
         await api_check_owner(service, conversation_id, request)
         await asyncio.to_thread(service.delete_conversation, conversation_id)
         return {"conversation_id": conversation_id, "deleted": True}

@@ -221,8 +221,13 @@ class ChatService:
             raise chatlog_unavailable() from exc
 
     def delete_conversation(self, conversation_id: str) -> None:
-        """Delete a conversation; its turns stay in the log."""
-        if not self.chatlog.delete_conversation(conversation_id):
+        """Delete a conversation and its content everywhere (``ChatLog.purge_conversation``).
+
+        Turns, feedback, evaluations, labeling candidates and pairs, and every outbox row about
+        them (pending ones of a sink whose backend is down too) go in one transaction; the caller
+        has checked ownership (``api_check_owner``).
+        """
+        if self.chatlog.purge_conversation(conversation_id, None) is None:
             raise ChatError(404, "unknown_conversation", "That conversation does not exist (any more).")
 
     def add_feedback(
