@@ -75,6 +75,7 @@ def summary_markdown(a: Analytics) -> str:
     local = a.faithfulness[0] if a.faithfulness else None
     drift = a.drift["status"] if a.drift else "no run yet"
     lab = a.labeling
+    inj = a.injections or {}
     rows = [
         ("Turns", f"{t['turns']:,}"),
         ("Thumbs up / down", f"{fb['up']:,} / {fb['down']:,} ({_pct(fb['up_share'])} up)"),
@@ -95,6 +96,12 @@ def summary_markdown(a: Analytics) -> str:
             + (f" ({t['unknown_usage']:,} turns without usage)" if t["unknown_usage"] else ""),
         ),
         ("Drift", drift),
+        (
+            "Prompt injection in passages",
+            f"{inj['turns']:,} flagged ({_pct(inj.get('share'))} of turns); each is a labeling candidate"
+            if inj.get("turns")
+            else "none flagged",
+        ),
         (
             "Labeling queue",
             f"{lab.get('pending', 0):,} pairs waiting for a label ({lab.get('labeled', 0):,} labeled)",

@@ -21,6 +21,7 @@ from langchain_core.messages import AIMessageChunk
 from langchain_core.runnables import RunnableLambda
 
 import chatlog as cl
+from chatbot._analytics import summary_markdown
 from chatbot._chain import build_rag_chain
 from chatbot._prompts import SYSTEM_PROMPT
 from labeling import Signals, select
@@ -87,6 +88,8 @@ def test_a_turn_that_retrieves_an_injected_passage_is_flagged_and_seen(app: dict
     seen = load_analytics(log.engine, Window.last_days(1, cl.now() + timedelta(minutes=1))).injections
     assert seen["turns"] == 1 and seen["recent"][0]["turn_id"] == injected["turn_id"]
     assert seen["recent"][0]["sources"] == [1]
+    analytics = load_analytics(log.engine, Window.last_days(1, cl.now() + timedelta(minutes=1)))
+    assert "| Prompt injection in passages | 1 flagged (50.0% of turns)" in summary_markdown(analytics)
     chosen = select(load_turns(log), Signals(), max_selected=10, dedupe_similarity=0.99)
     assert chosen.selected == {injected["turn_id"]: ["injection"]}
     assert chosen.counts["injection"] == 1
