@@ -25,7 +25,9 @@ The local scorer reads English only (an English stemmer and stop list, an Englis
 model): a correct German answer shares almost no words with English passages and scores as
 unsupported. So an answer that fails on its score (``low_faithfulness``, ``uncited``) while
 written in a language the scorer cannot read (:data:`SCORER_LANGUAGES`, detected with
-``eval._language``) is neither retried nor replaced by a quote: it is shown as written, with its
+``eval._language``), and that says something beyond the question (:func:`says_something`: the
+model sometimes echoes the question under the sources' headings), is neither retried nor replaced
+by a quote: it is shown as written, with its
 verified markers only, under a warning in the user's language saying it was not checked
 (``warned``; ``turns.extra["gate"]["unchecked_language"]`` holds the answer's language). Empty
 and marker-only answers still become a quote. Every label and warning the gate writes is in the
@@ -347,7 +349,12 @@ class GroundingGate:
         texts = [c.text for c in chunks]
         first = await asyncio.to_thread(self.check, answer, texts, question)
         outcome = GateOutcome(PASSED, first.answer, first.citations, None, answer, first.faithfulness)
-        if not first.passed and first.language not in (None, *SCORER_LANGUAGES):
+        titles = " ".join(str(getattr(c, "title", "") or "") for c in chunks)
+        if (
+            not first.passed
+            and first.language not in (None, *SCORER_LANGUAGES)
+            and says_something(first.answer, question, titles)
+        ):
             # The scorer cannot read this answer: keep it, marked as not checked (module docstring).
             outcome.reason, outcome.unchecked_language = first.reason, first.language
             yield {"gate_checking": {"reason": first.reason, "retrying": False}}
@@ -417,6 +424,28 @@ class GroundingGate:
         shift = len(parse_answer(warning).spans)
         cited = [{**c, "sentence": c["sentence"] + shift} for c in shown.citations]
         outcome.status, outcome.answer, outcome.citations = WARNED, f"{warning}\n\n{shown.answer}", cited
+
+
+#: Content words an unreadable answer must add to the question and the section titles to be kept.
+MIN_NEW_WORDS = 3
+
+
+def says_something(answer: str, question: str, titles: str) -> bool:
+    """Whether ``answer`` adds at least :data:`MIN_NEW_WORDS` content words to the question and titles.
+
+    A language-independent floor for answers the scorer cannot read: the small model sometimes
+    "answers" by echoing the question under the sources' headings, which is no answer in any
+    language, and is quoted around like an unsupported one.
+
+    >>> says_something("Files > Wie kopiere ich eine Datei?", "Wie kopiere ich eine Datei?", "Files")
+    False
+    >>> says_something("Nutzen Sie shutil.copy(src, dst) zum Kopieren.", "Wie kopiere ich eine Datei?", "")
+    True
+    """
+    from chatbot._rewrite import content_words
+
+    seen = content_words(question) | content_words(titles)
+    return len(content_words(answer) - seen) >= MIN_NEW_WORDS
 
 
 def answer_language(answer: str) -> str:

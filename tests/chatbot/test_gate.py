@@ -188,6 +188,11 @@ def test_an_answer_the_scorer_cannot_read_is_kept_with_a_warning_in_the_users_la
     assert "Mit `sorted(iterable)` erhalten Sie eine neue, sortierte Liste." in out.answer
     assert "quoted from source" not in out.answer and "zitiert" not in out.answer
     assert out.record()["unchecked_language"] == "de" and out.record()["original_answer"] == GERMAN
+    # An echo of the question under a heading says nothing in any language: quoted under a German label.
+    _, out = german_run(
+        gate, "How do I sort a list? > Wie sortiere ich eine Liste? Wie sortiere ich eine Liste?"
+    )
+    assert out.status == EXTRACTIVE and out.answer.startswith("Die erzeugte Antwort")
     # An English answer to the German question is judged as before, and quoted under a German label.
     _, out = german_run(gate, "The moon is made of green cheese [1].")
     assert out.status == EXTRACTIVE and out.answer.startswith("Die erzeugte Antwort")
@@ -264,3 +269,33 @@ def test_out_of_range_marker_is_removed_from_the_api_and_the_chat_log(
     for cited in result["citations"]:
         assert 1 <= cited["source"] <= 2  # top_k=2: only real passages are cited
     assert row["citations"] == result["citations"] and row["gate"] == result["gate"]
+
+
+@pytest.mark.llm
+def test_a_german_question_is_shown_in_german_or_under_a_german_label(
+    app_factory, llm_url, tmp_path, chatlog_for
+):  # type: ignore[no-untyped-def]
+    from eval._language import detect_language
+
+    db = f"sqlite:///{tmp_path / 'chatlog.db'}"
+    # Threshold 0: the English-only embedder scores German questions low; this test is about the gate.
+    overrides = {"temperature": 0.0, "max_tokens": 60, "score_threshold": 0.0}
+    with app_factory(openai_base_url=llm_url, database_url=db, **overrides) as base:
+        result, events = _turn(
+            base, "Wie kopiere ich eine Datei mit shutil.copy? Bitte antworte auf Deutsch."
+        )
+    row = chatlog_for(db).get_turn(result["turn_id"])
+    gate = row["extra"]["gate"]
+    shown = result["answer"]
+    assert row["language"] == "de" and row["gate"] == result["gate"] and row["answer"] == shown
+    prose = "\n".join(line for line in shown.splitlines() if not line.startswith(">"))
+    # What the user reads outside a quotation is German: the model's answer, a German warning, or
+    # a German label above the passage quoted in its own (English) words.
+    assert detect_language(prose).language == "de", shown
+    assert "The generated answer" not in shown and "Unverified answer" not in shown
+    if detect_language(gate["original_answer"]).language == "de" and row["gate"] != "passed":
+        # A German draft the scorer could not read is kept, marked as not checked.
+        assert row["gate"] == "warned" and gate["unchecked_language"] == "de"
+        assert shown.startswith("⚠️ **Nicht überprüft:**")
+    final = [d for k, d in events if k == "final"]
+    assert final and final[-1]["answer"] == shown
