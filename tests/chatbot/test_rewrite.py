@@ -15,7 +15,7 @@ import pytest
 
 import chatlog as cl
 from chatbot import build_service
-from chatbot._prompts import NO_CONTEXT_ANSWERS
+from chatbot._prompts import NO_CONTEXT_ANSWERS, PROMPT_VERSION
 from chatbot._rewrite import (
     LANGUAGE,
     LOST_CONTENT,
@@ -194,7 +194,7 @@ def test_a_german_question_is_stored_as_german_with_the_real_model(indexed: Path
     result = asyncio.run(svc.run_turn("Wie kopiere ich eine Datei in Python?"))
     assert result.status == cl.STATUS_OK and result.answer
     row = svc.chatlog.get_turn(result.turn_id)
-    assert row["language"] == "de" and row["prompt_version"] == "rag-v2"
+    assert row["language"] == "de" and row["prompt_version"] == PROMPT_VERSION == "rag-v3"
     # Whether the 0.5B model then writes German is a share, not a certainty: it is measured by
     # bench/bench_answers_language.py (answer_language_match), not asserted on one answer here.
 
