@@ -124,33 +124,32 @@ class _Session:
                 lambda: self.log.create_conversation(user_id=user.id, title=title)
             )
         yield view, conv_id, None
-        try:
-            async for event in self.service.stream_turn(question, conv_id, retry_of=retry_of):
-                if event.kind == "started":
-                    conv_id, rec["turn_id"] = event.data["conversation_id"], event.data["turn_id"]
-                    self.inflight[user.id] = rec
-                elif event.kind == "sources":
-                    rec["sources"] = event.data["sources"]
-                elif event.kind == "final":  # the grounding gate's answer replaces the draft
-                    rec.update(answer=event.data.get("answer", ""), citations=event.data.get("citations"))
-                    rec["gate"] = event.data.get("gate")
-                elif event.kind == "token":
-                    rec["answer"] = rec.get("answer", "") + event.data["text"]
-                elif event.kind == "error":
-                    err = event.data["error"]
-                    rec["error_md"] = render.error_markdown(
-                        err["code"], err["message"], err.get("retry_after_s")
-                    )
-                elif event.kind == "done":
-                    result = event.data["result"]
-                    rec.update(_result_fields(result))
-                    rec["pending"] = False
-                yield view, conv_id, rec.get("turn_id")
-        except ChatError as err:
-            rec.update(pending=False, turn_id=err.turn_id, error_md=error_text(err))
-            if err.code == "unknown_conversation":
-                conv_id = None  # the next message starts a fresh conversation
-            yield view, conv_id, None
+        attempts = 0
+        while True:
+            try:
+                async for event in self.service.stream_turn(question, conv_id, retry_of=retry_of):
+                    if event.kind == "started":
+                        conv_id, rec["turn_id"] = event.data["conversation_id"], event.data["turn_id"]
+                        rec.pop("error_md", None)  # a busy note from before the retry
+                        self.inflight[user.id] = rec
+                    else:
+                        _apply_event(rec, event)
+                    yield view, conv_id, rec.get("turn_id")
+            except ChatError as err:
+                if busy.should_retry(err, attempts):  # refused, with a Retry-After: wait, resend
+                    attempts += 1
+                    retry_of = err.turn_id or retry_of  # the refused row gives way to the retry
+                    self.inflight[user.id] = rec  # Stop during the wait shows it as stopped
+                    async for left in busy.countdown(busy.wait_seconds(err)):
+                        rec["error_md"] = busy.busy_markdown(err.code, left, attempts)
+                        yield view, conv_id, None
+                    continue
+                shown = busy.gave_up_markdown(err.code, err.message) if attempts else error_text(err)
+                rec.update(pending=False, turn_id=err.turn_id, error_md=shown)
+                if err.code == "unknown_conversation":
+                    conv_id = None  # the next message starts a fresh conversation
+                yield view, conv_id, None
+            break
         if conv_id is not None:
             await asyncio.to_thread(self.log.touch_conversation, conv_id)
 
@@ -354,6 +353,23 @@ class _Session:
         message = render.deletion_message(counts)
         gr.Info(message)
         return (*_reset()[:4], "", message)
+
+
+def _apply_event(rec: dict[str, Any], event: Any) -> None:
+    """Update a turn's view record with one streamed event (other than ``started``)."""
+    if event.kind == "sources":
+        rec["sources"] = event.data["sources"]
+    elif event.kind == "final":  # the grounding gate's answer replaces the draft
+        rec.update(answer=event.data.get("answer", ""), citations=event.data.get("citations"))
+        rec["gate"] = event.data.get("gate")
+    elif event.kind == "token":
+        rec["answer"] = rec.get("answer", "") + event.data["text"]
+    elif event.kind == "error":
+        err = event.data["error"]
+        rec["error_md"] = render.error_markdown(err["code"], err["message"], err.get("retry_after_s"))
+    elif event.kind == "done":
+        rec.update(_result_fields(event.data["result"]))
+        rec["pending"] = False
 
 
 def _result_fields(result: Any) -> dict[str, Any]:
