@@ -332,9 +332,11 @@ def captured(
                     assert resp.status_code == 200, resp.text
                     ids.append(resp.json()["turn_id"])
                 for turn_id, value in zip(ids, (1, -1), strict=True):
-                    fb = httpx.post(f"{base}/api/feedback", json={"turn_id": turn_id, "value": value})
+                    fb = httpx.post(
+                        f"{base}/api/feedback", json={"turn_id": turn_id, "value": value}, timeout=60
+                    )
                     assert fb.status_code == 201, fb.text
-                fb = httpx.post(f"{base}/api/feedback", json={"turn_id": ids[0], "value": -1})  # changed
+                fb = httpx.post(f"{base}/api/feedback", json={"turn_id": ids[0], "value": -1}, timeout=60)
                 assert fb.status_code == 201, fb.text
                 row = {"turn_id": ids[0], "trace_id": None, "span_id": None}
                 # The online evaluator's own callback (tests/monitoring/test_alerts_real_series.py runs
