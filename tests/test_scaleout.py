@@ -11,6 +11,7 @@ The tests share one stack and run in file order; the last one SIGKILLs a process
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -154,13 +155,17 @@ def _gradio_sessions(base: str, sessions: int) -> list[tuple[str | None, bool]]:
 
 
 def _first_event(client: httpx.Client, session: str) -> bool:
-    """True when the session's event stream carries a message (Gradio answers 200 either way and
-    ends the stream at once, empty, in a process that does not hold the session)."""
+    """True when the session's event stream carries its event's messages.
+
+    A process that does not hold the session also answers 200, with one ``unexpected_error``
+    message (``session_not_found``), and closes the stream.
+    """
     try:
         with client.stream("GET", "/gradio_api/queue/data", params={"session_hash": session}) as events:
             for line in events.iter_lines():
                 if line.startswith("data:"):
-                    return True
+                    message = json.loads(line[5:])
+                    return not message.get("session_not_found") and message.get("msg") != "unexpected_error"
     except httpx.HTTPError:
         return False
     return False
