@@ -5,7 +5,7 @@ need=()
 command -v chromium >/dev/null || need+=(chromium chromium-driver)
 command -v prometheus >/dev/null || need+=(prometheus)
 command -v docker-compose >/dev/null || need+=(docker-compose)
-command -v nginx >/dev/null || need+=(nginx-light)  # tests/test_scaleout.py: two app processes behind it
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)  # tests/test_scaleout.py: two app processes behind it
 command -v npm >/dev/null || need+=(nodejs npm)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
