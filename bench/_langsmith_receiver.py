@@ -17,6 +17,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
 INFO = {
     "version": "0.7.0",
     "batch_ingest_config": {
@@ -32,9 +35,6 @@ INFO = {
 
 def build(store: Path) -> Any:
     """The receiver's FastAPI app, keeping its state in ``store`` (JSON lines)."""
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse
-
     held: set[str] = set()
     if store.exists():
         for line in store.read_text().splitlines():
