@@ -283,6 +283,57 @@ def run_all(args: argparse.Namespace, llm_url: str, tmp: Path) -> dict[str, dict
     return out
 
 
+def replay_all(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Re-gate the drafts of earlier runs (``--replay`` rows files) with today's verifier and gate.
+
+    The drafts are the real local model's answers, kept in the rows files; the retrieval is re-run
+    on the same index (deterministic) and the gate (extractive strategy: no LLM) applied to each
+    draft as the chat applies it. This measures a change of the verifier or the gate on fixed
+    answers, without waiting for the LLM. A case in several files keeps its last draft.
+    """
+    import asyncio as aio
+    from types import SimpleNamespace
+
+    from chatbot._gate import GroundingGate
+    from eval import CitationVerifier, LocalFaithfulness, get_encoder
+    from retrieval import Retriever
+
+    drafts: dict[str, str] = {}
+    for path in args.replay:
+        for row in json.loads(Path(path).read_text()):
+            drafts[row["case_id"]] = row["draft"]
+    out: dict[str, dict[str, Any]] = {}
+    for ds in args.datasets:
+        settings, _ = index_settings(args.work, ds, args.corpus_size)
+        settings = settings.model_copy(update={"gate_strategy": "extractive"})
+        retriever, gate = Retriever(settings), GroundingGate.from_settings(settings)
+        verifier = CitationVerifier(LocalFaithfulness(get_encoder(settings), threshold=gate.threshold))
+        rows = []
+        cases = [c for c in cases_of(ds, args.limit, args.corpus_size) if c.case_id in drafts]
+        for case in tqdm(cases, desc=f"replay {ds}", unit="q"):
+            hits = [c for c in retriever.search(case.question, k=settings.top_k).chunks]
+            sources = [c for c in hits if c.score >= settings.score_threshold]
+            if not sources:
+                continue
+
+            async def gated(case: Any = case, sources: list[Any] = sources, gate: Any = gate) -> Any:
+                items = [x async for x in gate.run(drafts[case.case_id], case.question, sources, None, None)]
+                return items[-1]["gate"]
+
+            g = aio.run(gated())
+            result = SimpleNamespace(
+                sources=sources,
+                answer=g.answer,
+                gate=g.status,
+                citations=g.citations,
+                standalone_question=case.question,
+            )
+            rows.append(score_turn(case, result, {"extra": {"gate": g.record()}}, verifier, gate.threshold))
+        (args.work / f"replay-rows-{ds}.json").write_text(json.dumps(rows, indent=1, default=str))
+        out[ds] = {"rows": rows, "summary": summarize(rows, len(cases)) | {"n_failed": 0}}
+    return out
+
+
 def start_llm(logs: Path) -> tuple[Any, str]:
     """The real local LLM (as tests/conftest.py starts it); returns (process, OpenAI base URL)."""
     from ragloop.process import ManagedProcess, free_port, http_ok
@@ -308,19 +359,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--deadline", help="HH:MM UTC: ask no further question after it (the n asked is recorded)")
     p.add_argument("--build-only", action="store_true", help="build the indexes and stop")
     p.add_argument("--scratch", action="store_true", help="write under bench/results/tmp/ (smoke runs)")
+    p.add_argument(
+        "--replay",
+        nargs="+",
+        type=Path,
+        help="rows files of earlier runs: re-gate their real-LLM drafts with today's code (no LLM)",
+    )
     args = p.parse_args(argv)
     build(args.work, args.datasets, args.corpus_size)
     if args.build_only:
         return 0
     quality = Run("answers", timing=False, scratch=args.scratch)
-    timing = Run("answers", scratch=args.scratch)
-    with tempfile.TemporaryDirectory(prefix="bench-citations-") as tmp:
-        proc, url = (None, args.llm_url) if args.llm_url else start_llm(Path(tmp))
-        try:
-            out = run_all(args, url, Path(tmp))
-        finally:
-            if proc is not None:
-                proc.stop()
+    timing = Run("answers", scratch=args.scratch or bool(args.replay))
+    if args.replay:
+        out = replay_all(args)
+    else:
+        with tempfile.TemporaryDirectory(prefix="bench-citations-") as tmp:
+            proc, url = (None, args.llm_url) if args.llm_url else start_llm(Path(tmp))
+            try:
+                out = run_all(args, url, Path(tmp))
+            finally:
+                if proc is not None:
+                    proc.stop()
     sums = {ds: o["summary"] for ds, o in out.items()}
     keys = {
         "citation_coverage": {ds: s["citation_coverage"] for ds, s in sums.items()},
@@ -333,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
         "citations_gate": {
             ds: {k: v for k, v in s.items() if k != "gate_ms"}
             | {"strategy": args.strategy, "limit": args.limit, "seed": SEED, "corpus_size": args.corpus_size}
+            | {"drafts": "replayed: " + ", ".join(p.name for p in args.replay) if args.replay else "live"}
             for ds, s in sums.items()
         },
     }
