@@ -134,10 +134,12 @@ def build_documents_tab(service_or_ingestor: Any, settings: Settings | None = No
 
     async def on_remove(doc_id: str | None) -> tuple[Any, ...]:
         message = await asyncio.to_thread(remove_message, settings, doc_id or "")
-        return message, *await asyncio.to_thread(_listing)
+        rows = await asyncio.to_thread(documents_rows, settings)
+        return message, rows, gr.update(choices=[r[0] for r in rows], value=None)  # removed: unchosen
 
-    add.click(on_upload, [files], [results, docs, choice, files])
-    remove.click(on_remove, [choice], [removed, docs, choice])
+    # The progress bar goes on the results table only: the list and the rest stay readable.
+    add.click(on_upload, [files], [results, docs, choice, files], show_progress_on=[results])
+    remove.click(on_remove, [choice], [removed, docs, choice], show_progress_on=[removed])
     timer = gr.Timer(3.0)
     timer.tick(indexing_status, None, status)
     from gradio.context import Context
@@ -170,7 +172,7 @@ def remove_message(settings: Settings, doc_id: str) -> str:
         n = remove_document(settings, doc_id.strip())
     except KeyError:
         return f"**Not removed:** no indexed document is named `{doc_id}`."
-    return f"Removed `{doc_id}` ({n} chunks): it is no longer searched."
+    return f"Removed `{doc_id}` ({n} chunk{'' if n == 1 else 's'}): it is no longer searched."
 
 
 def add_document_routes(app: Any, settings: Settings) -> None:

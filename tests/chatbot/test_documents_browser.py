@@ -5,7 +5,8 @@ The real app runs over HTTP on its own fresh index (real embedder, embedded Chro
 of hybrid retrieval, SQLite chat log). The model is the instant OpenAI-compatible server
 (``monitoring._instant_llm``): the assertions are about retrieval, i.e. the sources shown under
 the answer and the turn's logged passages, never about the model's words. Screenshots go to
-``bench/results/ui/documents_upload.png`` and ``documents_list.png``.
+``bench/results/ui/documents_progress.png`` (mid-ingestion), ``documents_upload.png`` (the results)
+and ``documents_list.png`` (after a removal).
 """
 
 from __future__ import annotations
@@ -161,7 +162,10 @@ def _upload(page: Any) -> list[str]:
 
     def done() -> bool:
         text = page.locator(RESULTS).inner_text()
-        seen.extend(m for m in PROGRESS.findall(text) if m not in seen)
+        new = [m for m in PROGRESS.findall(text) if m not in seen]
+        if new and not seen:
+            shot(page, "documents_progress")  # the first progress the page showed
+        seen.extend(new)
         return len(_rows(page, RESULTS)) == len(UPLOADS)
 
     wait_for(done, 120, "a result row per uploaded file", interval=0.05)
@@ -198,7 +202,6 @@ def test_upload_search_list_and_remove_documents(app: dict[str, Any], browser: A
     assert listing["uploads/quokkas.md"][1] == "Quokka care"
     base_docs = {r[0] for r in _rows(page, LISTING)} - set(listing)
     assert {d.split("/")[-1] for d in base_docs} == set(DOCS), base_docs
-    shot(page, "documents_list")
 
     # Searchable in the same browser session, no restart: the answer's sources name the upload.
     page.get_by_role("tab", name="Chat").click()
@@ -233,9 +236,11 @@ def test_upload_search_list_and_remove_documents(app: dict[str, Any], browser: A
     assert {r[0] for r in _rows(page, LISTING) if r[0].startswith("uploads/")} == {
         f"uploads/{n}" for n in GOOD if n != "volcano.pdf"
     }
+    wait_for(lambda: choice.input_value() == "", 10, "the removed document unchosen")
     assert _store_chunks(settings, "volcano.pdf") == 0
     assert not pdf_ids & _bm25_ids(settings), "the BM25 index still holds the removed chunks"
     assert not os.path.exists(settings.data_dir / "uploads" / "volcano.pdf")
+    shot(page, "documents_list")  # the list after the removal, with its message
     page.get_by_role("tab", name="Chat").click()
     again = ask(page, log, "What does the volcano observatory measure with a spectrometer?")
     assert all(not r["source"].endswith("volcano.pdf") for r in again["retrieved"] or [])
