@@ -31,7 +31,7 @@ from typing import Any
 from chatbot._auth import current_user
 from chatbot._service import ChatError
 
-__all__ = ["RateLimiter", "check_turn", "client_ip", "limiter_for", "ui_check_turn"]
+__all__ = ["RateLimiter", "check_turn", "client_ip", "limiter_for", "turn_refusal"]
 
 #: The stable error code of a refused turn (HTTP 429).
 RATE_LIMITED = "rate_limited"
@@ -157,17 +157,10 @@ async def check_turn(service: Any, request: Any) -> None:
         raise ChatError(429, RATE_LIMITED, refusal_message(refusal), retry_after_s=refusal.retry_after_s)
 
 
-async def ui_check_turn(service: Any, request: Any) -> None:
-    """:func:`check_turn` for a UI handler: a refusal becomes a ``gr.Error`` the page shows.
-
-    Raised before the handler's first update, so the question stays in the box for a later send.
-
-    Raises:
-        gradio.Error: titled "Too many questions", with the wait in the message.
-    """
+async def turn_refusal(service: Any, request: Any) -> ChatError | None:
+    """:func:`check_turn` for a UI handler: the refusal (shown in the conversation), or None to go on."""
     try:
         await check_turn(service, request)
     except ChatError as err:
-        import gradio as gr
-
-        raise gr.Error(err.message, title="Too many questions", print_exception=False) from None
+        return err
+    return None

@@ -25,7 +25,7 @@ import gradio as gr
 from chatbot import _ui_busy as busy
 from chatbot import _ui_render as render
 from chatbot._auth import User, conversation_title, current_user
-from chatbot._ratelimit import ui_check_turn
+from chatbot._ratelimit import turn_refusal
 from chatbot._service import ChatError, ChatService
 from chatbot._ui_assets import ui_mount_kwargs
 
@@ -165,7 +165,10 @@ class _Session:
         Only the first update clears the question box: a question typed while this answer
         streams is not wiped.
         """
-        await ui_check_turn(self.service, request)  # rate limits: the page shows why, the box keeps it
+        refused = await self._refusal(request, view or [], conv_id, message)
+        if refused is not None:
+            yield refused
+            return
         box: Any = ""
         async for out in self._stream(message, view or [], conv_id, current_user(request), None):
             yield out[0], box, *out[1:]
@@ -180,7 +183,10 @@ class _Session:
             gr.Info("There is no finished answer to retry yet.")
             yield (gr.skip(),) * 6
             return
-        await ui_check_turn(self.service, request)
+        refused = await self._refusal(request, view, conv_id, view[-1]["question"])
+        if refused is not None:
+            yield refused
+            return
         last = view.pop()
         async for out in self._stream(
             last["question"], view, conv_id, current_user(request), last["turn_id"]
@@ -203,11 +209,30 @@ class _Session:
             gr.Info("Only the last question can be edited (and only once its answer has finished).")
             yield messages, gr.skip(), view, conv_id, gr.skip(), gr.skip()
             return
-        await ui_check_turn(self.service, request)
+        refused = await self._refusal(request, view, conv_id, data.value)
+        if refused is not None:
+            yield refused
+            return
         last = view.pop()
         text = data.value if isinstance(data.value, str) else str(data.value)
         async for out in self._stream(text, view, conv_id, current_user(request), last.get("turn_id")):
             yield out[0], gr.skip(), *out[1:]
+
+    async def _refusal(
+        self, request: gr.Request | None, view: list[dict[str, Any]], conv_id: str | None, question: Any
+    ) -> tuple[Any, ...] | None:
+        """Over a rate limit: the refusal shown under the question (the box keeps its text), else None.
+
+        The refusal is not added to the session's view, so the next turn's update drops it.
+        """
+        err = await turn_refusal(self.service, request)
+        if err is None:
+            return None
+        text = question if isinstance(question, str) else str(question)
+        messages, index = to_messages(
+            [*view, {"question": text, "pending": False, "error_md": error_text(err)}]
+        )
+        return messages, gr.skip(), view, conv_id, index, None
 
     async def _stream(
         self, question: Any, view: list[dict[str, Any]], conv_id: str | None, user: User, retry_of: str | None

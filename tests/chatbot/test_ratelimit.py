@@ -9,14 +9,14 @@ runs out, and a refused turn writes nothing to the chat log.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable
 from pathlib import Path
 
-import gradio as gr
 import httpx
 import pytest
 
-from chatbot._ratelimit import RateLimiter, ui_check_turn
+from chatbot._ratelimit import RateLimiter, turn_refusal
 from chatlog import ChatLog
 from monitoring._instant_llm import InstantLLM
 
@@ -38,7 +38,7 @@ def test_each_budget_counts_its_own_key_and_says_when_to_come_back() -> None:
         RateLimiter(-1, 0)
 
 
-def test_the_ui_gets_a_clear_error_not_a_turn() -> None:
+def test_the_ui_gets_the_refusal_not_a_turn() -> None:
     class Service:
         class settings:  # noqa: N801 - a stand-in for Settings' three fields
             rate_limit_user_per_min, rate_limit_ip_per_min, rate_limit_storage = 1, 0, "memory://"
@@ -46,9 +46,10 @@ def test_the_ui_gets_a_clear_error_not_a_turn() -> None:
     import asyncio
 
     service = Service()
-    asyncio.run(ui_check_turn(service, None))
-    with pytest.raises(gr.Error, match="Too many questions .* at most 1 per minute. Please wait"):
-        asyncio.run(ui_check_turn(service, None))
+    assert asyncio.run(turn_refusal(service, None)) is None
+    err = asyncio.run(turn_refusal(service, None))
+    assert err is not None and err.status_code == 429 and err.code == "rate_limited"
+    assert re.match(r"Too many questions .* at most 1 per minute\. Please wait \d+ s", err.message)
 
 
 @pytest.mark.timeout(420)
