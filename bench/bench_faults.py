@@ -459,7 +459,8 @@ def _row(stack: Stack, dep: Dep, seen: Seen, llm: str, down_s: float, recovered:
         f for f in seen.feedback if str(feedback_id_for("feedback", f"{f[0]}:{f[1]}")) not in ls["ids"]
     ]
     tasks = _label_studio_tasks(stack) if stack.label_studio_url else {}
-    labels_lost = [p for p in pairs if p not in tasks]
+    # Without Label Studio (not asked for) the pairs have no receiver: nothing to count as lost.
+    labels_lost = [p for p in pairs if p not in tasks] if stack.label_studio_url else []
     labels_dup = sum(1 for n in tasks.values() if n > 1)
     lost = len(lost_turns) + len(feedback_lost) + len(ls_lost) + len(labels_lost)
     return {

@@ -110,6 +110,17 @@ def _condense_step(llm: BaseChatModel) -> Runnable:
     return RunnableLambda(condense, name="condense_question")
 
 
+class IndexUnavailableError(RuntimeError):
+    """The index (the Chroma server) cannot be reached: the turn fails with 503 ``index_unavailable``."""
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """A connection failure to the index server (HTTP client or Chroma's own error), not a bug."""
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return True
+    return type(exc).__module__.split(".")[0] in ("httpx", "httpcore", "chromadb", "requests", "urllib3")
+
+
 def _retrieve_step(
     retriever: RetrieverLike, k: int, threshold: float, on_retrieved: Callable[[Retrieval], None] | None
 ) -> Runnable:
@@ -118,7 +129,12 @@ def _retrieve_step(
     def retrieve(question: str | Sequence[str]) -> Retrieval:
         # Several queries after a rejected rewrite: each searched, the rankings fused (chatbot/_fusion.py).
         queries = [question] if isinstance(question, str) else list(question)
-        vector, chunks, ms = search_queries(retriever, queries, k)
+        try:
+            vector, chunks, ms = search_queries(retriever, queries, k)
+        except Exception as exc:
+            if _unreachable(exc):  # the Chroma server down: say so, not "the language model"
+                raise IndexUnavailableError(f"{type(exc).__name__}: {exc}") from exc
+            raise
         relevant = [c for c in chunks if c.score >= threshold]
         retrieval = Retrieval(vector, chunks, relevant, ms)
         if on_retrieved is not None:

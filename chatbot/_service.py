@@ -44,7 +44,7 @@ from langchain_core.runnables import Runnable
 import chatlog as cl
 from chatbot import _prompts as prompts
 from chatbot._admission import BUSY_STATUS, Admission, Refused
-from chatbot._chain import Retrieval
+from chatbot._chain import IndexUnavailableError, Retrieval
 from chatbot._gate import GateOutcome
 from chatbot._observer import TurnObserver, dont_throw
 from chatbot._spool import (
@@ -78,6 +78,7 @@ ERROR_STATUS: dict[str, int] = {
     "turn_cancelled": 503,
     "internal_error": 500,
     CHATLOG_UNAVAILABLE: 503,  # the chat-log database is down (chatbot/_spool.py)
+    "index_unavailable": 503,  # the Chroma server is down (chatbot/_chain.py)
     **BUSY_STATUS,  # refused by the admission queue (backpressure): 429 / 503 with Retry-After
 }
 #: Seconds a client is told to wait after a rate limit when the endpoint did not say (Retry-After).
@@ -831,6 +832,7 @@ def _to_chat_error(exc: BaseException | None, turn_id: str) -> ChatError:
     other 4xx/5xx, an error event mid-stream              502     ``llm_error``
     nothing indexed                                       503     ``empty_index``
     chat log unreachable (database down)                  503     ``chatlog_unavailable`` (+ Retry-After)
+    index unreachable (the Chroma server down)            503     ``index_unavailable`` (+ Retry-After)
     cancelled (client gone, shutdown)                     503     ``turn_cancelled``
     anything else (a bug)                                 500     ``internal_error``
     ====================================================  ======  ====================
@@ -854,6 +856,14 @@ def _to_chat_error(exc: BaseException | None, turn_id: str) -> ChatError:
         )
     if is_db_outage(exc):
         return chatlog_unavailable(turn_id)
+    if isinstance(exc, IndexUnavailableError):
+        return ChatError(
+            503,
+            "index_unavailable",
+            "The document index cannot be reached right now. Please try again in a moment.",
+            turn_id,
+            retry_after_s=CHATLOG_RETRY_AFTER_S,
+        )
     timeouts, transport = _http_error_types()
     if isinstance(exc, (openai.APITimeoutError, TimeoutError, *timeouts)):
         return ChatError(

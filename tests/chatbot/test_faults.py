@@ -234,3 +234,47 @@ def test_llm_killed_mid_stream_keeps_the_partial_answer_and_says_why(
         )
     finally:
         llm.stop()
+
+
+def test_chroma_killed_turns_are_refused_as_index_unavailable(
+    faults_app: Callable[..., Any], instant_llm_url: str, tmp_path: Path, index_docs: Callable[..., Path]
+) -> None:
+    from retrieval._server import chroma_binary
+    from tests.chatbot.conftest import DOCS
+
+    port = free_port()
+    argv = [
+        str(chroma_binary()),
+        "run",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--path",
+        str(tmp_path / "c"),
+    ]
+
+    def start() -> ManagedProcess:
+        proc = ManagedProcess("chroma-fault", argv, tmp_path / "chroma.log").start()
+        proc.wait_ready(lambda: port_open("127.0.0.1", port), timeout=60)
+        return proc
+
+    proc = start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        index_docs(tmp_path, DOCS, _app_settings(tmp_path / "data", chroma_url=url))
+        db = f"sqlite:///{tmp_path / 'chatlog.db'}"
+        with faults_app(openai_base_url=instant_llm_url, database_url=db, chroma_url=url) as base:
+            client = httpx.Client(base_url=base, timeout=30)
+            assert client.post("/api/chat", json={"message": "How do I sort a list?"}).status_code == 200
+            kill_tree(proc.proc.pid)  # type: ignore[union-attr]
+            refused = client.post("/api/chat", json={"message": "How do I sort a list?"})
+            assert refused.status_code == 503, refused.text
+            assert _error(refused)["code"] == "index_unavailable"  # not "the language model"
+            ready = client.get("/readyz")
+            assert ready.status_code == 503 and ready.json()["down"] == ["chroma"], ready.text
+            proc = start()
+            _wait(lambda: client.get("/readyz").status_code == 200, 30, "/readyz green again")
+            assert client.post("/api/chat", json={"message": "How do I sort a list?"}).status_code == 200
+    finally:
+        proc.stop()
