@@ -177,17 +177,19 @@ def start_local_servers(settings: Settings) -> tuple[Settings, list[Any]]:
             llm_f = pool.submit(start_llm, base) if base.uses_local_llm else None
             steps = [pool.submit(start_monitoring, base), pool.submit(start_labeling, base)]
             errors: list[BaseException] = []
-            for future in ([llm_f] if llm_f else []) + steps:
+            if llm_f is not None:
                 try:
-                    result = future.result()
+                    llm = llm_f.result()
+                    if llm is not None:
+                        children.append(llm)
                 except BaseException as exc:  # noqa: BLE001 - stop the others' children, then raise
                     errors.append(exc)
+            for step in steps:
+                try:
+                    changed, started = step.result()
+                except BaseException as exc:  # noqa: BLE001
+                    errors.append(exc)
                     continue
-                if future is llm_f:
-                    if result is not None:
-                        children.append(result)
-                    continue
-                changed, started = result
                 settings = settings.model_copy(update=_settings_update(base, changed))
                 children += started
             if errors:
