@@ -270,7 +270,9 @@ def run_all(args: argparse.Namespace, llm_url: str, tmp: Path) -> dict[str, dict
             row = service.chatlog.get_turn(res.turn_id) or {}
             return score_turn(case, res, row, verifier, t)
 
-        services[ds], cases[ds], scorers[ds] = service, cases_of(ds, args.limit, args.corpus_size), score
+        done = {r["case_id"] for path in args.skip_done or [] for r in json.loads(Path(path).read_text())}
+        todo = [c for c in cases_of(ds, args.limit, args.corpus_size) if c.case_id not in done]
+        services[ds], cases[ds], scorers[ds] = service, todo, score
     deadline = None
     if args.deadline:
         hh, mm = (int(x) for x in args.deadline.split(":"))
@@ -360,6 +362,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--build-only", action="store_true", help="build the indexes and stop")
     p.add_argument("--scratch", action="store_true", help="write under bench/results/tmp/ (smoke runs)")
     p.add_argument(
+        "--skip-done",
+        nargs="+",
+        type=Path,
+        help="rows files of an earlier live run: ask only the sample's other questions (then --replay all)",
+    )
+    p.add_argument(
+        "--merge-rows",
+        nargs="+",
+        type=Path,
+        help="rows files of live runs (e.g. one and its --skip-done sequel): their figures together",
+    )
+    p.add_argument(
         "--replay",
         nargs="+",
         type=Path,
@@ -370,8 +384,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.build_only:
         return 0
     quality = Run("answers", timing=False, scratch=args.scratch)
-    timing = Run("answers", scratch=args.scratch or bool(args.replay))
-    if args.replay:
+    timing = Run("answers", scratch=args.scratch or bool(args.replay or args.merge_rows))
+    if args.merge_rows:
+        out = {}
+        for ds in args.datasets:
+            rows = [
+                r for f in args.merge_rows for r in json.loads(f.read_text()) if r["case_id"].startswith(ds)
+            ]
+            out[ds] = {"rows": rows, "summary": summarize(rows, len(rows)) | {"n_failed": 0}}
+    elif args.replay:
         out = replay_all(args)
     else:
         with tempfile.TemporaryDirectory(prefix="bench-citations-") as tmp:
@@ -393,7 +414,11 @@ def main(argv: list[str] | None = None) -> int:
         "citations_gate": {
             ds: {k: v for k, v in s.items() if k != "gate_ms"}
             | {"strategy": args.strategy, "limit": args.limit, "seed": SEED, "corpus_size": args.corpus_size}
-            | {"drafts": "replayed: " + ", ".join(p.name for p in args.replay) if args.replay else "live"}
+            | {
+                "drafts": "replayed: " + ", ".join(p.name for p in args.replay)
+                if args.replay
+                else "live" + (f" ({len(args.merge_rows)} runs' rows merged)" if args.merge_rows else "")
+            }
             for ds, s in sums.items()
         },
     }
