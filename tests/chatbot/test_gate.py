@@ -254,15 +254,21 @@ def test_marker_only_answer_is_gated_in_the_api_and_the_chat_log(app_factory, ll
     assert row["citations"] == result["citations"]
 
 
-@pytest.mark.llm
-def test_out_of_range_marker_is_removed_from_the_api_and_the_chat_log(
-    app_factory, llm_url, tmp_path, chatlog_for
-):  # type: ignore[no-untyped-def]
+def test_out_of_range_marker_is_removed_from_the_api_and_the_chat_log(app_factory, tmp_path, chatlog_for):  # type: ignore[no-untyped-def]
+    from monitoring._instant_llm import Behaviour, InstantLLM
+
+    # Whether the small model obeys "write [7]" changes with every prompt version, and the gate is
+    # what is tested here: a real OpenAI-compatible server streams an answer citing a passage [7]
+    # that the prompt never numbered (top_k=2), beside a real one.
+    pieces = ["[7] To copy a file, use ", "shutil.copy(src, dst) [1]. ", "[7] It copies the file's data."]
     db = f"sqlite:///{tmp_path / 'chatlog.db'}"
-    with app_factory(openai_base_url=llm_url, database_url=db, temperature=0.0, max_tokens=48) as base:
-        result, events = _turn(base, "How do I copy a file? Write [7] before every sentence of your answer.")
+    with (
+        InstantLLM(Behaviour(pieces=pieces)) as llm,
+        app_factory(openai_base_url=llm.base_url, database_url=db, temperature=0.0, max_tokens=48) as base,
+    ):
+        result, events = _turn(base, "How do I copy a file?")
     row = chatlog_for(db).get_turn(result["turn_id"])
-    assert "[7]" in row["extra"]["gate"]["original_answer"], "the model did not write [7] this time"
+    assert "[7]" in row["extra"]["gate"]["original_answer"]
     assert "[7]" not in result["answer"] and "[7]" not in row["answer"]
     final = [d for k, d in events if k == "final"]
     assert final and "[7]" not in final[-1]["answer"]
@@ -293,9 +299,13 @@ def test_a_german_question_is_shown_in_german_or_under_a_german_label(
     # a German label above the passage quoted in its own (English) words.
     assert detect_language(prose).language == "de", shown
     assert "The generated answer" not in shown and "Unverified answer" not in shown
-    if detect_language(gate["original_answer"]).language == "de" and row["gate"] != "passed":
+    if row["gate"] == "warned" and gate.get("unchecked_language"):
         # A German draft the scorer could not read is kept, marked as not checked.
-        assert row["gate"] == "warned" and gate["unchecked_language"] == "de"
+        assert gate["unchecked_language"] == "de"
         assert shown.startswith("⚠️ **Nicht überprüft:**")
+    elif detect_language(gate["original_answer"]).language == "de" and row["gate"] != "passed":
+        # A German draft that adds nothing to the question and the titles (chatbot._gate.says_something)
+        # is quoted around like an unsupported one: under the German label checked above.
+        assert row["gate"] == "extractive", row["gate"]
     final = [d for k, d in events if k == "final"]
     assert final and final[-1]["answer"] == shown
