@@ -153,6 +153,24 @@ def service() -> dict[str, Any]:
         ),
         g.panel(
             "timeseries",
+            "Telemetry dropped",
+            [
+                g.target(
+                    f"sum by (ragloop_telemetry_signal, ragloop_telemetry_reason) "
+                    f"(rate({g.TELEMETRY_DROPPED}[{g.RATE}]))",
+                    "{{ragloop_telemetry_signal}} {{ragloop_telemetry_reason}}",
+                )
+            ],
+            w=12,
+            h=6,
+            unit="ops",
+            description=(
+                "Spans, log records and metric points the app's exporters gave up on, by reason "
+                "(export_failed, circuit_open, queue_full): what an outage cost (ragloop.telemetry.dropped)."
+            ),
+        ),
+        g.panel(
+            "timeseries",
             "Outbox items by sink and status",
             [
                 g.target(
