@@ -61,6 +61,14 @@ def test_spans_dropped_for_a_dead_collector_are_on_metrics(
             # No turn yet: no span lost (metric exports already fail each second: counted apart).
             assert sum(v for (signal, _), v in before.items() if signal == "traces") == 0
             assert before[("metrics", sc.DROP_EXPORT_FAILED)] >= 0
+            # A metric export to a dead port fails only once the exporter's own retries give up
+            # (seconds, more on a busy machine): wait for the first before the turns.
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline:
+                now = _dropped(httpx.get(f"{base}/metrics", timeout=10).text)
+                if now[("metrics", sc.DROP_EXPORT_FAILED)] + now[("metrics", sc.DROP_CIRCUIT_OPEN)] > 0:
+                    break
+                time.sleep(0.5)
             for i in range(3):
                 resp = httpx.post(
                     f"{base}/api/chat", json={"message": f"How do I copy file {i}?"}, timeout=60
