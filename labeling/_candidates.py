@@ -18,6 +18,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from labeling._select import model_answer
+
 STRATEGIES = ("strict", "more_context", "model")
 #: Version of the candidate prompts, stored in each pair's meta.
 CANDIDATE_PROMPT_VERSION = "candidate-1"
@@ -115,7 +117,32 @@ class CandidateGenerator:
             fetched = self.retrieve(question, self.more_context_k)
             passages = list(dict.fromkeys([*passages, *fetched]))[: self.more_context_k]
         answer = self.complete(build_messages(question, passages, system)).strip()
+        original = model_answer(turn)
+        if same_answer(answer, original):
+            # A pair of two equal answers teaches no preference and wastes an annotator's time: ask
+            # once more with the other prompt, then offer the answer users were shown (the grounding
+            # gate's quote) when it differs; otherwise there is no alternative to label.
+            other = GROUNDED_PROMPT if system == STRICT_PROMPT else STRICT_PROMPT
+            answer = self.complete(build_messages(question, passages, other)).strip()
+            shown = str(turn.get("answer") or "").strip()
+            if same_answer(answer, original) and shown and not same_answer(shown, original):
+                answer = shown
+            if same_answer(answer, original):
+                raise SameAnswer(f"the alternative answer for turn {turn.get('turn_id')} equals the original")
         return Candidate(answer=answer, context=passages, strategy=self.strategy, model=self.model)
+
+
+class SameAnswer(ValueError):
+    """The candidate model gave the original answer again (twice): the turn has no pair to label."""
+
+
+def same_answer(a: str, b: str) -> bool:
+    """Whether two answers are the same text but for case and whitespace (no preference to learn).
+
+    >>> same_answer("Use  shutil.copy.", "use shutil.copy. ")
+    True
+    """
+    return " ".join(a.split()).casefold() == " ".join(b.split()).casefold()
 
 
 def chat_complete(
