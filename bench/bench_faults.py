@@ -48,22 +48,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from bench._common import Run, table  # noqa: E402
 from bench._langsmith_receiver import read_store  # noqa: E402
+from bench.bench_load import DOCS, QUESTIONS  # noqa: E402 - the same corpus and questions as the load bench
 from ragloop.process import ManagedProcess, free_port, http_ok, port_open  # noqa: E402
 
-QUESTIONS = [
-    "How do I copy a file?",
-    "How do I delete a file?",
-    "How do I sort a list?",
-    "How do I remove duplicates from a list?",
-    "How do I convert a string to a number?",
-]
-DOCS = {
-    "files.md": "# Files\n\n## How do I copy a file?\n\nUse `shutil.copy(src, dst)`; `shutil.copy2` keeps "
-    "metadata.\n\n## How do I delete a file?\n\nCall `os.remove(path)` or `Path.unlink()`.\n",
-    "lists.md": "# Lists\n\n## How do I sort a list?\n\n`sorted(xs)` returns a new list; `xs.sort()` sorts "
-    "in place.\n\n## How do I remove duplicates from a list?\n\n`list(dict.fromkeys(xs))` keeps order.\n",
-    "strings.md": "# Strings\n\n## How do I convert a string to a number?\n\n`int('42')`, `float('3.1')`.\n",
-}
 ORDER = ("collector", "phoenix", "langsmith", "labeling", "postgres", "chroma", "llm")
 #: The /readyz probe that must name each dependency while it is down.
 PROBE = {
