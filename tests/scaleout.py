@@ -359,7 +359,8 @@ async def run_load(
     matched to what the client saw. After each answered turn the client sends thumbs (up for an
     even turn number, down for an odd one) as a rater of its own, and, for every third turn, a
     second rating of the same turn by another rater once the next turn has been answered (by
-    whichever process nginx picks then).
+    whichever process nginx picks then). After the load (and the kill) a reviewer rates every
+    answered turn once more: a killed process's turns are then rated through the survivor.
 
     Args:
         base: nginx's URL.
@@ -418,7 +419,19 @@ async def run_load(
             await asyncio.sleep(1.0)
             progress(time.monotonic() - started)
 
+    async def review() -> None:
+        # A reviewer rates every answered turn once more after the load (and after the kill):
+        # each turn of the killed process is then rated through the survivor, whatever timing
+        # the load had.
+        async with httpx.AsyncClient(
+            base_url=base, timeout=httpx.Timeout(60.0), limits=httpx.Limits(max_keepalive_connections=0),
+            headers=headers,
+        ) as client:
+            for s in [s for s in seen if s.turn_id is not None and s.completed]:
+                await _feedback(client, s, 1, "reviewer")
+
     await asyncio.gather(killer(), ticker(), *(conversation(i) for i in range(conversations)))
+    await review()
     return seen
 
 
