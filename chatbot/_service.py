@@ -131,7 +131,8 @@ class Source:
     title: str
     cited: bool = False
     #: The document's id as users see it, ``root/path`` (``uploads/notes.pdf``): the UI names the
-    #: source by it and links ``/documents/<doc_id>``; ``source`` stays the indexed file's path.
+    #: source by it and links ``/documents/<doc_id>``. ``source`` is the same id (the API and the
+    #: event stream never carry the server's file path; the chat log's ``retrieved`` keeps it).
     doc_id: str = ""
 
 
@@ -727,10 +728,7 @@ class _TurnState:
 
     def set_retrieval(self, retrieval: Retrieval) -> None:
         self.retrieval = retrieval
-        self.sources = [
-            Source(i, c.chunk_id, c.text, float(c.score), c.source, c.title, doc_id=_doc_id(c))
-            for i, c in enumerate(retrieval.relevant, start=1)
-        ]
+        self.sources = [_source(i, c) for i, c in enumerate(retrieval.relevant, start=1)]
 
     def finish_ok(self) -> None:
         no_context = self.retrieval is not None and not self.retrieval.relevant
@@ -1040,6 +1038,12 @@ def retry_after_seconds(headers: Mapping[str, str], now: datetime | None = None)
     if seconds is None or not math.isfinite(seconds):
         return None
     return max(1, math.ceil(seconds))
+
+
+def _source(index: int, chunk: Any) -> Source:
+    """A hit as users see it: named by its document id, never by the server's file path."""
+    doc_id = _doc_id(chunk)
+    return Source(index, chunk.chunk_id, chunk.text, float(chunk.score), doc_id, chunk.title, doc_id=doc_id)
 
 
 def _doc_id(chunk: Any) -> str:

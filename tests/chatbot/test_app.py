@@ -114,6 +114,8 @@ def test_json_turn_has_ids_sources_and_is_logged(live_app: dict, answered: dict,
     assert answered["turn_id"] and answered["conversation_id"]
     assert answered["sources"], "a question the corpus answers must come with sources"
     assert answered["sources"][0]["source"].endswith("files.md")
+    # Sources are named by their document id (root/path), never by the server's file path.
+    assert all(s["source"] == s["doc_id"] and not s["source"].startswith("/") for s in answered["sources"])
     assert [s["index"] for s in answered["sources"]] == list(range(1, len(answered["sources"]) + 1))
     row = _logged(chatlog_for, live_app["db"], answered["turn_id"])
     assert row["status"] == cl.STATUS_OK and row["answer"] == answered["answer"]
