@@ -16,6 +16,7 @@ Public API:
     encode_vector, decode_vector, new_id, now: helpers shared by every package.
     UnknownTurnError, UnknownConversationError: lookups of ids the log does not hold.
     redact, redact_tree: PII and secret masking for every exporter (the log keeps the original).
+    TurnSweeper: closes, while the app runs, the turns a dead process left in progress.
 """
 
 from chatlog._base import metadata, new_id, now
@@ -39,6 +40,7 @@ from chatlog._store import (
     make_engine,
     turns,
 )
+from chatlog._sweeper import TurnSweeper
 
 __all__ = [
     "STATUS_CANCELLED",
@@ -51,6 +53,7 @@ __all__ = [
     "FeedbackResult",
     "Revision",
     "SchemaError",
+    "TurnSweeper",
     "UnknownConversationError",
     "UnknownTurnError",
     "conversations",

@@ -133,6 +133,8 @@ class Application:
     sinks: list[Any] = field(default_factory=list)
     workers: list[Any] = field(default_factory=list)
     """Outbox workers: one shared by the quick sinks, one of its own for each slow sink."""
+    sweeper: Any | None = None
+    """Closes the turns a dead peer process left in progress (:class:`chatlog.TurnSweeper`)."""
     started: bool = False
 
     def start(self) -> Application:
@@ -141,6 +143,8 @@ class Application:
             return self
         if self.evaluator is not None:
             _quietly("starting the online evaluator", self.evaluator.start)
+        if self.sweeper is not None:
+            _quietly("starting the turn sweeper", self.sweeper.start)
         on_enqueue = getattr(self.chatlog, "on_enqueue", None)
         for worker in self.workers:
             _quietly("starting an outbox worker", worker.start)
@@ -178,6 +182,8 @@ class Application:
             _quietly("draining turns in flight", service_drain, timeout)
         if self.evaluator is not None:
             _quietly("stopping the online evaluator", self.evaluator.stop)
+        if self.sweeper is not None:
+            _quietly("stopping the turn sweeper", self.sweeper.stop, timeout)
         for worker in self.workers:
             _quietly("stopping an outbox worker", worker.stop, timeout)
         shutdown = getattr(self.observer, "shutdown", None)
@@ -277,6 +283,7 @@ def build_application(
         evaluator=_build_evaluator(settings, chatlog, observer),
         sinks=active,
         workers=_build_workers(settings, chatlog, active),
+        sweeper=_build_sweeper(settings, chatlog),
     )
 
 
@@ -284,12 +291,28 @@ def interrupted_after_s(settings: Settings) -> float:
     """Age (s) past which a turn still ``in_progress`` at start-up belongs to no live process.
 
     A SQLite chat log has one app process, so every such turn is a crash leftover (0). A shared
-    database (PostgreSQL) may have running peers: only turns older than the longest a live turn
-    can take (condense and answer each bounded by the LLM timeout, plus a minute) are closed.
+    database (PostgreSQL) may have running peers: only turns older than :func:`live_turn_max_s`
+    are closed.
     """
     if settings.chatlog_url.startswith("sqlite"):
         return 0.0
-    return 2 * settings.llm_timeout_s + 60.0
+    return live_turn_max_s(settings)
+
+
+def live_turn_max_s(settings: Settings) -> float:
+    """The longest (s) a live turn can take; an ``in_progress`` turn older than this is a dead one's.
+
+    The queue wait, condense and answer each bounded by the LLM timeout, plus a minute.
+    """
+    return settings.queue_max_wait_s + 2 * settings.llm_timeout_s + 60.0
+
+
+def _build_sweeper(settings: Settings, chatlog: ChatLog) -> Any | None:
+    if settings.turn_sweep_interval_s <= 0:
+        return None
+    from chatlog import TurnSweeper
+
+    return TurnSweeper(chatlog, live_turn_max_s(settings), settings.turn_sweep_interval_s)
 
 
 def _telemetry(settings: Settings) -> Any:

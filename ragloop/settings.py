@@ -874,6 +874,17 @@ class Settings(BaseSettings):
             "(503 queue_timeout, Retry-After)."
         ),
     )
+    # --- closing the turns of a dead process ---------------------------------------------------
+    turn_sweep_interval_s: float = Field(
+        60.0,
+        ge=0,
+        validation_alias=_env("RAGLOOP_TURN_SWEEP_INTERVAL"),
+        description=(
+            "RAGLOOP_TURN_SWEEP_INTERVAL: seconds between sweeps that close turns left in progress "
+            "by an app process that died (older than the longest a live turn can take); 0 turns "
+            "the sweep off (start-up still closes them)."
+        ),
+    )
     ready_cache_s: float = Field(
         5.0,
         ge=0,

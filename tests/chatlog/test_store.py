@@ -142,5 +142,50 @@ def test_the_app_closes_only_old_turns_on_a_shared_database() -> None:
     from ragloop.settings import Settings
 
     assert interrupted_after_s(Settings(database_url="sqlite:///x.db")) == 0.0
-    shared = Settings(database_url="postgresql+psycopg2://u@127.0.0.1/db", llm_timeout_s=120)
-    assert interrupted_after_s(shared) == 300.0
+    shared = Settings(
+        database_url="postgresql+psycopg2://u@127.0.0.1/db", llm_timeout_s=120, queue_max_wait_s=30
+    )
+    assert interrupted_after_s(shared) == 330.0  # queue wait + condense + answer + a minute
+
+
+def test_the_sweeper_closes_a_dead_peers_turns_while_the_app_runs(log: cl.ChatLog) -> None:
+    """A peer died mid-turn: the surviving process closes its turn, not the live ones."""
+    import time
+    from datetime import timedelta
+
+    dead = log.start_turn(conversation_id="c", user_message="q1", created_at=cl.now() - timedelta(minutes=10))
+    live = log.start_turn(conversation_id="c", user_message="q2")
+    sweeper = cl.TurnSweeper(log, older_than_s=300, interval_s=0.05).start()
+    try:
+        deadline = time.monotonic() + 10
+        while log.get_turn(dead)["status"] != cl.STATUS_CANCELLED and time.monotonic() < deadline:  # type: ignore[index]
+            time.sleep(0.05)
+    finally:
+        sweeper.stop()
+    row = log.get_turn(dead)
+    assert row is not None and (row["status"], row["error_type"]) == (cl.STATUS_CANCELLED, "interrupted")
+    assert log.get_turn(live)["status"] == cl.STATUS_IN_PROGRESS  # type: ignore[index]
+    assert sweeper.closed == 1
+    # A turn closed too early heals: finishing it overwrites the status.
+    log.finish_turn(dead, cl.STATUS_OK, answer="late but done")
+    assert log.get_turn(dead)["status"] == cl.STATUS_OK  # type: ignore[index]
+
+
+def test_a_sweep_survives_a_chat_log_that_is_down(tmp_path) -> None:
+    broken = cl.ChatLog(f"sqlite:///{tmp_path / 'log.db'}")
+    broken.engine.dispose()
+    (tmp_path / "log.db").unlink()
+    (tmp_path / "log.db").mkdir()  # the file is now a folder: every query fails
+    assert cl.TurnSweeper(broken, older_than_s=0, interval_s=1).sweep() == 0
+
+
+def test_the_app_runs_the_sweeper_with_the_live_turn_bound(tmp_path) -> None:
+    from ragloop.app import _build_sweeper, live_turn_max_s
+    from ragloop.settings import Settings
+
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'x.db'}", turn_sweep_interval_s=30)
+    sweeper = _build_sweeper(settings, cl.ChatLog(settings.chatlog_url))
+    assert sweeper is not None and sweeper.older_than_s == live_turn_max_s(settings) > 0
+    assert sweeper.interval_s == 30
+    off = settings.model_copy(update={"turn_sweep_interval_s": 0})
+    assert _build_sweeper(off, cl.ChatLog(settings.chatlog_url)) is None
