@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
@@ -24,6 +24,9 @@ from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from pydantic import SecretStr
 
 from chatbot import _prompts as prompts
+
+if TYPE_CHECKING:
+    import httpx
 from chatbot import _rewrite as rewrite
 from chatbot._fusion import search_queries
 
@@ -269,6 +272,32 @@ def build_rag_chain(
 LLM_CLIENT_RETRIES = 0
 
 
+def _resend_unanswered() -> httpx.AsyncBaseTransport:
+    """A transport that sends a request again, once, when the endpoint sent nothing back.
+
+    An endpoint may close a kept-alive connection just as the pool reuses it (llama.cpp's server
+    drops idle ones after 5 s, httpx keeps them 5 s): the request then fails with "Server
+    disconnected without sending a response" (``httpx.RemoteProtocolError``) though the endpoint is
+    up. That, and a refused connection, are sent again once on a new connection (httpx-retries).
+    Nothing else is: no status code (a 429/503 goes to the user with its Retry-After, see
+    :data:`LLM_CLIENT_RETRIES`), no timeout, no failure mid-stream (the response had begun).
+    """
+    import httpx
+    from httpx_retries import Retry, RetryTransport
+
+    class _Unanswered(Retry):
+        def is_retryable_status_code(self, status_code: int) -> bool:
+            return False
+
+    retry = _Unanswered(
+        total=1,
+        allowed_methods=["POST", "GET"],
+        retry_on_exceptions=[httpx.RemoteProtocolError, httpx.ConnectError],
+        backoff_factor=0.0,
+    )
+    return RetryTransport(retry=retry)
+
+
 def build_chat_model(
     base_url: str,
     api_key: str | SecretStr,
@@ -289,7 +318,7 @@ def build_chat_model(
     # Our own client rather than langchain-openai's process-wide cached one: its pooled connections
     # belong to the event loop that opened them, and each service owns its loop's connections.
     return ChatOpenAI(
-        http_async_client=httpx.AsyncClient(timeout=timeout_s),
+        http_async_client=httpx.AsyncClient(timeout=timeout_s, transport=_resend_unanswered()),
         base_url=base_url,
         api_key=api_key if isinstance(api_key, SecretStr) else SecretStr(api_key),
         model=model,
