@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -20,17 +21,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-INFO = {
-    "version": "0.7.0",
-    "batch_ingest_config": {
-        "use_multipart_endpoint": False,
-        "scale_up_qsize_trigger": 1000,
-        "scale_up_nthreads_limit": 4,
-        "scale_down_nempty_trigger": 4,
-        "size_limit": 100,
-        "size_limit_bytes": 20_971_520,
-    },
-}
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repo's packages
+from tests.langsmith_info import INFO  # noqa: E402
 
 
 def build(store: Path) -> Any:

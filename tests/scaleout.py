@@ -36,6 +36,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from ragloop.process import ManagedProcess, ThreadedServer, free_port, http_ok, port_open
+from tests.langsmith_info import INFO
 
 ROOT = Path(__file__).resolve().parents[1]
 NGINX_CONF = ROOT / "deploy" / "nginx" / "nginx.conf"
@@ -154,15 +155,7 @@ class FeedbackReceiver:
 
         @app.get("/info")
         async def info() -> dict[str, Any]:
-            config = {
-                "use_multipart_endpoint": False,
-                "scale_up_qsize_trigger": 1000,
-                "scale_up_nthreads_limit": 4,
-                "scale_down_nempty_trigger": 4,
-                "size_limit": 100,
-                "size_limit_bytes": 20_971_520,
-            }
-            return {"version": "0.7.0", "batch_ingest_config": config}
+            return INFO
 
         @app.post("/feedback")
         async def create(request: Request) -> Any:
@@ -424,7 +417,9 @@ async def run_load(
         # each turn of the killed process is then rated through the survivor, whatever timing
         # the load had.
         async with httpx.AsyncClient(
-            base_url=base, timeout=httpx.Timeout(60.0), limits=httpx.Limits(max_keepalive_connections=0),
+            base_url=base,
+            timeout=httpx.Timeout(60.0),
+            limits=httpx.Limits(max_keepalive_connections=0),
             headers=headers,
         ) as client:
             for s in [s for s in seen if s.turn_id is not None and s.completed]:

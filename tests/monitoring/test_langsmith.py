@@ -30,22 +30,11 @@ from monitoring import Telemetry
 from monitoring._langsmith import LangSmithSink, feedback_id_for, run_id_for
 from ragloop.process import free_port, http_ok
 from ragloop.settings import Settings
+from tests.langsmith_info import INFO
 from tests.monitoring.conftest import telemetry_settings
 from tests.pii import ORDER_NUMBER, PII_TEXT, leaked
 
 pytestmark = pytest.mark.slow
-
-INFO = {
-    "version": "0.7.0",
-    "batch_ingest_config": {
-        "use_multipart_endpoint": False,
-        "scale_up_qsize_trigger": 1000,
-        "scale_up_nthreads_limit": 4,
-        "scale_down_nempty_trigger": 4,
-        "size_limit": 100,
-        "size_limit_bytes": 20_971_520,
-    },
-}
 
 
 class Recorder:
