@@ -104,21 +104,40 @@ class Run:
         out.write_text(json.dumps({**results, "meta": self.meta()}, indent=2, default=str) + "\n")
         return out
 
-    def merge(self, keys: dict[str, Any], name: str | None = None) -> Path:
+    def merge(
+        self, keys: dict[str, Any], name: str | None = None, rows_by: dict[str, str] | None = None
+    ) -> Path:
         """Merge ``keys`` into an existing results file (several scripts share ``seams.json``).
 
         The read-modify-write holds a lock, so scripts merging into one file at once lose nothing.
+
+        Args:
+            keys: top-level keys to write (replacing what the file holds under them).
+            name: the results file's name (default: this run's).
+            rows_by: for a key holding a list of rows, the row field that identifies a row
+                (``{"faults": "dependency"}``): the file keeps its other rows and only rows with
+                the same value are replaced, so a run of a few rows (``--only``) loses none.
         """
         out = self.path(name)
         with _locked(out):
             current = json.loads(out.read_text()) if out.exists() else {}
             meta = current.pop("meta", {}) if isinstance(current.get("meta"), dict) else {}
+            keys = {k: _merge_rows(current.get(k), v, (rows_by or {}).get(k)) for k, v in keys.items()}
             current.update(keys)
             meta[",".join(sorted(keys))] = self.meta()
             tmp = out.with_suffix(f".{os.getpid()}.tmp")
             tmp.write_text(json.dumps({**current, "meta": meta}, indent=2, default=str) + "\n")
             tmp.replace(out)
         return out
+
+
+def _merge_rows(old: Any, new: Any, field: str | None) -> Any:
+    """``new``, or with ``field``: ``old``'s rows with those of ``new`` put in their place (or added)."""
+    if field is None or not isinstance(old, list) or not isinstance(new, list):
+        return new
+    incoming = {row.get(field): row for row in new}
+    kept = [incoming.pop(row.get(field), row) for row in old]
+    return kept + [row for row in new if row.get(field) in incoming]
 
 
 @contextlib.contextmanager

@@ -552,8 +552,12 @@ def main() -> None:
     cols = ("dependency", "llm", "down_s", "turns_accepted", "turns_refused", "lost", "duplicated",
             "feedback_acked", "recover_s", "readyz_named_it", "rss_mb_max")  # fmt: skip
     print(table([{c: r[c] for c in cols} for r in rows]))
+    # Each row says how it was made: a run of a few rows (--only) replaces only those rows.
+    command = "nice -n 19 .venv/bin/python bench/bench_faults.py " + " ".join(sys.argv[1:])
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     config = {"conversations": args.conversations, "down_s": args.down, "warm_s": args.warm}
-    print(f"written: {run.merge({'faults': rows, 'faults_config': config})}")
+    rows = [{**r, "config": {**config, "command": command.strip(), "started": started}} for r in rows]
+    print(f"written: {run.merge({'faults': rows}, rows_by={'faults': 'dependency'})}")
     bad = [r["dependency"] for r in rows if r["lost"] or r["duplicated"] or r["recover_s"] is None]
     if bad:
         raise SystemExit(f"lost, duplicated or not recovered: {', '.join(bad)}")
