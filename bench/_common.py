@@ -17,7 +17,7 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -105,7 +105,11 @@ class Run:
         return out
 
     def merge(
-        self, keys: dict[str, Any], name: str | None = None, rows_by: dict[str, str] | None = None
+        self,
+        keys: dict[str, Any],
+        name: str | None = None,
+        rows_by: dict[str, str] | None = None,
+        nested: Iterable[str] = (),
     ) -> Path:
         """Merge ``keys`` into an existing results file (several scripts share ``seams.json``).
 
@@ -117,12 +121,18 @@ class Run:
             rows_by: for a key holding a list of rows, the row field that identifies a row
                 (``{"faults": "dependency"}``): the file keeps its other rows and only rows with
                 the same value are replaced, so a run of a few rows (``--only``) loses none.
+            nested: keys holding a dict keyed by dataset, backend or N: the file keeps the entries
+                this run did not measure (``--datasets``, ``--backends``, ``--n``), and replaces
+                the ones it did.
         """
         out = self.path(name)
         with _locked(out):
             current = json.loads(out.read_text()) if out.exists() else {}
             meta = current.pop("meta", {}) if isinstance(current.get("meta"), dict) else {}
             keys = {k: _merge_rows(current.get(k), v, (rows_by or {}).get(k)) for k, v in keys.items()}
+            for k in set(nested) & set(keys):
+                if isinstance(current.get(k), dict) and isinstance(keys[k], dict):
+                    keys[k] = {**current[k], **keys[k]}
             current.update(keys)
             meta[",".join(sorted(keys))] = self.meta()
             tmp = out.with_suffix(f".{os.getpid()}.tmp")

@@ -432,8 +432,9 @@ def main(argv: list[str] | None = None) -> int:
             for ds, s in sums.items()
         }
     }
-    print(f"wrote {quality.merge(keys)}")
-    print(f"wrote {timing.merge(latency)}")
+    # Keyed by dataset: a run of some datasets (--datasets) keeps the others' figures.
+    print(f"wrote {quality.merge(keys, nested=keys)}")
+    print(f"wrote {timing.merge(latency, nested=latency)}")
     rows = [
         {
             "dataset": ds,

@@ -117,7 +117,8 @@ def bench_faq(args: argparse.Namespace, corpus: Path, work: Path) -> dict[str, A
             hits += any(h.source == item.source and item.question in h.title for h in found)
         out[backend] = {"hit_at_3": round(hits / len(items), 4), "questions": len(items)}
         print(f"{backend}: hit@3 {out[backend]['hit_at_3']}", flush=True)
-        quality.merge({"hit_at_3_faq": {b: v["hit_at_3"] for b, v in out.items()}, "hit_at_3_faq_cells": out})
+        keys = {"hit_at_3_faq": {b: v["hit_at_3"] for b, v in out.items()}, "hit_at_3_faq_cells": out}
+        quality.merge(keys, nested=keys)  # --backends: the other backends' figures stay
     return out
 
 

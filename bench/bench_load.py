@@ -330,7 +330,7 @@ def main() -> None:
     print(table([{c: row[c] for c in cols} for row in load.values()]))
     if "app_only_rps_p95_100ms" in keys:
         print(f"app_only_rps_p95_100ms: {keys['app_only_rps_p95_100ms']}")
-    print(f"written: {run.merge(keys)}")
+    print(f"written: {run.merge(keys, nested=['load'])}")  # a run of some N (--n) keeps the others
     bad = [n for n, row in load.items() if not row["rows_match_accepted"]]
     if bad:
         raise SystemExit(f"chat-log accepted rows differ from accepted turns for N = {', '.join(bad)}")

@@ -25,3 +25,12 @@ def test_a_partial_run_replaces_only_its_own_rows(tmp_path: Path, monkeypatch) -
     # Without rows_by the key is replaced whole (what --only used to do to the fault table).
     run.merge({"faults": [{"dependency": "chroma", "run": 3}]})
     assert [r["dependency"] for r in json.loads(out.read_text())["faults"]] == ["chroma"]
+
+
+def test_a_run_of_some_datasets_keeps_the_others(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(_common, "RESULTS", tmp_path)
+    run = _common.Run("answers-test", max_load=1e9)
+    out = run.merge({"citation_coverage": {"python-faq": 0.9, "halueval-qa": 1.0}, "n": 1})
+    run.merge({"citation_coverage": {"halueval-qa": 0.95}, "n": 2}, nested=["citation_coverage", "n"])
+    got = json.loads(out.read_text())
+    assert got["citation_coverage"] == {"python-faq": 0.9, "halueval-qa": 0.95} and got["n"] == 2
