@@ -36,16 +36,37 @@ ROOT = Path(__file__).resolve().parents[2]
 SINK = "http"
 
 
+#: How long the first request of a process waits for the other processes' first ones: below
+#: :class:`HttpSink`'s 10 s client timeout, so a held request is never retried by its sender.
+MEET_TIMEOUT_S = 8.0
+
+
 class Receiver:
     """Records ``POST /items`` bodies; ``fail_next`` makes that many requests answer 503."""
 
-    def __init__(self, delay_s: float = 0.005) -> None:
-        """``delay_s`` per request widens the window in which two workers could race."""
+    def __init__(self, delay_s: float = 0.005, meet: int = 0) -> None:
+        """``delay_s`` per request widens the window in which two workers could race.
+
+        ``meet``: the first request of each sending process is held (up to :data:`MEET_TIMEOUT_S`)
+        until ``meet`` different processes have sent one, so every worker is really mid-delivery at
+        the same moment, however the OS schedules them (a busy machine could otherwise run one
+        process's whole share before the other's first claim).
+        """
         self.received: list[dict[str, Any]] = []
         self.lock = threading.Lock()
         self.fail_next = 0
         self.delay_s = delay_s
+        self.meet = meet
+        self.senders: set[int] = set()
         self.server: Any = None
+
+    async def _meet(self, pid: int) -> None:
+        with self.lock:
+            first = pid not in self.senders
+            self.senders.add(pid)
+        deadline = time.monotonic() + MEET_TIMEOUT_S
+        while first and len(self.senders) < self.meet and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
 
     def app(self) -> Any:
         """The ASGI app."""
@@ -58,6 +79,7 @@ class Receiver:
         @app.post("/items")
         async def items(request: Request) -> Any:
             body = await request.json()
+            await self._meet(int(body["pid"]))
             await asyncio.sleep(self.delay_s)
             with self.lock:
                 if self.fail_next > 0:
@@ -228,7 +250,7 @@ def run_processes(
 
     enqueue_items(db_url, n_items)
     barrier = tempfile.mkdtemp(prefix="outbox-barrier-")
-    with Receiver() as receiver:
+    with Receiver(meet=processes) as receiver:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         procs = [
             subprocess.Popen(
