@@ -75,6 +75,10 @@ def _query(
         time.sleep(0.5)
 
 
+#: Chat requests that Prometheus has scraped (every status).
+CHAT_COUNT = 'sum(http_server_request_duration_seconds_count{http_route="/api/chat"})'
+
+
 def _value_is(expected: float) -> Callable[[list[dict[str, Any]]], bool]:
     return lambda result: float(result[0]["value"][1]) == expected
 
@@ -96,11 +100,16 @@ def test_promql_sees_turns_tokens_latency_and_feedback(
         _scrape(prom, config, base.removeprefix("http://"))
         assert _query(prom, 'up{job="ragloop"} == 1')  # scraping before the first turn
         turn_ids = []
-        for q in ("How do I copy a file?", "How do I sort a list?", "How do I delete a file?"):
+        for n, q in enumerate(
+            ("How do I copy a file?", "How do I sort a list?", "How do I delete a file?"), 1
+        ):
             resp = httpx.post(f"{base}/api/chat", json={"message": q}, timeout=60)
             assert resp.status_code == 200, resp.text
             turn_ids.append(resp.json()["turn_id"])
-            time.sleep(1.2)  # a scrape between turns, so rate() sees the counter grow
+            # A scrape between turns, so rate() sees the counter grow: wait until Prometheus holds
+            # this turn (a fixed sleep was no scrape at all when Prometheus lagged on a busy machine).
+            scraped = _query(prom, CHAT_COUNT, timeout=60, until=_value_is(n))
+            assert scraped and float(scraped[0]["value"][1]) == n, scraped
         assert httpx.post(f"{base}/api/chat", json={"message": ""}).status_code == 422
         for turn_id, value in zip(turn_ids, ("up", "up", "down"), strict=True):
             fb = httpx.post(f"{base}/api/feedback", json={"turn_id": turn_id, "value": value})
