@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -202,17 +201,10 @@ def test_an_answer_the_scorer_cannot_read_is_kept_with_a_warning_in_the_users_la
     assert out.status == EXTRACTIVE and "zitiert aus Quelle [1]" in out.answer
 
 
-# --- against the real LLM ----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def llm_url(request: pytest.FixtureRequest) -> str:
-    """The real local LLM: the session's server, or one already running at RAGLOOP_TEST_LLM_URL.
-
-    The variable lets a loaded machine reuse a server that has already loaded the model (the
-    session fixture gives it 180 s); it must serve the project's default model.
-    """
-    return os.environ.get("RAGLOOP_TEST_LLM_URL") or str(request.getfixturevalue("llm_server"))
+# --- through the app: a real OpenAI-compatible server streams scripted drafts ---------------------
+# Whether the small model obeys "reply only with [1] [2]", "write [7]" or "answer in German" changes
+# with the prompt version, the thread count and the build: the gate is what is tested, so the
+# drafts are scripted (monitoring._instant_llm) and every path is taken on every run.
 
 
 def _turn(base: str, message: str) -> tuple[dict, list[tuple[str, dict]]]:
@@ -233,20 +225,20 @@ def _turn(base: str, message: str) -> tuple[dict, list[tuple[str, dict]]]:
     return done[-1]["result"], events
 
 
-@pytest.mark.llm
-def test_marker_only_answer_is_gated_in_the_api_and_the_chat_log(app_factory, llm_url, tmp_path, chatlog_for):  # type: ignore[no-untyped-def]
+def test_marker_only_answer_is_gated_in_the_api_and_the_chat_log(app_factory, tmp_path, chatlog_for):  # type: ignore[no-untyped-def]
+    from monitoring._instant_llm import Behaviour, InstantLLM
+
     db = f"sqlite:///{tmp_path / 'chatlog.db'}"
-    with app_factory(openai_base_url=llm_url, database_url=db, temperature=0.0) as base:
-        result, events = _turn(
-            base,
-            "How do I sort a list? Do not write any words: reply only with the numbers of the "
-            "sources in square brackets, like [1] [2].",
-        )
+    with (
+        InstantLLM(Behaviour(pieces=["[1]", " [2]"])) as llm,
+        app_factory(openai_base_url=llm.base_url, database_url=db, temperature=0.0) as base,
+    ):
+        result, events = _turn(base, "How do I sort a list?")
     row = chatlog_for(db).get_turn(result["turn_id"])
     original = row["extra"]["gate"]["original_answer"]
     from labeling._select import is_empty_answer
 
-    assert is_empty_answer(original), f"the model wrote words this time: {original!r}"
+    assert original == "[1] [2]" and is_empty_answer(original)
     assert row["gate"] in ("retried", "extractive", "warned") and result["gate"] == row["gate"]
     assert not is_empty_answer(row["answer"]) and row["answer"] == result["answer"]
     final = [d for k, d in events if k == "final"]
@@ -257,9 +249,7 @@ def test_marker_only_answer_is_gated_in_the_api_and_the_chat_log(app_factory, ll
 def test_out_of_range_marker_is_removed_from_the_api_and_the_chat_log(app_factory, tmp_path, chatlog_for):  # type: ignore[no-untyped-def]
     from monitoring._instant_llm import Behaviour, InstantLLM
 
-    # Whether the small model obeys "write [7]" changes with every prompt version, and the gate is
-    # what is tested here: a real OpenAI-compatible server streams an answer citing a passage [7]
-    # that the prompt never numbered (top_k=2), beside a real one.
+    # An answer citing a passage [7] that the prompt never numbered (top_k=2), beside a real one.
     pieces = ["[7] To copy a file, use ", "shutil.copy(src, dst) [1]. ", "[7] It copies the file's data."]
     db = f"sqlite:///{tmp_path / 'chatlog.db'}"
     with (
@@ -277,21 +267,40 @@ def test_out_of_range_marker_is_removed_from_the_api_and_the_chat_log(app_factor
     assert row["citations"] == result["citations"] and row["gate"] == result["gate"]
 
 
-@pytest.mark.llm
+#: German drafts for a German question: an answer (kept: passed, or not checked under a German
+#: warning), and an echo of the question under the sources' headings (quoted under a German label).
+GERMAN_DRAFTS = {
+    "answer": [
+        "Mit `shutil.copy(src, dst)` kopieren Sie den Inhalt einer Datei ",
+        "und ihre Zugriffsrechte [1]. Wenn auch Metadaten wie die Änderungszeit ",
+        "erhalten bleiben sollen, nehmen Sie `shutil.copy2` [1].",
+    ],
+    "echo": ["How do I copy a file? > Wie kopiere ich eine Datei? ", "Wie kopiere ich eine Datei?"],
+}
+#: What the gate makes of each: the English-only scorer cannot read the answer; the echo says nothing.
+GERMAN_GATES = {"answer": "warned", "echo": "extractive"}
+
+
+@pytest.mark.parametrize("draft", sorted(GERMAN_DRAFTS))
 def test_a_german_question_is_shown_in_german_or_under_a_german_label(
-    app_factory, llm_url, tmp_path, chatlog_for
+    app_factory, tmp_path, chatlog_for, draft
 ):  # type: ignore[no-untyped-def]
     from eval._language import detect_language
+    from monitoring._instant_llm import Behaviour, InstantLLM
 
     db = f"sqlite:///{tmp_path / 'chatlog.db'}"
     # Threshold 0: the English-only embedder scores German questions low; this test is about the gate.
     overrides = {"temperature": 0.0, "max_tokens": 60, "score_threshold": 0.0}
-    with app_factory(openai_base_url=llm_url, database_url=db, **overrides) as base:
+    with (
+        InstantLLM(Behaviour(pieces=GERMAN_DRAFTS[draft])) as llm,
+        app_factory(openai_base_url=llm.base_url, database_url=db, **overrides) as base,
+    ):
         result, events = _turn(
             base, "Wie kopiere ich eine Datei mit shutil.copy? Bitte antworte auf Deutsch."
         )
     row = chatlog_for(db).get_turn(result["turn_id"])
     gate = row["extra"]["gate"]
+    assert gate["original_answer"] == "".join(GERMAN_DRAFTS[draft]) and row["gate"] == GERMAN_GATES[draft]
     shown = result["answer"]
     assert row["language"] == "de" and row["gate"] == result["gate"] and row["answer"] == shown
     prose = "\n".join(line for line in shown.splitlines() if not line.startswith(">"))
@@ -299,13 +308,13 @@ def test_a_german_question_is_shown_in_german_or_under_a_german_label(
     # a German label above the passage quoted in its own (English) words.
     assert detect_language(prose).language == "de", shown
     assert "The generated answer" not in shown and "Unverified answer" not in shown
-    if row["gate"] == "warned" and gate.get("unchecked_language"):
+    if draft == "answer":
         # A German draft the scorer could not read is kept, marked as not checked.
         assert gate["unchecked_language"] == "de"
-        assert shown.startswith("⚠️ **Nicht überprüft:**")
-    elif detect_language(gate["original_answer"]).language == "de" and row["gate"] != "passed":
+        assert shown.startswith("⚠️ **Nicht überprüft:**") and "kopieren Sie den Inhalt" in shown
+    else:
         # A German draft that adds nothing to the question and the titles (chatbot._gate.says_something)
         # is quoted around like an unsupported one: under the German label checked above.
-        assert row["gate"] == "extractive", row["gate"]
+        assert gate.get("unchecked_language") is None and shown.startswith("Die erzeugte Antwort")
     final = [d for k, d in events if k == "final"]
     assert final and final[-1]["answer"] == shown
