@@ -126,7 +126,7 @@ def _query(prom: str, expr: str) -> list[dict[str, Any]]:
     return list(body["data"]["result"])
 
 
-def _wait(prom: str, expr: str, timeout: float = 30.0) -> list[dict[str, Any]]:
+def _wait(prom: str, expr: str, timeout: float = 60.0) -> list[dict[str, Any]]:
     deadline = time.monotonic() + timeout
     while True:
         result = _query(prom, expr)
@@ -135,9 +135,38 @@ def _wait(prom: str, expr: str, timeout: float = 30.0) -> list[dict[str, Any]]:
         time.sleep(0.5)
 
 
-def _scrapes(prom: str, n: int = 2) -> None:
-    """Wait until Prometheus has scraped every target about ``n`` more times."""
-    time.sleep(1.0 * n + 0.7)  # scrape_interval is 1 s
+def _scrapes(prom: str, n: int = 2, timeout: float = 60.0) -> None:
+    """Wait until Prometheus has scraped every target ``n`` more times after this call.
+
+    Counted in Prometheus's own ``up`` samples, not guessed from the 1 s interval: a Prometheus
+    starved on a busy machine scrapes late. One more than ``n`` is waited for, as a scrape that was
+    already under way when this was called holds none of what happened just before.
+    """
+
+    def done() -> float:
+        result = _query(prom, "min(count_over_time(up[1h]))")
+        return float(result[0]["value"][1]) if result else 0.0
+
+    target = done() + n + 1
+    deadline = time.monotonic() + timeout
+    while done() < target:
+        assert time.monotonic() < deadline, f"Prometheus did not scrape every target {n} more times"
+        time.sleep(0.2)
+
+
+def _without_data(prom: str, exprs: Sequence[str], timeout: float = 60.0) -> list[str]:
+    """The expressions that still return no data once ``timeout`` has passed (polled, 0.5 s apart).
+
+    A series appears at the first scrape after the code emitted it, and a ``rate()`` needs two:
+    on a busy machine that is later than the fixed waits above.
+    """
+    deadline = time.monotonic() + timeout
+    empty = list(exprs)
+    while True:
+        empty = [e for e in empty if not _query(prom, e)]
+        if not empty or time.monotonic() > deadline:
+            return empty
+        time.sleep(0.5)
 
 
 def _selectors(expr: str) -> list[str]:
@@ -232,25 +261,27 @@ def test_every_alert_and_dashboard_query_sees_the_series_the_code_emits(
                     f'{sc.PROM_SCORE}_count{{{sc.PROM_LABEL_SCORE_NAME}="{sc.SCORE_FAITHFULNESS_LOCAL}"}}',
                 )
                 assert low, "the evaluator's faithfulness score is not in Prometheus"
-                missing = []
-                for alert, expr in check.alert_rules(RULES):
-                    for selector in _selectors(expr):
-                        if not _query(prom, f"count({selector})"):
-                            missing.append(f"{alert}: {selector}")
+                selectors = {
+                    f"count({selector})": f"{alert}: {selector}"
+                    for alert, expr in check.alert_rules(RULES)
+                    for selector in _selectors(expr)
+                }
+                missing = [selectors[e] for e in _without_data(prom, list(selectors))]
                 assert missing == [], "alert selectors without data"
 
                 (faith_expr,) = [e for a, e in check.alert_rules(RULES) if a == "RagloopLowFaithfulnessShare"]
                 scores = _query(prom, f"{sc.PROM_SCORE}_sum / {sc.PROM_SCORE}_count")
-                fired = _wait(prom, faith_expr, timeout=15)
+                fired = _wait(prom, faith_expr)
                 assert fired, ("the low-faithfulness alert cannot fire on these scores", scores)
-                pending = _wait(prom, 'ALERTS{alertname="RagloopLowFaithfulnessShare"}', timeout=15)
+                pending = _wait(prom, 'ALERTS{alertname="RagloopLowFaithfulnessShare"}')
                 assert pending and pending[0]["metric"]["alertstate"] in ("pending", "firing")
 
-                empty = []
-                for name, build_dashboard in build.DASHBOARDS.items():
-                    for title, expr in check.expressions(build_dashboard()):
-                        if not _query(prom, expr):
-                            empty.append(f"{name} / {title}: {expr}")
+                panels = {
+                    expr: f"{name} / {title}: {expr}"
+                    for name, build_dashboard in build.DASHBOARDS.items()
+                    for title, expr in check.expressions(build_dashboard())
+                }
+                empty = [panels[e] for e in _without_data(prom, list(panels))]
                 assert empty == [], "dashboard queries without data"
         finally:
             tel.shutdown()
