@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -101,8 +101,15 @@ def otel_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
             proc.stop()
 
 
-def phoenix_spans(phoenix: str, trace_id: str, min_count: int = 1, timeout: float = 30.0) -> list[dict]:
-    """Spans of one trace read back from Phoenix's REST API, polling until ``min_count`` arrived."""
+def phoenix_spans(
+    phoenix: str, trace_id: str, min_count: int = 1, timeout: float = 30.0, names: Collection[str] = ()
+) -> list[dict]:
+    """Spans of one trace read back from Phoenix's REST API, polling until ``min_count`` arrived.
+
+    ``names``: also wait until a span of each of these names is there. The collector forwards a
+    trace in batches and Phoenix stores them in the background, so the first ``min_count`` spans
+    to arrive need not hold the ones a test picks out.
+    """
     deadline = time.monotonic() + timeout
     found: list[dict] = []
     while time.monotonic() < deadline:
@@ -116,7 +123,7 @@ def phoenix_spans(phoenix: str, trace_id: str, min_count: int = 1, timeout: floa
             cursor = body.get("next_cursor")
             if not cursor:
                 break
-        if len(found) >= min_count:
+        if len(found) >= min_count and set(names) <= {s["name"] for s in found}:
             return found
         time.sleep(0.5)
     return found
