@@ -72,11 +72,13 @@ def service(indexed_dir: Path, instant: InstantLLM, db_path: Path) -> Iterator[C
 
 
 class WriteLock:
-    """Another connection that holds SQLite's write lock (``BEGIN IMMEDIATE``) for ``hold_s`` seconds."""
+    """Another connection that holds SQLite's write lock (``BEGIN IMMEDIATE``) until :meth:`release`
+    is called, or for ``hold_s`` seconds at most."""
 
     def __init__(self, path: Path, hold_s: float) -> None:
         self.path, self.hold_s = path, hold_s
         self.acquired, self.released = threading.Event(), threading.Event()
+        self._release = threading.Event()
         self._thread = threading.Thread(target=self._hold, name="sqlite-write-lock", daemon=True)
 
     def _hold(self) -> None:
@@ -84,7 +86,7 @@ class WriteLock:
         try:
             conn.execute("BEGIN IMMEDIATE")
             self.acquired.set()
-            threading.Event().wait(self.hold_s)
+            self._release.wait(self.hold_s)
             conn.execute("ROLLBACK")
         finally:
             self.released.set()
@@ -99,6 +101,10 @@ class WriteLock:
     def held(self) -> bool:
         """True between taking and releasing the lock."""
         return self.acquired.is_set() and not self.released.is_set()
+
+    def release(self) -> None:
+        """Let the lock go now."""
+        self._release.set()
 
     def join(self) -> None:
         """Wait until the lock is released."""
@@ -116,7 +122,11 @@ def _run_debug(coro: Any, slow_callback_s: float) -> Any:
 def test_a_held_write_lock_does_not_stall_another_users_stream(
     service: ChatService, db_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    lock = WriteLock(db_path, hold_s=2.0)
+    # Held until 10 of A's tokens have arrived, 3.5 s at most (under the chat log's 5 s SQLite
+    # busy timeout, which B's write waits on): a loop that blocks on B's write streams none of A
+    # meanwhile. A fixed 2 s hold needed 10 tokens within 2 s, which a process starved on a busy
+    # machine may not stream.
+    lock = WriteLock(db_path, hold_s=3.5)
 
     async def scenario() -> tuple[int, int, Any]:
         await service.run_turn("How do I sort a list?")  # warm-up: embedder loaded, tables created
@@ -132,6 +142,8 @@ def test_a_held_write_lock_does_not_stall_another_users_stream(
             if event.kind == "token":
                 if lock.held:
                     during += 1
+                    if during >= 10:
+                        lock.release()
                 else:
                     after += 1
         result_b = await b
