@@ -17,6 +17,7 @@ import contextlib
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -237,12 +238,13 @@ def test_no_chat_log_or_index_call_runs_on_the_event_loop(
 async def _until_row_settles(svc: ChatService, turn_id: str) -> dict[str, Any]:
     """The turn's row once it has left ``in_progress`` (bounded wait)."""
     row: dict[str, Any] | None = None
-    for _ in range(200):
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
         row = await asyncio.to_thread(svc.chatlog.get_turn, turn_id)
         if row is not None and row["status"] != cl.STATUS_IN_PROGRESS:
             return row
         await asyncio.sleep(0.05)
-    raise AssertionError(f"turn {turn_id} is still {row and row['status']} after 10 s")
+    raise AssertionError(f"turn {turn_id} is still {row and row['status']} after 60 s")
 
 
 @pytest.mark.parametrize("how", ["task_cancelled", "stream_closed"])
@@ -316,8 +318,9 @@ def test_drain_waits_for_turns_in_flight_then_cancels_the_rest(
         assert refused.value.code == "shutting_down"
         # ... so the second part runs on a restarted one (a fresh admission queue).
         service.admission = admission_from(service.settings)
-        # Long turns (40 pieces, 2 s): a 0.2 s bound cancels them mid-answer.
-        instant.behaviour.pieces = PIECES
+        # Long turns (40 pieces, 10 s): a 0.2 s bound cancels them mid-answer (at 2 s, a turn that
+        # started streaming well before the other on a busy machine could finish within the bound).
+        instant.behaviour.pieces, instant.behaviour.token_delay_s = PIECES, 0.25
         clients, _ = await in_flight(2)
         cancelled = await service.drain(timeout_s=0.2)
         long = await asyncio.gather(*clients)
