@@ -207,7 +207,11 @@ class UsageWitness(TurnObserver):
 
 def test_a_follow_up_counts_the_condense_call_in_its_usage(run, indexed: Path, llm_server: str) -> None:
     witness = UsageWitness()
-    settings = Settings(data_dir=indexed, openai_base_url=llm_server, max_tokens=40, temperature=0.0)
+    # Every passage counts as relevant: whatever the model's condensed question retrieves, the
+    # follow-up makes its answer call too (the usage sum is tested here, not the rewrite).
+    settings = Settings(
+        data_dir=indexed, openai_base_url=llm_server, max_tokens=40, temperature=0.0, score_threshold=-1.0
+    )
     svc = build_service(settings, observer=witness)
     first = run(svc.run_turn("What is a tuple?"))
     witness.calls.clear()
