@@ -100,9 +100,11 @@ def _count(db: str) -> dict[str, int]:
 def test_the_app_queues_then_refuses_with_retry_after_and_logs_exactly_the_accepted_turns(
     app_factory: Callable[..., contextlib.AbstractContextManager[str]], tmp_path: Path
 ) -> None:
-    """One slot, one queue place, 1 s wait: of 6 simultaneous turns of ~1.5 s each, one runs,
+    """One slot, one queue place, 1 s wait: of 6 simultaneous turns of ~6 s each, one runs,
     one queues (then runs or times out), the rest are refused at once with 429 and Retry-After."""
-    slow = Behaviour(token_delay_s=0.25)  # 6 pieces: ~1.5 s per answer
+    # 6 pieces: ~6 s per answer, so the slot is still taken when the last of the burst arrives,
+    # however slowly a busy machine gets the 6 requests through (at ~1.5 s it could be free again).
+    slow = Behaviour(token_delay_s=1.0)
     db = f"sqlite:///{tmp_path / 'chatlog.db'}"
     with (
         InstantLLM(slow) as llm,
