@@ -344,14 +344,15 @@ def captured(
                 telemetry_callback(tel)(row, sc.SCORE_FAITHFULNESS_ALERTED, EvalResult(score=0.3))
             tel.force_flush(timeout_s=20)
             tel.metrics.provider.force_flush(10_000)
-            deadline = time.monotonic() + 30
+            # Wait for every span and metric the dashboard and rules query (the collector forwards
+            # in batches; a busy machine is slow): the test then checks each one's attributes.
+            refs = referenced()
+            span_names = {sc.SPAN_TURN, sc.SPAN_FEEDBACK, sc.SPAN_SCORE}
+            span_names |= {name for name, _ in refs["spans"] if name is not None}
+            deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
                 names = {s["name"] for s in receiver.got.spans}
-                if {
-                    sc.SPAN_TURN,
-                    sc.SPAN_FEEDBACK,
-                    sc.SPAN_SCORE,
-                } <= names and sc.M_COST in receiver.got.metrics:
+                if span_names <= names and set(refs["metrics"]) <= set(receiver.got.metrics):
                     break
                 time.sleep(0.5)
         finally:
