@@ -58,14 +58,18 @@ def _kill_midway_and_recover(server, backend, chatlog, store, pairs, batch_size:
         server.kill_server()
         at_kill = _by_status(chatlog.engine, sink.name)
         assert at_kill.get("pending", 0) > 0, f"everything was delivered before the kill: {at_kill}"
-        time.sleep(3)  # the worker keeps trying against a dead server
+        from chatlog.outbox import status
+
+        def errors() -> list[str]:
+            return [row["last_error"] for row in status(chatlog.engine) if row["sink"] == sink.name]
+
+        # The worker keeps trying against a dead server: wait for its first failed delivery (a
+        # vendor client's own connection retries can take seconds, more on a busy machine).
+        _wait(lambda: any(errors()), 120, "a failed delivery recorded while the server was down")
+        time.sleep(1)  # and a retry or two more
         down = _by_status(chatlog.engine, sink.name)
         assert down.get("dead", 0) == 0 and down.get("pending", 0) > 0, down
         assert sum(down.values()) == n  # nothing lost
-        from chatlog.outbox import status
-
-        errors = [row["last_error"] for row in status(chatlog.engine) if row["sink"] == sink.name]
-        assert any(errors), "no failed delivery was recorded while the server was down"
         server.start_server()
         _wait(
             lambda: _by_status(chatlog.engine, sink.name).get("delivered", 0) == n,
