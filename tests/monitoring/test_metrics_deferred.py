@@ -27,10 +27,13 @@ def test_a_scrape_sees_every_deferred_measurement() -> None:
     try:
         before = metrics.prometheus_text().decode()
         assert "ragloop_turn_duration_seconds_count" not in before
-        for seconds in (0.5, 1.5, 2.5):
-            metrics.defer((metrics.turn_duration.record, seconds, {sc.TURN_STATUS: "ok"}))
-        # Nothing recorded yet on the caller's path; the scrape drains first.
-        assert len(metrics.deferred._pending) == 3
+        # The draining thread (1 s period) is held off while the test looks at the queue, so it
+        # cannot drain it in between however the threads are scheduled.
+        with metrics.deferred._lock:
+            for seconds in (0.5, 1.5, 2.5):
+                metrics.defer((metrics.turn_duration.record, seconds, {sc.TURN_STATUS: "ok"}))
+            # Nothing recorded yet on the caller's path; the scrape drains first.
+            assert len(metrics.deferred._pending) == 3
         samples = _samples(metrics.prometheus_text().decode())
         assert samples["ragloop_turn_duration_seconds_count"] == 3.0
         assert samples["ragloop_turn_duration_seconds_sum"] == 4.5
@@ -42,9 +45,12 @@ def test_the_thread_drains_and_a_full_queue_drops_the_oldest() -> None:
     seen: list[float] = []
     deferred = DeferredMeasurements(interval_s=0.05, maxlen=3)
     try:
-        for value in range(5):
-            deferred.add((lambda v, _attrs: seen.append(v), float(value), None))
-        assert deferred.dropped == 2
+        # Held off while the five go in: at a 0.05 s period the thread could otherwise drain
+        # between two adds on a busy machine, and nothing would be dropped.
+        with deferred._lock:
+            for value in range(5):
+                deferred.add((lambda v, _attrs: seen.append(v), float(value), None))
+            assert deferred.dropped == 2
         deadline = time.monotonic() + 5
         while len(seen) < 3 and time.monotonic() < deadline:
             time.sleep(0.01)
