@@ -208,9 +208,10 @@ def test_processes_starting_together_migrate_once(db_url: str, tmp_path: Path) -
     """Three app processes open one empty chat log at the same moment: all start, at head."""
     go = tmp_path / "go"
     script = (
-        "import sys, time, pathlib\n"
+        "import os, sys, time, pathlib\n"
         "import chatlog as cl\n"
         "go = pathlib.Path(sys.argv[2])\n"
+        "go.with_name(f'ready-{os.getpid()}').touch()\n"
         "while not go.exists(): time.sleep(0.01)\n"
         "log = cl.ChatLog(sys.argv[1]); print(cl.current(log.engine)); log.close()\n"
     )
@@ -223,7 +224,13 @@ def test_processes_starting_together_migrate_once(db_url: str, tmp_path: Path) -
         )
         for _ in range(3)
     ]
-    time.sleep(3.0)  # imports done (they wait on the file)
+    # Every process has imported and waits on the file (a fixed 3 s was not always enough for
+    # three imports on a busy machine: they then did not start together).
+    deadline = time.monotonic() + 180
+    while len(list(tmp_path.glob("ready-*"))) < 3 and time.monotonic() < deadline:
+        if any(p.poll() is not None for p in procs):
+            break  # one failed: its stderr is in the assertion below
+        time.sleep(0.05)
     go.touch()
     outs = [p.communicate(timeout=180) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], [err[-800:] for _, err in outs]
