@@ -22,6 +22,18 @@ from ragloop.settings import Settings
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+with contextlib.suppress(ImportError):  # hypothesis is a dev dependency (the property tests)
+    from hypothesis import HealthCheck
+    from hypothesis import settings as hypothesis_settings
+
+    # Property tests check properties, not speed: no per-example deadline (Hypothesis's default is
+    # 200 ms, and an example stalled on a busy 2-core machine failed the test as "Unreliable test
+    # timings"), and no failure because generating examples was slow there (too_slow).
+    hypothesis_settings.register_profile(
+        "ragloop", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    )
+    hypothesis_settings.load_profile("ragloop")
+
 
 @pytest.fixture(scope="session")
 def logs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

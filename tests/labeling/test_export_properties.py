@@ -23,7 +23,11 @@ from labeling._export import (
     write_rows,
 )
 
-FAST = settings(max_examples=120, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FAST = settings(
+    max_examples=120,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 _ANSWER = st.sampled_from(["", "   ", "\n", "Use shutil.copy [1].", "Use os.copy().", "[1] [2]", "42"])
 _PAIR = st.fixed_dictionaries(
     {
@@ -107,7 +111,11 @@ def test_unique_rows_drop_repeated_pairs_and_keep_the_first(pairs: list[tuple[di
     assert kept == [r for r in rows if any(r is k for k in kept)]  # order kept, first occurrence wins
 
 
-@settings(max_examples=40, deadline=5000, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(pairs=st.lists(st.tuples(_PAIR, _LABELS), max_size=6))
 def test_written_rows_read_back_the_same(pairs: list[tuple[dict, list[dict]]], tmp_path: Path) -> None:
     rows = unique_rows([row for pair, labels in pairs for row in dpo_rows(pair, labels, True)])

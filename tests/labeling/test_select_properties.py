@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from labeling._select import INJECTION, REASONS, SELECTABLE_STATUSES, Signals, is_empty_answer, select
 
-FAST = settings(max_examples=120, deadline=3000)
+FAST = settings(max_examples=120, deadline=None)
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 _VECTORS = [None, np.array([1, 0, 0], "f4"), np.array([0.99, 0.1, 0], "f4"), np.array([0, 1, 0], "f4")]
 
@@ -89,7 +89,7 @@ def test_an_injection_flag_makes_a_candidate_and_nothing_else_does(
     assert sel.counts[INJECTION] == len(expected)
 
 
-@settings(max_examples=200, deadline=1000)
+@settings(max_examples=200, deadline=None)
 @given(text=st.text(max_size=40))
 def test_an_answer_with_a_letter_is_never_empty(text: str) -> None:
     if any(ch.isalpha() for ch in text):

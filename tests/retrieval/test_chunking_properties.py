@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from retrieval import split_document, split_text
 from retrieval._chunking import TITLE_SEP, Chunk
 
-FAST = settings(max_examples=150, deadline=1000)
+FAST = settings(max_examples=150, deadline=None)
 #: Text made of words, spaces, line and paragraph breaks and sentence ends: every separator used.
 _TEXT = st.text(alphabet=st.sampled_from("ab c.\n\t"), max_size=400)
 _SIZE = st.integers(min_value=1, max_value=120)

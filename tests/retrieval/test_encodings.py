@@ -56,7 +56,7 @@ _TEXT = st.text(
 ).map(lambda t: f"# Notes\n\n{t}\n")
 
 
-@settings(max_examples=100, deadline=2000)
+@settings(max_examples=100, deadline=None)
 @given(text=_TEXT, encoding=st.sampled_from(["utf-8", "utf-8-sig", "utf-16", "utf-32"]))
 @example(text=f"# Notes\n\n{FRENCH}\n", encoding="utf-16")
 def test_any_text_survives_a_unicode_round_trip(text: str, encoding: str) -> None:
