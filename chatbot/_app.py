@@ -29,7 +29,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from chatbot._auth import api_check_owner, api_conversation
+from chatbot._auth import api_check_owner, api_check_turn, api_conversation
 from chatbot._documents import add_document_routes
 from chatbot._observer import TurnObserver, dont_throw
 from chatbot._ratelimit import check_turn
@@ -163,9 +163,10 @@ def _add_chat_routes(app: FastAPI, service: ChatService) -> None:
         return _stream_response(buffered, events)
 
     @app.post("/api/feedback", status_code=201)
-    async def add_feedback(req: FeedbackRequest) -> dict[str, Any]:
-        """Store thumbs up/down and an optional comment for a turn."""
+    async def add_feedback(req: FeedbackRequest, request: Request) -> dict[str, Any]:
+        """Store thumbs up/down and an optional comment for a turn of the caller's conversation."""
         value = parse_feedback_value(req.value)
+        await api_check_turn(service, req.turn_id, request)  # 404 unknown_turn: not the caller's
         result = await asyncio.to_thread(
             functools.partial(service.add_feedback, req.turn_id, value, req.comment, "api", rater=req.rater)
         )

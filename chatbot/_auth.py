@@ -404,32 +404,54 @@ def conversation_title(question: Any, limit: int = 80) -> str | None:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
-async def api_conversation(service: Any, req: Any, request: Any) -> str | None:
-    """The conversation an API turn goes to, owned by the signed-in caller.
+def may_use(row: dict[str, Any] | None, user: User) -> bool:
+    """Whether ``user`` may read, continue, rate or delete the conversation ``row``.
 
-    Signed in: a named conversation must be the caller's (else 404 ``unknown_conversation``, the
-    same answer as for a conversation that does not exist), and a new one is created with the
-    caller as owner and the question as title. Without authentication the conversation id (a
-    random 128-bit id) is the only key, as before.
+    Signed in: only the owner. Without authentication a conversation that has an owner (a
+    browser's anonymous id) is that browser's alone; one created through the API without an
+    identity (no owner) is reached by its id, a random 128-bit key. A conversation that does not
+    exist (None) is left to the caller, which answers 404 for it.
+    """
+    if row is None:
+        return not user.authenticated
+    owner = row.get("user_id")
+    if user.authenticated:
+        return owner == user.id
+    return owner is None or owner == user.id
+
+
+def _not_found(what: str) -> Exception:
+    from chatbot._service import ChatError
+
+    if what == "turn":
+        return ChatError(404, "unknown_turn", "That answer does not exist (any more).")
+    return ChatError(
+        404, "unknown_conversation", "That conversation does not exist (any more): start a new one."
+    )
+
+
+async def api_conversation(service: Any, req: Any, request: Any) -> str | None:
+    """The conversation an API turn goes to, when the caller may use it (:func:`may_use`).
+
+    Signed in, a new conversation is created with the caller as owner and the question as title.
+    Without authentication a new one has no owner (an API client without cookies has no lasting
+    identity), as before.
 
     Raises:
-        ChatError: 404 for another user's conversation.
+        ChatError: 404 ``unknown_conversation`` for a conversation the caller may not use (the
+            same answer as for one that does not exist).
     """
     import asyncio
 
-    from chatbot._service import ChatError
-
     user = current_user(request)
     cid = req.conversation_id
-    if not user.authenticated:
-        return cid  # type: ignore[no-any-return]
     log = service.chatlog
     if cid is not None:
-        if not await asyncio.to_thread(log.owns_conversation, cid, user.id):
-            raise ChatError(
-                404, "unknown_conversation", "That conversation does not exist (any more): start a new one."
-            )
+        if not may_use(await asyncio.to_thread(log.get_conversation, cid), user):
+            raise _not_found("conversation")
         return cid  # type: ignore[no-any-return]
+    if not user.authenticated:
+        return None
     title = conversation_title(req.message)
     if title is None:
         return None  # the service rejects (and logs) the empty message
@@ -439,13 +461,21 @@ async def api_conversation(service: Any, req: Any, request: Any) -> str | None:
 
 
 async def api_check_owner(service: Any, conversation_id: str, request: Any) -> None:
-    """Refuse (404) a signed-in caller's request about someone else's conversation."""
+    """Refuse (404) a request about a conversation the caller may not use (:func:`may_use`)."""
     import asyncio
 
-    from chatbot._service import ChatError
+    row = await asyncio.to_thread(service.chatlog.get_conversation, conversation_id)
+    if not may_use(row, current_user(request)):
+        raise _not_found("conversation")
 
-    user = current_user(request)
-    if user.authenticated and not await asyncio.to_thread(
-        service.chatlog.owns_conversation, conversation_id, user.id
-    ):
-        raise ChatError(404, "unknown_conversation", "That conversation does not exist (any more).")
+
+async def api_check_turn(service: Any, turn_id: str, request: Any) -> None:
+    """Refuse (404 ``unknown_turn``) feedback on a turn of a conversation the caller may not use."""
+    import asyncio
+
+    def conversation_of_turn() -> dict[str, Any] | None:
+        turn = service.chatlog.get_turn(turn_id)
+        return None if turn is None else service.chatlog.get_conversation(turn["conversation_id"])
+
+    if not may_use(await asyncio.to_thread(conversation_of_turn), current_user(request)):
+        raise _not_found("turn")

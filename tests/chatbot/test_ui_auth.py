@@ -100,3 +100,47 @@ def test_without_auth_each_browser_gets_its_own_anonymous_id(
             one.get("/healthz")
             assert one.cookies[ANON_COOKIE] == a  # kept, not renewed
             assert anonymous_id(a) != anonymous_id(b) and a not in anonymous_id(a)
+
+
+def test_without_auth_no_caller_reaches_another_browsers_conversation(
+    app_factory: Callable[..., Any], tmp_path: Path
+) -> None:
+    """A guest's conversation (owned by its anonymous id) is that browser's alone, also over the API.
+
+    Found by trying the product: a cookieless ``POST /api/chat`` with a guest's conversation id got
+    200, its turn landed in the guest's conversation (shown in the guest's UI), the reply's
+    standalone question carried the guest's earlier question, and ``/api/feedback`` rated the
+    guest's turn. Each must be the same 404 as for an id that does not exist.
+    """
+    db = f"sqlite:///{tmp_path / 'chatlog.db'}"
+    log = cl.ChatLog(db)
+    with app_factory(database_url=db, openai_base_url="http://127.0.0.1:9/v1") as base:
+        with httpx.Client(base_url=base) as guest, httpx.Client(base_url=base) as other:
+            guest.get("/healthz")
+            owner = anonymous_id(guest.cookies[ANON_COOKIE])
+            cid = log.create_conversation(user_id=owner, title="guest's")
+            turn = log.start_turn(conversation_id=cid, user_message="How do I get a default value?")
+            log.finish_turn(turn, cl.STATUS_OK, answer="Use dict.get(key, default).")
+            # A cookieless caller (module-level httpx: no cookie kept) and another browser.
+            for prefix, post, delete in ((base, httpx.post, httpx.delete), ("", other.post, other.delete)):
+                chat = post(
+                    prefix + "/api/chat", json={"message": "what did I ask before?", "conversation_id": cid}
+                )
+                _assert_error(chat, 404, "unknown_conversation")
+                rated = post(prefix + "/api/feedback", json={"turn_id": turn, "value": -1})
+                _assert_error(rated, 404, "unknown_turn")
+                assert delete(prefix + f"/api/conversations/{cid}").status_code == 404
+            assert [t["turn_id"] for t in log.conversation_turns(cid)] == [turn]
+            assert log.feedback_for(turn) == []
+            # The owner still can; a conversation the API created without an identity is reached by id.
+            assert guest.post("/api/feedback", json={"turn_id": turn, "value": 1}).status_code == 201
+            open_cid = log.create_conversation(title="api")
+            open_turn = log.start_turn(conversation_id=open_cid, user_message="q")
+            assert other.post("/api/feedback", json={"turn_id": open_turn, "value": 1}).status_code == 201
+            assert guest.delete(f"/api/conversations/{cid}").status_code == 200
+    log.close()
+
+
+def _assert_error(resp: httpx.Response, status: int, code: str) -> None:
+    assert resp.status_code == status, resp.text
+    assert resp.json()["error"]["code"] == code, resp.text
