@@ -26,7 +26,7 @@ from typing import Any, cast
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chatbot._auth import api_check_owner, api_check_turn, api_conversation
@@ -49,7 +49,7 @@ class ChatRequest(BaseModel):
 
     message: Any = None
     conversation_id: str | None = Field(None, max_length=_ID_MAX)
-    stream: bool = False
+    stream: StrictBool = False  # true or false, not "yes" or 1
 
 
 class FeedbackRequest(BaseModel):
@@ -98,6 +98,33 @@ def _validation_message(exc: RequestValidationError) -> str:
         where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
         parts.append(f"{where or 'body'}: {err.get('msg', 'invalid')}")
     return "Invalid request: " + "; ".join(parts)
+
+
+def _wrong_method(app: FastAPI, request: Request) -> JSONResponse | None:
+    """405 with ``Allow`` when the app has the path under other methods (``GET /api/chat``), else None.
+
+    Routes are matched in order and the Gradio UI mounted at "/" takes whatever no route of the
+    app took, so a wrong method on an app path must be answered by a catch-all route.
+    """
+    from starlette.routing import Match, Route
+
+    allowed: set[str] = set()
+    for route in app.routes:
+        if isinstance(route, Route) and route.name not in _CATCH_ALLS and route.methods:
+            match, _ = route.matches({**request.scope, "method": next(iter(route.methods))})
+            if match is Match.FULL:
+                allowed |= route.methods
+    allowed.discard("HEAD")
+    if not allowed or request.method in allowed:
+        return None
+    methods = ", ".join(sorted(allowed))
+    response = _error_response(405, "method_not_allowed", f"{request.url.path} takes {methods}.")
+    response.headers["allow"] = methods
+    return response
+
+
+#: The routes that answer what no other route took (their methods are not "allowed" methods).
+_CATCH_ALLS = ("unknown_api_route", "probe_wrong_method")
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -194,7 +221,9 @@ def _add_chat_routes(app: FastAPI, service: ChatService) -> None:
     @app.api_route("/api/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
     async def unknown_api_route(rest: str, request: Request) -> JSONResponse:
         """Answer unknown API paths here: the UI mounted at "/" would reply with an HTML-ish 404."""
-        return _error_response(404, "not_found", f"No API route {request.method} /api/{rest}.")
+        return _wrong_method(app, request) or _error_response(
+            404, "not_found", f"No API route {request.method} /api/{rest}."
+        )
 
     readiness = readiness_from(service.settings, service)
 
@@ -214,6 +243,12 @@ def _add_chat_routes(app: FastAPI, service: ChatService) -> None:
         health = await asyncio.to_thread(service.health)
         health["indexing"] = _indexing_progress()  # background indexing (issue 11: first answer)
         return JSONResponse(health, status_code=200 if health.get("status") == "ok" else 503)
+
+    @app.api_route("/healthz", methods=["POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+    @app.api_route("/readyz", methods=["POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+    async def probe_wrong_method(request: Request) -> JSONResponse:
+        """405 in the API's error shape (the UI mounted at "/" would answer its own 404)."""
+        return _wrong_method(app, request) or _error_response(404, "not_found", "Not found.")
 
 
 def _indexing_progress() -> dict[str, Any]:

@@ -181,7 +181,10 @@ class TurnEvent:
 
 def validate_message(message: Any, max_chars: int) -> str:
     """Return the message stripped, or raise :class:`ChatError` saying what is wrong with it."""
-    if not isinstance(message, str) or not message.strip():
+    if message is not None and not isinstance(message, str):
+        kind = type(message).__name__
+        raise ChatError(422, "invalid_message", f"The message must be text (a JSON string), not {kind}.")
+    if not message or not message.strip():
         raise ChatError(422, "empty_message", "Please type a question: the message is empty.")
     if len(message) > max_chars:
         raise ChatError(

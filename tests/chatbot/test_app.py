@@ -176,7 +176,7 @@ def test_feedback_is_stored_for_the_turn(live_app: dict, answered: dict, chatlog
         ("", 422, "empty_message"),
         ("  \n\t ", 422, "empty_message"),
         (None, 422, "empty_message"),
-        (42, 422, "empty_message"),
+        (42, 422, "invalid_message"),
         ("x" * 501, 413, "message_too_long"),
         ("hello\x00world", 422, "control_characters"),
         ("bell\x07", 422, "control_characters"),

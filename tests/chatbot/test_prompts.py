@@ -52,6 +52,8 @@ def test_condense_prompt_and_cleanup() -> None:
         ("", 422, "empty_message"),
         ("   \n\t", 422, "empty_message"),
         (None, 422, "empty_message"),
+        (42, 422, "invalid_message"),
+        (["How do I sort?"], 422, "invalid_message"),
         ("x" * 101, 413, "message_too_long"),
         ("bad\x00byte", 422, "control_characters"),
         ("bell\x07", 422, "control_characters"),
