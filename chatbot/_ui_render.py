@@ -34,11 +34,10 @@ ERROR_TITLES: dict[str, str] = {
 }
 
 
-#: What the page says under an answer the grounding gate changed or could not verify.
-GATE_NOTES: dict[str, str] = {
-    "extractive": "*The model's answer was not supported by the sources: this quotes the best passage.*",
-    "warned": "*Caution: parts of this answer could not be verified against the sources.*",
-}
+#: The page adds no note of its own under a gated answer: the grounding gate writes its notice
+#: (the quote's label, the warning, the cut-off note) into the answer itself, in the user's
+#: language (``chatbot._gate_text``), and that answer is what the chat log stores. A second,
+#: English note here showed every notice twice, live and when the conversation was reopened.
 
 
 def display_path(source: str) -> str:
@@ -194,9 +193,6 @@ def answer_messages(
     """
     sources = list(turn.get("sources") or [])
     body = link_markers(str(turn.get("answer") or ""), turn.get("turn_id"), len(sources))
-    note = GATE_NOTES.get(str(turn.get("gate")))
-    if note and not pending:
-        body = f"{body}\n\n{note}"
     if error:
         body = f"{body}\n\n{error}" if body else error
     if not body:
