@@ -202,7 +202,7 @@ def test_nginx_spreads_api_turns_and_a_kill_loses_no_accepted_turn(stack: dict[s
     seen = asyncio.run(
         run_load(nginx.base, conversations=6, duration_s=14.0, kill_at_s=5.0, kill=kill_a, headers=_bearer())
     )
-    outbox = wait_for_outbox(db, timeout_s=30)
+    outbox = wait_for_outbox(db, timeout_s=90)  # the dead worker's leases expire first (5 s)
     result = check(seen, db, receiver, killed=a.upstream, killed_leases=leases)
     print(result)
 
