@@ -175,6 +175,9 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA busy_timeout=5000")
     cur.execute("PRAGMA foreign_keys=ON")
+    # Deleted and overwritten content is zeroed on its page, not left in the file (a deleted
+    # conversation's text must not be readable in chatlog.db; see chatlog._purge.scrub_sqlite).
+    cur.execute("PRAGMA secure_delete=ON")
     cur.close()
 
 
@@ -226,6 +229,9 @@ class ChatLog:
         self._routes: dict[str, tuple[str, ...]] = {}
         self._listeners: list[Callable[[], None]] = []
         self._lock = threading.Lock()
+        #: Seconds after a deletion when ``erase`` sinks are asked again (spans still in flight to
+        #: a trace store land after the first erase); the Phoenix sink sets it from its settings.
+        self.erase_settle_s = 60.0
 
     def close(self) -> None:
         """Release pooled connections."""
@@ -407,14 +413,24 @@ class ChatLog:
         examples, and the conversation row itself. Other packages' tables are addressed by name
         (their schema is this package's migrations), so this leaf imports none of them.
 
+        Outside the chat log: in the same transaction an ``erase`` outbox item (payload
+        ``conversation_id``, ``turn_ids``, ``trace_ids``) is enqueued for every sink routed
+        ``erase`` (the Phoenix sink deletes the traces), once now and once
+        :attr:`erase_settle_s` later. On SQLite, after the commit, the WAL is checkpointed and
+        truncated: with ``secure_delete`` on, no byte of the deleted text stays in either file.
+
         Args:
             conversation_id: the conversation.
             user_id: its owner; None skips the ownership check (an operator's command).
 
         Returns:
             Rows removed per table, or None when the conversation is not ``user_id``'s (or unknown).
+            Also ``traces`` (distinct trace ids of the turns), ``erase:<sink>`` (erase requests
+            queued), ``sent:<sink>`` (items about these turns the sink had already received: their
+            copies stay at the vendor) and, on SQLite, ``sqlite_scrubbed`` (1: the WAL was
+            truncated; 0: a reader held it, the deleted text may stay in it until the next one).
         """
-        from chatlog._purge import purge_turns
+        from chatlog._purge import delivered_copies, enqueue_erasure, purge_turns, scrub_sqlite
 
         with write_transaction(self.engine) as conn:
             where = [conversations.c.conversation_id == conversation_id]
@@ -422,16 +438,31 @@ class ChatLog:
                 where.append(conversations.c.user_id == user_id)
             if conn.execute(select(conversations.c.conversation_id).where(*where)).first() is None:
                 return None
-            ids = [
-                r[0]
-                for r in conn.execute(
-                    select(turns.c.turn_id).where(turns.c.conversation_id == conversation_id)
-                )
-            ]
+            rows = conn.execute(
+                select(turns.c.turn_id, turns.c.trace_id).where(turns.c.conversation_id == conversation_id)
+            ).all()
+            ids = [r.turn_id for r in rows]
+            sent = delivered_copies(conn, ids)
             counts = purge_turns(conn, ids)
             counts["conversations"] = conn.execute(
                 conversations.delete().where(conversations.c.conversation_id == conversation_id)
             ).rowcount
+            counts.update(sent)
+            counts["traces"] = len({r.trace_id for r in rows if r.trace_id})
+            counts.update(
+                enqueue_erasure(
+                    conn,
+                    conversation_id,
+                    [r.trace_id for r in rows if r.trace_id],
+                    self.routes("erase"),
+                    self.erase_settle_s,
+                    ids,
+                )
+            )
+        if any(k.startswith("erase:") for k in counts):
+            self.notify_enqueued()
+        if self.engine.dialect.name == "sqlite":
+            counts["sqlite_scrubbed"] = int(scrub_sqlite(self.engine))
         return counts
 
     # --- turns ---------------------------------------------------------------------------------

@@ -51,6 +51,7 @@ SINKS: tuple[str, ...] = (
     "labeling.argilla:from_settings",
     "labeling.labelstudio:from_settings",
     "labeling._sink:from_settings",
+    "monitoring._phoenix:from_settings",
 )
 
 

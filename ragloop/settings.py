@@ -120,6 +120,18 @@ class Settings(BaseSettings):
         validation_alias=_env("RAGLOOP_HYBRID_CANDIDATES"),
         description="RAGLOOP_HYBRID_CANDIDATES: hits taken from each of dense and BM25 before fusing them.",
     )
+    # --- dense recall (issue 13: a just-uploaded chunk missed by Chroma's HNSW; retrieval/_store.py) ---
+    hnsw_ef_search: int = Field(
+        500,
+        ge=1,
+        validation_alias=_env("RAGLOOP_HNSW_EF_SEARCH"),
+        description=(
+            "RAGLOOP_HNSW_EF_SEARCH: candidates Chroma's HNSW graph search explores per query (Chroma's "
+            "default 100 missed a better chunk in 21 of 179 FAQ questions' top 20 on the 14.5k-chunk "
+            "Python index). Set on the collection when it is opened; a Chroma server applies a changed "
+            "value when it next loads the index (at its start)."
+        ),
+    )
 
     # --- LLM -----------------------------------------------------------------------------------
     openai_base_url: str | None = Field(
@@ -380,6 +392,30 @@ class Settings(BaseSettings):
         description=(
             "RAGLOOP_TRACES_FORWARD: where the local collector forwards traces (an OTLP/gRPC URL, e.g. "
             "a SigNoz collector); unset means the local Phoenix."
+        ),
+    )
+    # --- deleting a conversation's traces in Phoenix (issues 11/12: deletion; monitoring/_phoenix.py) ---
+    phoenix_url: str | None = Field(
+        None,
+        validation_alias=_env("RAGLOOP_PHOENIX_URL"),
+        description=(
+            "RAGLOOP_PHOENIX_URL: the Phoenix (UI and REST API) that holds the app's traces; a deleted "
+            "conversation's traces are deleted there through the outbox. `ragloop run` sets it to the "
+            "Phoenix it starts; unset otherwise: traces are not deleted (the UI says so)."
+        ),
+    )
+    phoenix_api_key: SecretStr | None = Field(
+        None,
+        validation_alias=_env("RAGLOOP_PHOENIX_API_KEY", "PHOENIX_API_KEY"),
+        description="RAGLOOP_PHOENIX_API_KEY (or PHOENIX_API_KEY): bearer key when Phoenix's auth is on.",
+    )
+    phoenix_erase_settle_s: float = Field(
+        60.0,
+        ge=0,
+        validation_alias=_env("RAGLOOP_PHOENIX_ERASE_SETTLE_S"),
+        description=(
+            "RAGLOOP_PHOENIX_ERASE_SETTLE_S: seconds after a deletion when the traces are deleted a "
+            "second time, for spans still on their way through the exporter and collector."
         ),
     )
 
