@@ -7,6 +7,11 @@ and again on "Refresh" or a new window. With ``is_admin`` given (authentication 
 from everyone else, and its handlers refuse non-admins too (a hidden tab's events can still be
 called through the API).
 
+Free text is private: aggregate figures (counts, shares, latency, cost, drift status) are global,
+but comments, refused questions and drift example questions are everyone's only for an admin.
+With authentication off there is no admin, so each viewer sees only their own text (their
+owner id, the one the history sidebar lists conversations by: ``chatbot._auth.current_user``).
+
 Mount it inside the chat UI's ``gr.Blocks`` (in a ``gr.Tabs``)::
 
     build_analytics_tab(chatlog, settings, is_admin=lambda request: current_user(request).is_admin)
@@ -68,6 +73,10 @@ def _cut(text: Any) -> str:
     return s if len(s) <= _TABLE_CHARS else s[: _TABLE_CHARS - 1] + "…"
 
 
+def _plural(n: int, word: str, many: str | None = None) -> str:
+    return f"{n:,} {word if n == 1 else (many or word + 's')}"
+
+
 def summary_markdown(a: Analytics) -> str:
     """The headline numbers of ``a`` as a Markdown table (the figures a reader looks for first)."""
     t = a.totals()
@@ -78,6 +87,7 @@ def summary_markdown(a: Analytics) -> str:
     inj = a.injections or {}
     rows = [
         ("Turns", f"{t['turns']:,}"),
+        ("Rejected requests (bad input)", f"{t.get('rejected', 0):,}"),
         ("Thumbs up / down", f"{fb['up']:,} / {fb['down']:,} ({_pct(fb['up_share'])} up)"),
         (
             "Low faithfulness",
@@ -104,7 +114,8 @@ def summary_markdown(a: Analytics) -> str:
         ),
         (
             "Labeling queue",
-            f"{lab.get('pending', 0):,} pairs waiting for a label ({lab.get('labeled', 0):,} labeled)",
+            f"{_plural(lab.get('pending', 0), 'pair')} waiting for a label "
+            f"({lab.get('labeled', 0):,} labeled)",
         ),
     ]
     since, until = a.window.since.date().isoformat(), a.window.until.date().isoformat()
@@ -139,8 +150,11 @@ def _days(rows: list[dict[str, Any]], columns: dict[str, str], var: str, value: 
     return out.dropna(subset=[value])
 
 
-def render_values(a: Analytics) -> list[Any]:
-    """Every output's value for ``a``, in :attr:`AnalyticsTab.outputs` order."""
+def render_values(a: Analytics, *, own_only: bool = False) -> list[Any]:
+    """Every output's value for ``a``, in :attr:`AnalyticsTab.outputs` order.
+
+    ``own_only``: ``a`` holds only the viewer's own free text (the tables' labels say so).
+    """
     turns = _days(
         a.turns_per_day, {"ok": "answered", "refused": "refused", "errors": "error"}, "outcome", "turns"
     )
@@ -196,7 +210,25 @@ def render_values(a: Analytics) -> list[Any]:
         ],
         columns=["rank", "size", "share now", "share before", "excess", "example questions"],
     )
-    status = f"Loaded {a.totals()['turns']:,} turns."
+    t = a.totals()
+    status = f"Loaded {_plural(t['turns'], 'turn')}" + (
+        f" and {_plural(t['rejected'], 'rejected request')}." if t.get("rejected") else "."
+    )
+    if own_only:
+        return [
+            status,
+            summary_markdown(a),
+            turns,
+            thumbs,
+            gr.Dataframe(comments, label="Your recent comments (figures above are everyone's)"),
+            faith,
+            gr.Dataframe(refused, label="Your most refused questions"),
+            latency,
+            tokens,
+            cost,
+            drift_markdown(a),
+            gr.Dataframe(clusters, label="Drift: top clusters (example questions: only yours)"),
+        ]
     return [
         status,
         summary_markdown(a),
@@ -221,6 +253,19 @@ def _allowed(is_admin: Callable[[Any], bool] | None, request: Any) -> bool:
     except Exception:  # noqa: BLE001 - an auth failure shows nothing rather than everything
         log.exception("the admin check failed: analytics stays hidden")
         return False
+
+
+def text_owner(is_admin: Callable[[Any], bool] | None, request: Any) -> str | None:
+    """Whose free text a viewer may see: None (everyone's) for an admin, else their own user id.
+
+    With authentication off (``is_admin`` None) nobody is an admin: every viewer gets their own
+    id (the anonymous cookie id the history sidebar uses).
+    """
+    if is_admin is not None and _allowed(is_admin, request):
+        return None
+    from chatbot._auth import current_user
+
+    return current_user(request).id
 
 
 def admin_check(settings: Settings) -> Callable[[Any], bool] | None:
@@ -271,8 +316,12 @@ def build_analytics_tab(
         if not _allowed(is_admin, request):
             return [REFUSED, "", *([None] * 8), "", None]
         window = Window.last_days(int(window_days))
+        owner = text_owner(is_admin, request)
         return render_values(
-            load_analytics(chatlog.engine, window, prices=prices, faithfulness_threshold=threshold)
+            load_analytics(
+                chatlog.engine, window, prices=prices, faithfulness_threshold=threshold, owner=owner
+            ),
+            own_only=owner is not None,
         )
 
     with gr.Tab("Analytics", id="analytics", elem_id="analytics-tab", visible=is_admin is None) as tab:
@@ -316,9 +365,14 @@ def build_analytics_tab(
                 elem_id="analytics-faithfulness",
             )
             refused = gr.Dataframe(
-                label="Most refused questions", elem_id="analytics-refused", interactive=False, wrap=True
+                label="Most refused questions",
+                elem_id="analytics-refused",
+                interactive=False,
+                wrap=True,
+                column_widths=["16%", "54%", "30%"],  # the date column fits "YYYY-MM-DD"
             )
-        latency_plot = gr.LinePlot(
+        # Points, not lines: a line needs two days of data, and one day would draw nothing.
+        latency_plot = gr.ScatterPlot(
             x="day",
             y="ms",
             color="series",

@@ -9,6 +9,10 @@ with window functions took three times as long. A turn row is large (it holds th
 embedding), so ``turns`` is scanned twice per load: once for counts and tokens, once for latency.
 Days are UTC calendar days.
 
+Free text (feedback comments, refused questions, drift example questions) belongs to the user who
+wrote it. With ``owner`` given, :func:`load_analytics` reads only that user's text (their own
+conversations, their own ratings); the aggregate figures stay global either way.
+
 ``monitoring`` may not import ``eval`` or ``labeling`` (docs/architecture.md), so the few columns
 of their tables read here are named with :func:`sqlalchemy.table`; the tests run these queries on
 the migrated schema, so a renamed column fails them.
@@ -46,6 +50,7 @@ from chatlog import (
     STATUS_NO_CONTEXT,
     STATUS_OK,
     STATUS_REJECTED,
+    conversations,
     feedback,
     now,
     turns,
@@ -129,7 +134,8 @@ class Analytics:
 
     Attributes:
         window: the time window read.
-        turns_per_day: ``{"day", "turns", "ok", "refused", "errors", "cancelled", "rejected"}``.
+        turns_per_day: ``{"day", "turns", "ok", "refused", "errors", "cancelled", "rejected"}``;
+            ``turns`` leaves out ``rejected`` (bad input refused before any answer).
         feedback: ``{"up", "down", "up_share"}`` (one row per rater and turn; share None without
             feedback).
         feedback_per_day: ``{"day", "up", "down"}``.
@@ -171,12 +177,18 @@ class Analytics:
     injections: dict[str, Any] = field(default_factory=dict)
 
     def totals(self) -> dict[str, Any]:
-        """Window totals of the daily series: turns, refused, refusal share, tokens, cost."""
+        """Window totals of the daily series: turns, rejected, refused, refusal share, tokens, cost.
+
+        ``turns`` counts the turns that reached the bot (answered, refused, failed, cancelled);
+        ``rejected`` the requests refused as bad input before any answer (e.g. a message too long).
+        """
         n = sum(d["turns"] for d in self.turns_per_day)
+        rejected = sum(d.get("rejected", 0) for d in self.turns_per_day)
         refused = sum(d["refused"] for d in self.turns_per_day)
         answered_or_refused = refused + sum(d["ok"] for d in self.turns_per_day)
         return {
             "turns": n,
+            "rejected": rejected,
             "refused": refused,
             "refusal_share": refused / answered_or_refused if answered_or_refused else None,
             "input_tokens": sum(d["input_tokens"] for d in self.usage_per_day),
@@ -194,6 +206,7 @@ def load_analytics(
     faithfulness_threshold: float = 0.5,
     top: int = 10,
     comments: int = 10,
+    owner: str | None = None,
 ) -> Analytics:
     """Read every analytics figure of ``window`` in one read transaction (one consistent snapshot).
 
@@ -205,6 +218,9 @@ def load_analytics(
         faithfulness_threshold: scores below it are "low" (RAGLOOP_FAITHFULNESS_THRESHOLD).
         top: how many refused questions and drift clusters to list.
         comments: how many recent comments to list.
+        owner: None reads everyone's free text (an admin); a user id reads only that user's
+            comments, refused questions and drift example questions (``conversations.user_id``,
+            ``feedback.rater``). Counts, shares, latency, cost and drift status stay global.
 
     Returns:
         The figures; empty series (zero-filled days) on an empty log.
@@ -218,17 +234,19 @@ def load_analytics(
             turns_per_day=turns_per_day(conn, window, daily),
             feedback=feedback_share(conn, window),
             feedback_per_day=feedback_per_day(conn, window),
-            comments=recent_comments(conn, window, comments),
+            comments=recent_comments(conn, window, comments, owner=owner),
             faithfulness=faithfulness_distribution(conn, window, faithfulness_threshold),
-            refused=top_refused(conn, window, top),
+            refused=top_refused(conn, window, top, owner=owner),
             latency=total,
             ttft=ttft,
             latency_per_day=latency_per_day(conn, window, latency),
             usage_per_day=usage_per_day(conn, window, prices or {}, daily),
             drift=run,
-            drift_clusters=top_clusters(conn, run["run_id"], top) if run else [],
+            drift_clusters=top_clusters(conn, run["run_id"], top, owner=owner) if run else [],
             labeling=labeling_queue(conn),
-            injections=injected_turns(conn, window, sum(r.n for r in daily), top),
+            injections=injected_turns(
+                conn, window, sum(r.n for r in daily if r.status != STATUS_REJECTED), top, owner=owner
+            ),
         )
 
 
@@ -290,7 +308,7 @@ def _outcome(status: str) -> str | None:
 def turns_per_day(
     conn: Connection, window: Window, rows: Sequence[Any] | None = None
 ) -> list[dict[str, Any]]:
-    """Turns per UTC day of the window, by outcome (zero-filled).
+    """Turns per UTC day of the window, by outcome (zero-filled); ``turns`` leaves out ``rejected``.
 
     Args:
         conn: an open connection.
@@ -300,7 +318,8 @@ def turns_per_day(
     out: dict[str, dict[str, Any]] = {}
     for r in _daily_rows(conn, window) if rows is None else rows:
         row = out.setdefault(str(r.day), dict.fromkeys(_OUTCOMES, 0))
-        row["turns"] += int(r.n)
+        if r.status != STATUS_REJECTED:  # bad input never became a turn the bot answered
+            row["turns"] += int(r.n)
         kind = _outcome(r.status)
         if kind:
             row[kind] += int(r.n)
@@ -333,8 +352,24 @@ def feedback_per_day(conn: Connection, window: Window) -> list[dict[str, Any]]:
     return _fill(window.days(), rows, {"up": 0, "down": 0})
 
 
-def recent_comments(conn: Connection, window: Window, limit: int = 10) -> list[dict[str, Any]]:
-    """The newest non-empty feedback comments with the question they are about."""
+def _owned(owner: str) -> ColumnElement[bool]:
+    """The turn (``turns`` row) is in one of ``owner``'s conversations."""
+    return turns.c.conversation_id.in_(
+        select(conversations.c.conversation_id).where(conversations.c.user_id == owner)
+    )
+
+
+def recent_comments(
+    conn: Connection, window: Window, limit: int = 10, *, owner: str | None = None
+) -> list[dict[str, Any]]:
+    """The newest non-empty feedback comments with the question they are about.
+
+    Args:
+        conn: an open connection.
+        window: the time window.
+        limit: how many to list.
+        owner: only the comments ``owner`` wrote on their own turns (None: everyone's).
+    """
     query = (
         select(
             feedback.c.updated_at.label("at"),
@@ -348,6 +383,8 @@ def recent_comments(conn: Connection, window: Window, limit: int = 10) -> list[d
         .order_by(feedback.c.updated_at.desc(), feedback.c.feedback_id.desc())
         .limit(limit)
     )
+    if owner is not None:
+        query = query.where(feedback.c.rater == owner, _owned(owner))
     return [dict(r._mapping) for r in conn.execute(query)]
 
 
@@ -391,8 +428,13 @@ def faithfulness_distribution(
     return out
 
 
-def top_refused(conn: Connection, window: Window, limit: int = 10) -> list[dict[str, Any]]:
-    """The questions refused most often (case and surrounding blanks ignored), most first."""
+def top_refused(
+    conn: Connection, window: Window, limit: int = 10, *, owner: str | None = None
+) -> list[dict[str, Any]]:
+    """The questions refused most often (case and surrounding blanks ignored), most first.
+
+    With ``owner``, only the questions asked in ``owner``'s conversations.
+    """
     question = func.lower(func.trim(turns.c.user_message)).label("question")
     query = (
         select(question, func.count().label("n"), func.max(turns.c.created_at).label("last"))
@@ -401,7 +443,14 @@ def top_refused(conn: Connection, window: Window, limit: int = 10) -> list[dict[
         .order_by(func.count().desc(), func.max(turns.c.created_at).desc())
         .limit(limit)
     )
-    return [{"question": r.question, "count": int(r.n), "last": r.last} for r in conn.execute(query)]
+    if owner is not None:
+        query = query.where(_owned(owner))
+    return [{"question": r.question, "count": int(r.n), "last": _when(r.last)} for r in conn.execute(query)]
+
+
+def _when(value: Any) -> Any:
+    """A timestamp as a datetime (SQLite's ``max()`` of a timestamp comes back as text)."""
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
 
 
 def _epoch_day(conn: Connection, col: Any) -> ColumnElement[int]:
@@ -531,16 +580,38 @@ def latest_drift(conn: Connection) -> dict[str, Any] | None:
     return {**{k: row[k] for k in _RUN_KEYS}, "status": status, "insufficient": insufficient}
 
 
-def top_clusters(conn: Connection, run_id: str, limit: int = 10) -> list[dict[str, Any]]:
-    """The top clusters of a drift run by rank, with their example questions."""
+def top_clusters(
+    conn: Connection, run_id: str, limit: int = 10, *, owner: str | None = None
+) -> list[dict[str, Any]]:
+    """The top clusters of a drift run by rank, with their example questions.
+
+    The stored examples are anyone's questions: with ``owner``, each cluster's examples are
+    instead ``owner``'s own questions among its member turns (none when they have none there).
+    """
     c = drift_clusters.c
     query = (
         select(c.rank, c.size, c.current_share, c.reference_share, c.excess, c.examples)
+        .add_columns(*([c.turn_ids] if owner is not None else []))
         .where(c.run_id == run_id)
         .order_by(c.rank)
         .limit(limit)
     )
-    return [{**dict(r._mapping), "examples": list(r.examples or [])} for r in conn.execute(query)]
+    rows = [dict(r._mapping) for r in conn.execute(query)]
+    if owner is None:
+        return [{**r, "examples": list(r["examples"] or [])} for r in rows]
+    members = {r["rank"]: [str(t) for t in r.pop("turn_ids", None) or []] for r in rows}
+    wanted = sorted({t for ids in members.values() for t in ids})
+    mine: dict[str, str] = {}
+    for start in range(0, len(wanted), 500):  # bounded IN lists
+        found = select(turns.c.turn_id, turns.c.user_message).where(
+            turns.c.turn_id.in_(wanted[start : start + 500]), _owned(owner)
+        )
+        mine.update({t: q for t, q in conn.execute(found) if q})
+    out = []
+    for r in rows:
+        own = list(dict.fromkeys(mine[t] for t in members[r["rank"]] if t in mine))
+        out.append({**r, "examples": own[:3]})
+    return out
 
 
 def labeling_queue(conn: Connection) -> dict[str, int]:
@@ -557,7 +628,9 @@ def labeling_queue(conn: Connection) -> dict[str, int]:
     return {"selected": selected, "pairs": n_pairs, "labeled": n_labeled, "pending": n_pairs - n_labeled}
 
 
-def injected_turns(conn: Connection, window: Window, n_turns: int, limit: int = 10) -> dict[str, Any]:
+def injected_turns(
+    conn: Connection, window: Window, n_turns: int, limit: int = 10, *, owner: str | None = None
+) -> dict[str, Any]:
     """Turns of the window flagged for prompt injection (``turns.flags["injection"]`` true).
 
     Args:
@@ -565,6 +638,7 @@ def injected_turns(conn: Connection, window: Window, n_turns: int, limit: int = 
         window: the time window.
         n_turns: all turns of the window (the share's denominator).
         limit: how many of the newest flagged turns to list.
+        owner: list only ``owner``'s flagged turns (the count stays global).
     """
     flagged = and_(_in(turns.c.created_at, window), turns.c.flags["injection"].as_boolean().is_(True))
     n = int(conn.execute(select(func.count()).select_from(turns).where(flagged)).scalar_one())
@@ -574,6 +648,8 @@ def injected_turns(conn: Connection, window: Window, n_turns: int, limit: int = 
         .order_by(turns.c.created_at.desc(), turns.c.turn_id)
         .limit(limit)
     )
+    if owner is not None:
+        query = query.where(_owned(owner))
     recent = [
         {
             "at": r.created_at,

@@ -19,6 +19,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 import chatlog as cl
+from chatbot._auth import ANON_COOKIE, anonymous_id
 from eval import EvalResult, EvaluationStore
 from labeling import PairStore
 from monitoring import semconv as sc
@@ -29,23 +30,29 @@ from tests.chatbot.browser import chromium, wait_for
 pytestmark = [pytest.mark.browser]
 
 SHOTS = Path(__file__).resolve().parents[2] / "bench" / "results" / "ui"
+#: The guest's anonymous-id cookie: with authentication off a guest sees only their own free text.
+COOKIE = "analytics-guest-0123456789abcdef"
+OWNER = anonymous_id(COOKIE)
 
 
 def seed(log: cl.ChatLog) -> None:
     """Six turns yesterday and today with fixed latency, tokens, feedback, scores, drift and pairs."""
     at = cl.now() - timedelta(days=3)
+    conv = log.create_conversation(user_id=OWNER, title="question 0")
     ids = []
     for k, total in enumerate((100.0, 200.0, 300.0, 400.0)):  # over three days: lines in the plots
         when = at + timedelta(days=k // 2 + k % 2 * 2)
-        tid = log.start_turn(created_at=when, user_message=f"question {k}", model="m1")
+        tid = log.start_turn(conversation_id=conv, created_at=when, user_message=f"question {k}", model="m1")
         log.finish_turn(tid, "ok", total_ms=total, ttft_ms=total / 10, input_tokens=1000, output_tokens=100)
         ids.append(tid)
     for k in range(2):
-        tid = log.start_turn(created_at=at + timedelta(days=1 + k), user_message="How do I fly?")
+        tid = log.start_turn(
+            conversation_id=conv, created_at=at + timedelta(days=1 + k), user_message="How do I fly?"
+        )
         log.finish_turn(tid, "no_context")
     for tid in ids[:3]:
-        log.add_feedback(tid, 1, rater="r1", source="ui")
-    log.add_feedback(ids[3], -1, "too vague", rater="r1", source="ui")
+        log.add_feedback(tid, 1, rater=OWNER, source="ui")
+    log.add_feedback(ids[3], -1, "too vague", rater=OWNER, source="ui")
     scores = EvaluationStore(log)
     for tid, score in zip(ids, (0.2, 0.6, 0.8, 0.9), strict=True):
         scores.record(tid, sc.SCORE_FAITHFULNESS_LOCAL, EvalResult(score=score))
@@ -107,6 +114,7 @@ def test_the_tab_loads_when_opened_and_shows_the_logs_numbers(
 
 
 def _check_the_tab(page: Any, base: str, reads: list[str]) -> None:
+    page.context.add_cookies([{"name": ANON_COOKIE, "value": COOKIE, "url": base}])
     page.goto(base + "/")
     tab = page.get_by_role("tab", name="Analytics")
     tab.wait_for(timeout=30_000)
@@ -127,7 +135,8 @@ def _check_the_tab(page: Any, base: str, reads: list[str]) -> None:
     assert "2 pairs waiting for a label (1 labeled)" in text
     assert "too vague" in page.locator("#analytics-comments").inner_text()
     assert "how do i fly?" in page.locator("#analytics-refused").inner_text()
-    assert "how do i fly?" in page.locator("#analytics-clusters").inner_text()
+    # A guest's drift examples are their own questions among the cluster's member turns.
+    assert "question 0" in page.locator("#analytics-clusters").inner_text()
     wait_for(lambda: page.locator("#analytics-turns canvas, #analytics-turns svg").count(), 30, "a plot")
     page.wait_for_timeout(1000)  # let the plots finish drawing
     SHOTS.mkdir(parents=True, exist_ok=True)

@@ -123,11 +123,11 @@ def test_every_figure_has_its_known_value(log: cl.ChatLog) -> None:
     d = [(day0 + timedelta(days=i)).date().isoformat() for i in range(3)]
     by_day = {r["day"]: r for r in a.turns_per_day}
     assert [r["day"] for r in a.turns_per_day] == window.days() and window.days()[:3] == d
-    assert [by_day[x]["turns"] for x in d] == [4, 3, 4]
+    assert [by_day[x]["turns"] for x in d] == [4, 3, 3]  # the rejected request is no turn
     assert [by_day[x]["ok"] for x in d] == [4, 1, 1]
     assert [by_day[x]["refused"] for x in d] == [0, 2, 1]
     assert [(by_day[d[2]][k]) for k in ("errors", "rejected", "cancelled")] == [1, 1, 0]
-    assert a.totals()["turns"] == 11 and a.totals()["refused"] == 3
+    assert a.totals()["turns"] == 10 and a.totals()["rejected"] == 1 and a.totals()["refused"] == 3
     assert a.totals()["refusal_share"] == pytest.approx(3 / 9)
 
     # Feedback: q1 up (r1) + down (r2), q2 up, q5 edited down -> up: 3 up, 1 down.
