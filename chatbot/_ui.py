@@ -253,7 +253,10 @@ class _Session:
         if not view or not view[-1].get("pending"):
             return (gr.skip(),) * 4
         row = None
-        for _ in range(100):  # the cancelled turn's row is written as the stream closes
+        # What streamed before Stop is in the in-flight record: shown at once. Only without it (no
+        # token yet) is the chat log asked, briefly: the cancelled row lands as the stream closes,
+        # which can take seconds on a busy machine, and the user must not wait for it.
+        for _ in range(0 if rec is not None and rec.get("answer") else 20):
             row = await asyncio.to_thread(self.log.get_turn, pending) if pending else None
             if row is None or row["status"] != "in_progress":
                 break
@@ -500,6 +503,7 @@ def build_ui(service: ChatService) -> gr.Blocks:
             [view, pending],
             [chat, view, index, pending],
             cancels=[ev_submit, ev_send, ev_retry, ev_edit],
+            concurrency_limit=None,  # one user's Stop never waits behind another's
         )
         chat.like(s.like, [index, comment], [status, last_rated, comment])
         comment_btn.click(s.comment, [comment, last_rated], [status, comment])

@@ -240,6 +240,16 @@ def test_stop_retry_edit_feedback_and_small_print(app: dict[str, Any], browser: 
     app["llm"].behaviour.pieces, app["llm"].behaviour.token_delay_s = PIECES, 0.05
     assert stopped["status"] == cl.STATUS_CANCELLED and stopped["answer"], stopped["status"]
     wait_for(lambda: "Stopped" in page.locator("#chat").inner_text(), 30, "the stopped note")
+    # What the user sees: the note itself, and no "Error" badge over the chat or the question box
+    # (Gradio marks a cancelled event's outputs as failed).
+    assert page.locator("#chat").get_by_text("Stopped", exact=False).last.is_visible()
+    wait_for(
+        lambda: not page.get_by_text("Error", exact=True).first.is_visible()
+        if page.get_by_text("Error", exact=True).count()
+        else True,
+        15,
+        "no Error badge after Stop",
+    )
     shown = " ".join(page.locator(BOT).last.inner_text().split())
     assert " ".join(stopped["answer"].replace("`", "").split())[:30] in shown  # rendered: no backticks
     shot(page, "controls_stopped")
@@ -298,11 +308,24 @@ def test_history_is_per_user_reopen_search_rename_and_delete_everywhere(
     wait_for(
         lambda: log.feedback_for(turn_ids[0]) or log.feedback_for(turn_ids[-1]), 30, "feedback to delete"
     )
+    # One click only asks; Cancel keeps it; "Delete for good" deletes (it was one click, unasked).
     alice.locator("#delete-conversation").click()
+    wait_for(lambda: alice.locator("#delete-confirm").is_visible(), 30, "the confirm step")
+    assert "for good?" in alice.locator("#history-status").inner_text()
+    shot(alice, "history_delete_confirm")
+    alice.locator("#delete-cancel").click()
+    wait_for(lambda: "Not deleted" in alice.locator("#history-status").inner_text(), 30, "cancelled")
+    assert not alice.locator("#delete-confirm").is_visible() and log.get_conversation(a_conv) is not None
+    alice.locator("#delete-conversation").click()
+    wait_for(lambda: alice.locator("#delete-confirm").is_visible(), 30, "the confirm step again")
+    alice.locator("#delete-confirm").click()
     wait_for(
         lambda: "Conversation deleted" in alice.locator("#history-status").inner_text(), 30, "the message"
     )
     shot(alice, "history_deleted")
+    said = alice.locator("#history-status").inner_text()
+    assert "Nothing of it is left" not in said  # it was not true: traces and WAL bytes were kept
+    assert "overwritten in the chat log's database and WAL files" in said
     assert log.get_conversation(a_conv) is None and log.conversation_turns(a_conv) == []
     assert all(log.get_turn(t) is None and not log.feedback_for(t) for t in turn_ids)
     alice.locator("#history-search textarea, #history-search input").first.fill("")
