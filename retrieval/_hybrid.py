@@ -8,7 +8,7 @@ scores have no fixed scale. ``k = 60`` is the paper's constant (``RAGLOOP_RRF_K`
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import TypeVar
 
 T = TypeVar("T", bound=Hashable)
@@ -52,3 +52,32 @@ def reciprocal_rank_fusion(
             scores[item] = scores.get(item, 0.0) + weight / (k + rank)
             best[item] = min(best.get(item, (rank, which)), (rank, which))
     return sorted(scores.items(), key=lambda kv: (-kv[1], best[kv[0]]))
+
+
+def repair_ranking(
+    ranked: Sequence[tuple[T, float]], rescored: Mapping[T, float], depth: int
+) -> list[tuple[T, float]]:
+    """An approximate ranking with the items it missed put back where their exact score places them.
+
+    Chroma's dense search is approximate (HNSW): it can miss a chunk whose cosine beats every hit it
+    returned (a chunk just uploaded, or one in a sparse corner of the space such as a note about a
+    product name the embedder never saw). When BM25 finds such a chunk, its exact cosine (from its
+    stored embedding) is known, and the dense ranking it should have been part of can be repaired
+    before fusion: otherwise RRF sees it in one ranking only and chunks that both rankings hold at
+    middling ranks outvote it (issue 13: "How do I restart the Zorblax service?" fused three
+    Logging Cookbook chunks at cosine 0.32-0.38 above the uploaded note at 0.63, and was refused).
+
+    Args:
+        ranked: ``(item, score)`` from the approximate search, best first.
+        rescored: Exact scores of further items (items already in ``ranked`` are ignored).
+        depth: Items kept (the depth the approximate search was asked for).
+
+    Returns:
+        ``ranked`` and ``rescored`` merged by score, best first, ``depth`` at most; ties keep
+        ``ranked``'s items first. With an exact search the result is ``ranked[:depth]`` unchanged
+        whenever ``rescored`` holds only items the search ranked below ``depth``.
+    """
+    seen = {item for item, _ in ranked}
+    merged = list(ranked) + [(item, s) for item, s in rescored.items() if item not in seen]
+    order = sorted(range(len(merged)), key=lambda i: (-merged[i][1], i))
+    return [merged[i] for i in order[: max(depth, 0)]]

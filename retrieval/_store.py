@@ -50,7 +50,7 @@ import numpy as np
 from ragloop.settings import Settings
 from retrieval._bm25 import Bm25Index, catch_up
 from retrieval._embedding import Embedder, get_embedder
-from retrieval._hybrid import reciprocal_rank_fusion
+from retrieval._hybrid import reciprocal_rank_fusion, repair_ranking
 
 log = logging.getLogger(__name__)
 
@@ -149,10 +149,31 @@ def _fresh_embedded_client(settings: Settings, old: Any) -> Any:
 
 def open_collection(settings: Settings) -> Any:
     """The Chroma collection ``settings.collection`` (created in cosine space when missing)."""
-    client = open_client(settings)
-    return client.get_or_create_collection(
-        settings.collection, configuration={"hnsw": {"space": "cosine"}}, embedding_function=None
+    return get_or_create(open_client(settings), settings)
+
+
+def get_or_create(client: Any, settings: Settings) -> Any:
+    """``settings.collection`` from ``client``: created in cosine space, searched with ``hnsw_ef_search``.
+
+    Chroma's HNSW search explores ``ef_search`` candidates (default 100) and can miss a chunk whose
+    cosine beats every hit it returns (issue 13). A collection created before the setting, or with
+    another value, is modified; Chroma applies the new value when it next loads the HNSW index
+    (a server at its start, an embedded client when it opens the folder).
+    """
+    ef = settings.hnsw_ef_search
+    collection = client.get_or_create_collection(
+        settings.collection,
+        configuration={"hnsw": {"space": "cosine", "ef_search": ef}},
+        embedding_function=None,
     )
+    hnsw = (getattr(collection, "configuration", None) or {}).get("hnsw") or {}
+    if hnsw and hnsw.get("ef_search") != ef:
+        try:
+            collection.modify(configuration={"hnsw": {"ef_search": ef}})
+            log.info("collection %r: HNSW ef_search %s -> %d", settings.collection, hnsw.get("ef_search"), ef)
+        except Exception:  # noqa: BLE001 - searching with Chroma's own value beats not searching
+            log.warning("could not set HNSW ef_search on %r", settings.collection, exc_info=True)
+    return collection
 
 
 def _mtime(path: Path) -> int | None:
@@ -249,9 +270,7 @@ class Retriever:
         self._bm25_lock = threading.Lock()
 
     def _open(self) -> Any:
-        return self._client.get_or_create_collection(
-            self.settings.collection, configuration={"hnsw": {"space": "cosine"}}, embedding_function=None
-        )
+        return get_or_create(self._client, self.settings)
 
     def _stamp(self) -> tuple[int, int] | None:
         """(mtime ns, size) of the embedded index's SQLite file: every write by any process moves it."""
@@ -314,14 +333,19 @@ class Retriever:
         except Exception:  # noqa: BLE001 - a chat never fails because the BM25 side did
             log.warning("BM25 search failed: dense hits only", exc_info=True)
             return dense[:k]
-        rankings = [[h.chunk_id for h in dense], [cid for cid, _ in lexical]]
+        by_id = {h.chunk_id: h for h in dense}
+        # The dense search is approximate (HNSW): a BM25 candidate it did not return gets its exact
+        # cosine from its stored embedding, and the dense ranking is repaired with it before fusion,
+        # so a chunk the ANN search missed is not outvoted for lack of a dense vote (issue 13).
+        unseen = [cid for cid in dict.fromkeys([cid for cid, _ in lexical] + exact) if cid not in by_id]
+        if unseen:
+            by_id.update(self._fetch(unseen, vector))
+        exact_cos = {cid: by_id[cid].score for cid in unseen if cid in by_id}
+        dense_ranking = repair_ranking([(h.chunk_id, h.score) for h in dense], exact_cos, n)
+        rankings = [[cid for cid, _ in dense_ranking], [cid for cid, _ in lexical]]
         if exact:  # the query names identifiers: the chunks holding them get a vote of their own
             rankings.append(exact)
         fused = reciprocal_rank_fusion(rankings, k=self.settings.rrf_k)[:k]
-        by_id = {h.chunk_id: h for h in dense}
-        missing = [cid for cid, _ in fused if cid not in by_id]
-        if missing:
-            by_id.update(self._fetch(missing, vector))
         return [replace(by_id[cid], rrf_score=score) for cid, score in fused if cid in by_id]
 
     def _fetch(self, ids: list[str], vector: np.ndarray) -> dict[str, RetrievedChunk]:
