@@ -213,10 +213,13 @@ def _add_chat_routes(app: FastAPI, service: ChatService) -> None:
 
     @app.delete("/api/conversations/{conversation_id}")
     async def delete_conversation(conversation_id: str, request: Request) -> dict[str, Any]:
-        """Delete a conversation and its content (turns, feedback, labeling rows, pending outbox rows)."""
+        """Delete a conversation and its content; ``report`` says what was removed and what is kept where."""
+        from chatbot._erasure import deletion_report
+
         await api_check_owner(service, conversation_id, request)
-        await asyncio.to_thread(service.delete_conversation, conversation_id)
-        return {"conversation_id": conversation_id, "deleted": True}
+        counts = await asyncio.to_thread(service.delete_conversation, conversation_id)
+        report = deletion_report(counts, service.settings)
+        return {"conversation_id": conversation_id, "deleted": True, "report": report.as_dict()}
 
     @app.api_route("/api/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
     async def unknown_api_route(rest: str, request: Request) -> JSONResponse:

@@ -225,15 +225,20 @@ class ChatService:
         except DB_UNAVAILABLE as exc:
             raise chatlog_unavailable() from exc
 
-    def delete_conversation(self, conversation_id: str) -> None:
+    def delete_conversation(self, conversation_id: str) -> dict[str, int]:
         """Delete a conversation and its content everywhere (``ChatLog.purge_conversation``).
 
         Turns, feedback, evaluations, labeling candidates and pairs, and every outbox row about
-        them (pending ones of a sink whose backend is down too) go in one transaction; the caller
-        has checked ownership (``api_check_owner``).
+        them (pending ones of a sink whose backend is down too) go in one transaction, with an
+        ``erase`` item for the trace store; the caller has checked ownership (``api_check_owner``).
+
+        Returns:
+            The purge's counts (``chatbot._erasure.deletion_report`` puts them in words).
         """
-        if self.chatlog.purge_conversation(conversation_id, None) is None:
+        counts = self.chatlog.purge_conversation(conversation_id, None)
+        if counts is None:
             raise ChatError(404, "unknown_conversation", "That conversation does not exist (any more).")
+        return counts
 
     def add_feedback(
         self,

@@ -25,6 +25,7 @@ import gradio as gr
 from chatbot import _ui_busy as busy
 from chatbot import _ui_render as render
 from chatbot._auth import User, conversation_title, current_user
+from chatbot._erasure import deletion_report
 from chatbot._ratelimit import turn_refusal
 from chatbot._service import ChatError, ChatService
 from chatbot._ui_assets import ui_mount_kwargs
@@ -370,17 +371,29 @@ class _Session:
         ok = await asyncio.to_thread(self.log.rename_conversation, conv_id, user.id, title)
         return "Renamed." if ok else "That conversation is not available."
 
-    async def delete(self, conv_id: str | None, request: gr.Request | None = None) -> tuple[Any, ...]:
-        """Delete the open conversation and its content everywhere; returns (reset..., title, status)."""
+    async def ask_delete(self, conv_id: str | None, request: gr.Request | None = None) -> tuple[Any, ...]:
+        """First click on Delete: show the confirm step; returns (confirm row, doomed id, status)."""
         if not conv_id:
-            return (*_reset()[:4], "", "Open a conversation to delete it.")
+            return gr.update(visible=False), None, "Open a conversation to delete it."
+        user = current_user(request)
+        conv = await asyncio.to_thread(self.log.get_conversation, conv_id)
+        if conv is None or conv.get("user_id") != user.id:
+            return gr.update(visible=False), None, "That conversation is not available."
+        title = conv.get("title") or "this conversation"
+        return gr.update(visible=True), conv_id, render.deletion_question(str(title))
+
+    async def delete(self, conv_id: str | None, request: gr.Request | None = None) -> tuple[Any, ...]:
+        """Delete the confirmed conversation everywhere; returns (reset..., title, status, confirm row)."""
+        hide = gr.update(visible=False)
+        if not conv_id:
+            return (*_reset()[:4], "", "Open a conversation to delete it.", hide)
         user = current_user(request)
         counts = await asyncio.to_thread(self.log.purge_conversation, conv_id, user.id)
         if counts is None:
-            return (*_reset()[:4], "", "That conversation is not available.")
-        message = render.deletion_message(counts)
+            return (*_reset()[:4], "", "That conversation is not available.", hide)
+        message = deletion_report(counts, self.service.settings).message()
         gr.Info(message)
-        return (*_reset()[:4], "", message)
+        return (*_reset()[:4], "", message, hide)
 
 
 def _apply_event(rec: dict[str, Any], event: Any) -> None:
@@ -465,6 +478,11 @@ def build_ui(service: ChatService) -> gr.Blocks:
                             delete = gr.Button(
                                 "Delete", size="sm", variant="stop", elem_id="delete-conversation"
                             )
+                        with gr.Row(visible=False, elem_id="delete-confirm-row") as confirm_row:
+                            confirm = gr.Button(
+                                "Delete for good", size="sm", variant="stop", elem_id="delete-confirm"
+                            )
+                            cancel = gr.Button("Cancel", size="sm", elem_id="delete-cancel")
                         history_status = gr.Markdown("", elem_id="history-status")
                     with gr.Column(scale=4):
                         chat = gr.Chatbot(
@@ -511,7 +529,17 @@ def build_ui(service: ChatService) -> gr.Blocks:
         search.change(*refresh)
         history.input(s.open, [history], [chat, view, conv_id, index, title, history_status])
         rename.click(s.rename, [conv_id, title], [history_status]).then(*refresh)
-        delete.click(s.delete, [conv_id], [chat, view, conv_id, index, title, history_status]).then(*refresh)
+        # Two steps: Delete asks (naming the conversation), "Delete for good" deletes that one.
+        doomed = gr.State(None)
+        delete.click(s.ask_delete, [conv_id], [confirm_row, doomed, history_status])
+        confirm.click(
+            s.delete, [doomed], [chat, view, conv_id, index, title, history_status, confirm_row]
+        ).then(*refresh)
+        cancel.click(
+            lambda: (gr.update(visible=False), None, "Not deleted."),
+            None,
+            [confirm_row, doomed, history_status],
+        )
         demo.load(_who, None, [who]).then(*refresh)
     return demo
 

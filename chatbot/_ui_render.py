@@ -241,24 +241,9 @@ def history_label(conv: Mapping[str, Any]) -> str:
     return f"{title} ({stamp})" if stamp else str(title)
 
 
-def deletion_message(counts: Mapping[str, int]) -> str:
-    """What a deletion removed, in words."""
-    turns = counts.get("turns", 0)
-    extra = [
-        f"{counts[k]} {label}"
-        for k, label in (
-            ("feedback", "feedback rows"),
-            ("evaluations", "evaluations"),
-            ("selections", "labeling selections"),
-            ("pairs", "labeling pairs"),
-            ("labels", "labels"),
-            ("outbox", "pending exports"),
-            ("drift_clusters", "drift examples"),
-        )
-        if counts.get(k)
-    ]
-    more = f", with {', '.join(extra)}" if extra else ""
+def deletion_question(title: str) -> str:
+    """The confirm step's question before a conversation is deleted."""
     return (
-        f"Conversation deleted: {turns} question{'s' if turns != 1 else ''} and answers removed from the "
-        f"chat log{more}. Nothing of it is left in the app's stores."
+        f"Delete **{title}** for good? Its questions, answers, feedback and labeling rows are removed "
+        "from the chat log, and its traces from the trace store where the app can; this cannot be undone."
     )
