@@ -107,6 +107,9 @@ def start_stack(settings: Settings) -> tuple[Settings, list[Any]]:
 
     skipped: list[str] = []
     procs = _optional("the local monitoring stack", lambda: start_local_stack(settings, skipped=skipped))
+    phoenix = next((p for p in procs if getattr(p, "name", "") == "phoenix"), None)
+    if phoenix is not None and not settings.phoenix_url:  # deleted conversations' traces go from it
+        settings = settings.model_copy(update={"phoenix_url": phoenix.url})
     collector_up = any(getattr(p, "name", "") == "collector" for p in procs)
     if settings.collector and not collector_up:
         settings = settings.model_copy(update={"collector": False})

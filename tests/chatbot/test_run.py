@@ -130,6 +130,7 @@ def test_a_missing_phoenix_or_collector_never_leaves_the_app_exporting_to_a_dead
             # The collector runs alone (dropping traces): the app's exports succeed.
             assert endpoint == f"http://127.0.0.1:{grpc}" and port_open("127.0.0.1", grpc)
             assert _collector_takes_a_span(endpoint)
+            assert app_settings.phoenix_url is None  # no Phoenix: no sink deletes traces there
         else:
             assert endpoint is None, "the app must not export to a collector that did not start"
     finally:
