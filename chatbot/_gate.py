@@ -8,6 +8,9 @@ on the local faithfulness scorer, ~10-45 ms, in a worker thread) and treats it a
 * ``low_faithfulness``: its local faithfulness is under ``RAGLOOP_FAITHFULNESS_THRESHOLD`` (the
   online evaluator's threshold);
 * ``uncited``: it makes claims, but no sentence can be attributed to any passage;
+* ``echo``: it only echoes the question (:func:`echoes_question`: "and for dictionaries [1]?" for
+  "and for dictionaries?"), which the scorer finds "supported" (the passages repeat the question's
+  words) though it answers nothing;
 * ``scorer_failed``: it could not be checked at all.
 
 A passing answer is shown with its verified citations only (``passed``). A failed one, with
@@ -47,6 +50,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -82,6 +86,8 @@ QUOTE_LABEL = gate_text.QUOTE_LABELS["en"]
 SCORER_LANGUAGES = frozenset({"en"})
 #: Failure reasons that come from the scorer's judgement (not from an empty answer).
 SCORED_REASONS = frozenset({"low_faithfulness", "uncited"})
+#: The failure reason of an answer that only echoes the question (:func:`echoes_question`).
+ECHO = "echo"
 #: At most this many sentences, and about this many characters, are quoted.
 QUOTE_SENTENCES = 3
 QUOTE_CHARS = 600
@@ -298,8 +304,12 @@ class GroundingGate:
             self._verifier = self._verifier()
         return self._verifier
 
-    def check(self, answer: str, passages: Sequence[str], question: str | None) -> Check:
-        """Verify one answer (CPU work: call it off the event loop)."""
+    def check(self, answer: str, passages: Sequence[str], question: str | None, titles: str = "") -> Check:
+        """Verify one answer (CPU work: call it off the event loop).
+
+        ``titles`` are the passages' section titles: an answer made of the question's and the
+        titles' words only is an echo (:func:`echoes_question`), whatever its score.
+        """
         from eval import attribute, parse_answer
 
         parsed = parse_answer(answer)
@@ -311,6 +321,8 @@ class GroundingGate:
             return Check(bare, [], None, "scorer_failed")
         had_markers = bool(answer.strip()) and not parsed.has_content
         reason = failure_reason(verified, had_markers, self.threshold)
+        if reason in (None, *SCORED_REASONS) and echoes_question(parsed.text, question or "", titles):
+            reason = ECHO
         language = answer_language(parsed.text) if reason in SCORED_REASONS else None
         return Check(
             verified.result.answer, verified.result.to_dicts(), verified.faithfulness, reason, language
@@ -347,9 +359,9 @@ class GroundingGate:
         """
         started = time.perf_counter()
         texts = [c.text for c in chunks]
-        first = await asyncio.to_thread(self.check, answer, texts, question)
-        outcome = GateOutcome(PASSED, first.answer, first.citations, None, answer, first.faithfulness)
         titles = " ".join(str(getattr(c, "title", "") or "") for c in chunks)
+        first = await asyncio.to_thread(self.check, answer, texts, question, titles)
+        outcome = GateOutcome(PASSED, first.answer, first.citations, None, answer, first.faithfulness)
         if (
             not first.passed
             and first.language not in (None, *SCORER_LANGUAGES)
@@ -397,7 +409,8 @@ class GroundingGate:
             log.warning("grounding gate: the retry failed (%s: %s)", type(exc).__name__, exc)
             return None
         text = str(reply.content or "")
-        return text, await asyncio.to_thread(self.check, text, texts, question)
+        titles = " ".join(str(getattr(c, "title", "") or "") for c in chunks)
+        return text, await asyncio.to_thread(self.check, text, texts, question, titles)
 
     @staticmethod
     def _fall_back(
@@ -446,6 +459,34 @@ def says_something(answer: str, question: str, titles: str) -> bool:
 
     seen = content_words(question) | content_words(titles)
     return len(content_words(answer) - seen) >= MIN_NEW_WORDS
+
+
+def echoes_question(answer: str, question: str, titles: str = "") -> bool:
+    """Whether ``answer`` only echoes the question: (nearly) no content word beyond it and the titles.
+
+    The generalisation of :func:`says_something` to every language: an answer whose content words
+    (``chatbot._rewrite.content_words``, markers removed) are all the question's or the section
+    titles' answers nothing, and so is a question that adds a single word. An answer with no
+    content word at all ("Yes [1].") is left to the other checks.
+
+    >>> echoes_question("and for dictionaries [1]?", "and for dictionaries?")
+    True
+    >>> echoes_question("Dictionaries are implemented [1].", "How are dictionaries implemented?")
+    True
+    >>> echoes_question("Use `sorted(iterable)` [1].", "How do I sort a list?")
+    False
+    """
+    from chatbot._rewrite import content_words
+
+    text = _MARKERS.sub(" ", answer).strip()
+    words = content_words(text)
+    if not words:
+        return False
+    new = words - content_words(question) - content_words(titles)
+    return not new or (len(new) == 1 and text.endswith(("?", "？")))
+
+
+_MARKERS = re.compile(r"\[\d{1,3}\]")
 
 
 def answer_language(answer: str) -> str:
