@@ -12,8 +12,16 @@ English. :func:`check_rewrite` accepts the rewrite only when all three checks pa
 * ``language``: it must stay in the user's language (the caller passes the detected language of
   the message and of the rewrite).
 
-When one fails, the question used for retrieval and the answer is :func:`fallback_question`: the
-previous question followed by the user's own message, which still carries everything the user said.
+A message that stands on its own (:func:`is_standalone`: a full question or request with its own
+content words, no leading "and ..." and no word pointing back, such as "it" or "them") needs no
+history. For such a message a fourth check applies:
+
+* ``added_topic``: the rewrite must not bring in the previous question's words that the message
+  does not have ("and for lists? How do I get a default value when the key is missing?").
+
+When one fails, the question used for retrieval and the answer is :func:`fallback_question`: for
+an elliptical follow-up, the previous question followed by the user's own message, which still
+carries everything the user said; for a message that stands on its own, the message alone.
 Retrieval then searches with that and with the message alone, and fuses the two rankings
 (:attr:`RewriteCheck.queries`, ``chatbot._fusion``): the previous question carries an elliptical
 follow-up's topic but drags the old topic into a follow-up that changes it.
@@ -38,6 +46,7 @@ log = logging.getLogger(__name__)
 NOT_A_QUESTION = "not_a_question"
 LOST_CONTENT = "lost_content"
 LANGUAGE = "language"
+ADDED_TOPIC = "added_topic"
 
 #: The share of the message's content words the rewrite must keep.
 MIN_KEPT = 0.5
@@ -204,9 +213,73 @@ def keeps_content(condensed: str, message: str, previous_question: str | None) -
     return not topic or kept_share(topic, condensed) > 0.0
 
 
-def fallback_question(message: str, previous_question: str | None) -> str:
-    """The previous question followed by the user's own message (the message alone on a first turn)."""
+#: A message that stands on its own has at least this many content words.
+MIN_STANDALONE_WORDS = 2
+
+# Words that continue the previous turn when they open a message ("and ...", "what about ...").
+_CONTINUATIONS = re.compile(
+    r"^\W*(?:and|or|but|so|also|plus|then|same|what\s+about|how\s+about|und|oder|aber|dann|"
+    r"et|ou|mais|alors|y|o|pero|e|entonces)\b",
+    re.IGNORECASE,
+)
+# Words that point back to something said before (pronouns, "the other", "there", "afterwards"),
+# in the four languages; articles that double as pronouns (fr "le", es "la") are listed too, which
+# only ever keeps the previous question for a message that did not need it.
+_ANAPHORA = frozenset(
+    """
+    it its it's itself them they their theirs themselves this that these those one ones there then
+    too either also else other another others same such mine yours above afterwards former latter
+    sie es ihn ihm ihnen ihr ihre dies diese dieser dieses dann danach auch damit dafür davon dazu
+    umgekehrt ebenso
+    le la les lui leur leurs ça cela ceci celui celle ceux celles inverse aussi ensuite après même
+    lo los las les eso esto ese esa ello después también revés mismo misma
+    """.split()
+)
+
+
+def is_standalone(message: str) -> bool:
+    """Whether ``message`` stands on its own: it needs no previous question to be understood.
+
+    A full question or request (:func:`is_question_or_request`) with at least
+    :data:`MIN_STANDALONE_WORDS` content words of its own, that neither opens by continuing the
+    previous turn ("and for dictionaries?", "what about copying one?") nor points back to it ("how
+    do I sort them?", "why does it take so long?"). When unsure, it is not: the previous question
+    is then kept, as for any follow-up.
+
+    >>> is_standalone("How do I get a default value when the key is missing?")
+    True
+    >>> is_standalone("and for lists?"), is_standalone("How do I delete it afterwards?")
+    (False, False)
+    """
+    t = message.strip()
+    if not is_question_or_request(t) or _CONTINUATIONS.match(t.lstrip("¿¡\"'(")):
+        return False
+    words = {m.lower() for m in _WORD.findall(t)}
+    return not (words & _ANAPHORA) and len(content_words(t)) >= MIN_STANDALONE_WORDS
+
+
+def adds_previous_topic(condensed: str, message: str, previous_question: str | None) -> bool:
+    """Whether the rewrite brings in content words of the previous question that ``message`` lacks."""
     if not previous_question:
+        return False
+    own = content_words(message)
+    added = {w for w in content_words(condensed) if not any(_same_word(w, o) for o in own)}
+    topic = content_words(previous_question)
+    return any(_same_word(a, t) for a in added for t in topic)
+
+
+def fallback_question(message: str, previous_question: str | None) -> str:
+    """The previous question followed by the user's own message, for an elliptical follow-up.
+
+    The message alone on a first turn, and when it stands on its own (:func:`is_standalone`): gluing
+    the previous question to a new self-contained one only drags the old topic into it.
+
+    >>> fallback_question("and for dictionaries?", "How do I sort a list?")
+    'How do I sort a list? and for dictionaries?'
+    >>> fallback_question("How do I copy a file?", "and for lists?")
+    'How do I copy a file?'
+    """
+    if not previous_question or is_standalone(message):
         return message
     return f"{previous_question.strip()} {message.strip()}"
 
@@ -218,7 +291,7 @@ def check_rewrite(
     language: str | None = None,
     condensed_language: str | None = None,
 ) -> RewriteCheck:
-    """Check a condensed question; fall back to the previous question plus the message when it fails.
+    """Check a condensed question; fall back (:func:`fallback_question`) when it fails.
 
     Args:
         condensed: the condense step's output.
@@ -241,6 +314,8 @@ def check_rewrite(
         failed.append(LOST_CONTENT)
     if language and condensed_language and condensed_language != language:
         failed.append(LANGUAGE)
+    if is_standalone(message) and adds_previous_topic(condensed, message, previous):
+        failed.append(ADDED_TOPIC)
     if failed:
         return RewriteCheck(condensed, fallback_question(message, previous), tuple(failed), message)
     return RewriteCheck(condensed, condensed)
