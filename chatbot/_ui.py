@@ -29,6 +29,7 @@ from chatbot._erasure import deletion_report
 from chatbot._ratelimit import turn_refusal
 from chatbot._service import ChatError, ChatService
 from chatbot._ui_assets import ui_mount_kwargs
+from chatbot._ui_input import check_input, is_blank
 
 __all__ = ["build_ui", "error_markdown", "error_text", "render_sources", "ui_mount_kwargs", "ui_rater"]
 
@@ -164,8 +165,13 @@ class _Session:
         """Ask a question; yields (chat, question box, view, conv, index, pending turn).
 
         Only the first update clears the question box: a question typed while this answer
-        streams is not wiped.
+        streams is not wiped. A blank message does nothing; one the service refuses (too long)
+        shows its error, keeps the box's text and creates no conversation.
         """
+        bad = await check_input(self.service, message, view or [], conv_id, to_messages, error_text)
+        if bad is not None:
+            yield bad
+            return
         refused = await self._refusal(request, view or [], conv_id, message)
         if refused is not None:
             yield refused
@@ -209,6 +215,10 @@ class _Session:
         if not view or index != last_user or view[-1].get("pending"):
             gr.Info("Only the last question can be edited (and only once its answer has finished).")
             yield messages, gr.skip(), view, conv_id, gr.skip(), gr.skip()
+            return
+        bad = await check_input(self.service, data.value, view, conv_id, to_messages, error_text)
+        if bad is not None:
+            yield (messages if is_blank(data.value) else bad[0]), *bad[1:]  # blank: undo the edit
             return
         refused = await self._refusal(request, view, conv_id, data.value)
         if refused is not None:
@@ -526,6 +536,8 @@ def build_ui(service: ChatService) -> gr.Blocks:
         chat.like(s.like, [index, comment], [status, last_rated, comment])
         comment_btn.click(s.comment, [comment, last_rated], [status, comment])
         new.click(_reset, None, [chat, view, conv_id, index, pending]).then(*refresh)
+        for on in (new.click, history.input):  # the last answer's feedback note leaves with it
+            on(lambda: ("", None), None, [status, last_rated])
         search.change(*refresh)
         history.input(s.open, [history], [chat, view, conv_id, index, title, history_status])
         rename.click(s.rename, [conv_id, title], [history_status]).then(*refresh)
