@@ -128,6 +128,11 @@ class Bm25Index:
         self.vocab: dict[str, int] = {}
         self.version = ""
         self._model: Any = None
+        # What searches read: the score model and the ids it was built over, swapped as one object
+        # when the build is done, so a search during an update never maps scores to another id list.
+        # (Tokenising an update adds to the vocabulary before the new model exists: ids past the
+        # snapshot's vocabulary size are tokens the model does not know yet.)
+        self._snapshot: tuple[Any, list[str], int] = (None, [], 0)
         self._lock = threading.Lock()
 
     @property
@@ -207,11 +212,14 @@ class Bm25Index:
 
         if not self.ids:
             self._model = None
+            self._snapshot = (None, [], 0)
             return
         model = bm25s.BM25(k1=K1, b=B, method="lucene")
+        ids, known = list(self.ids), len(self.vocab)
         # A copy of the vocabulary: bm25s adds its empty-query token to the dict it is given.
         model.index(([t.tolist() for t in self.tokens], dict(self.vocab)), show_progress=False)
         self._model = model
+        self._snapshot = (model, ids, known)
 
     def search(self, query: str, n: int) -> list[tuple[str, float]]:
         """The ``n`` best chunks for ``query`` as ``(chunk id, BM25 score)``, best first; no zero scores."""
@@ -225,11 +233,12 @@ class Bm25Index:
         when the query names none. RRF gives it a vote of its own, so a chunk that defines
         ``http.postBuffer`` is not outvoted by chunks both rankers find about ``http.client``.
         """
-        model, ids = self._model, self.ids
+        model, ids, known = self._snapshot  # one read: an update in another thread swaps it whole
         if model is None or n <= 0:
             return [], []
         tokens, exact = _tokens(query)
-        token_ids = [self.vocab[t] for t in dict.fromkeys(tokens) if t in self.vocab]
+        vocab = self.vocab
+        token_ids = [vocab[t] for t in dict.fromkeys(tokens) if vocab.get(t, known) < known]
         if not token_ids:
             return [], []
         scores = model.get_scores_from_ids(token_ids)
@@ -237,16 +246,19 @@ class Bm25Index:
         top = np.argpartition(-scores, m - 1)[:m]
         top = top[np.argsort(-scores[top], kind="stable")]
         ranked = [(ids[i], float(scores[i])) for i in top if scores[i] > 0]
-        return ranked, self._exact(exact, scores, n)
+        return ranked, self._exact(
+            model, ids, [vocab[t] for t in exact if vocab.get(t, known) < known], scores, n
+        )
 
-    def _exact(self, exact: list[str], scores: np.ndarray, n: int) -> list[str]:
-        indptr, indices = self._model.scores["indptr"], self._model.scores["indices"]
+    @staticmethod
+    def _exact(model: Any, ids: list[str], exact: list[int], scores: np.ndarray, n: int) -> list[str]:
+        indptr, indices = model.scores["indptr"], model.scores["indices"]
         matched = np.zeros(len(scores), dtype=np.int32)
-        for tid in {self.vocab[t] for t in exact if t in self.vocab}:
+        for tid in set(exact):
             matched[indices[indptr[tid] : indptr[tid + 1]]] += 1  # the documents holding this token
         docs = np.flatnonzero(matched)
         order = np.lexsort((-scores[docs], -matched[docs]))[:n]
-        return [self.ids[i] for i in docs[order]]
+        return [ids[i] for i in docs[order]]
 
 
 def all_ids(collection: Any) -> list[str]:

@@ -23,6 +23,7 @@ import pytest
 
 from ragloop.settings import Settings
 from retrieval import Embedder, Retriever, add_uploads, ingest
+from retrieval._bm25 import Bm25Index
 from retrieval._hybrid import repair_ranking
 from retrieval._store import BM25_CHECK_S
 
@@ -142,3 +143,37 @@ def test_collections_are_searched_with_the_configured_ef_search(
         Retriever(settings, embedder=embedder)
         hnsw = client.get_collection(name).configuration["hnsw"] or {}
         assert hnsw.get("ef_search") == settings.hnsw_ef_search == 500 and hnsw.get("space") == "cosine"
+
+
+def test_bm25_search_during_an_update_uses_the_last_built_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A search while a catch-up rebuilds BM25 (~1 s per 15k chunks) answers from the previous
+    build: the update had already swapped in the new id list and grown the vocabulary, so a search
+    then mapped scores to the wrong ids (after a removal) or failed on the new term (the upload's
+    "zorblax"), and the app fell back to dense hits alone."""
+    import threading
+
+    index = Bm25Index(tmp_path / "bm25.npz")
+    index.update({"old": "retired notes about alpha", "a": "alpha beta", "b": "gamma alpha"}, [], "v1")
+    before = index.search("alpha gamma", 5)
+    assert {cid for cid, _ in before} == {"a", "b", "old"}
+    building, release = threading.Event(), threading.Event()
+    real_build = Bm25Index._build
+
+    def slow_build(self: Bm25Index) -> None:
+        building.set()
+        assert release.wait(30)
+        real_build(self)
+
+    monkeypatch.setattr(Bm25Index, "_build", slow_build)
+    worker = threading.Thread(target=index.update, args=({"z": "Zorblax restart notes"}, ["old"], "v2"))
+    worker.start()
+    try:
+        assert building.wait(30)
+        assert index.search("alpha gamma", 5) == before  # the previous build, its own ids
+        assert index.rank("How do I restart Zorblax?", 5) == index.rank("How do I restart?", 5)
+    finally:
+        release.set()
+        worker.join()
+    assert index.search("zorblax", 5)[0][0] == "z" and "old" not in {c for c, _ in index.search("alpha", 5)}
