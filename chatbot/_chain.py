@@ -5,7 +5,9 @@ chunks: first the keys ``question`` (the standalone question, checked by :mod:`c
 ``language`` (the turn's ``LanguageGuess``) and ``rewrite`` (the ``RewriteCheck``), then
 ``retrieval`` (a :class:`Retrieval`), then ``injection`` (a ``retrieval.PassageCheck``, only when
 a passage holds instructions to the model), then ``answer`` chunks (``AIMessageChunk``), then
-``answer_text`` (the whole answer, unless the chain refused). Token usage of every LLM call
+``flags`` (``{"truncated": True}`` when the model stopped at its length limit, for ``turns.flags``;
+ungated, a last ``answer`` chunk then says so in the turn's language), then ``answer_text`` (the
+whole answer, unless the chain refused). Token usage of every LLM call
 (condense and answer) reaches the caller through LangChain callbacks (``on_llm_end``), which the
 chat service sums. Because it is one runnable, LangChain tracers (LangSmith, OpenLLMetry) see one
 run tree per turn: rag_chain -> condense_question, retrieve, ChatOpenAI.
@@ -23,6 +25,7 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from pydantic import SecretStr
 
+from chatbot import _gate_text as gate_text
 from chatbot import _prompts as prompts
 
 if TYPE_CHECKING:
@@ -250,16 +253,22 @@ def build_rag_chain(
             passages, injected = await asyncio.to_thread(guard_passages, passages)
             if injected.injected:
                 yield {"injection": injected}
-        text = []
+        text, finish = [], None
         messages = _answer_messages(question, passages, language, system_prompt)
         async for piece in llm.astream(messages, config):
             text.append(str(piece.content or ""))
+            finish = (getattr(piece, "response_metadata", None) or {}).get("finish_reason") or finish
             yield {"answer": piece}
+        cut = finish == "length"  # stopped at max_tokens: the turn records it, the user is told
+        if cut:
+            yield {"flags": {"truncated": True}}
+            if gate is None:  # ungated, the note streams as the answer's end (the gate adds its own)
+                yield {"answer": AIMessage("\n\n" + gate_text.localized(gate_text.CUT_NOTES, language))}
         # Last, the whole answer as text: tracers record a streamed run's last chunk as its output,
         # and the text reads better (and serialises faster) than the final usage-only chunk.
         yield {"answer_text": "".join(text)}
         if gate is not None:  # the grounding gate (chatbot/_gate.py): verified citations, retry/quote
-            async for checked in gate.run("".join(text), question, passages, llm, config, language):
+            async for checked in gate.run("".join(text), question, passages, llm, config, language, cut):
                 yield checked
 
     return RunnableLambda(rag_chain, name="rag_chain")

@@ -24,6 +24,11 @@ A passing answer is shown with its verified citations only (``passed``). A faile
 When no passage shares a word with the question (in its section title or a sentence), there is
 nothing to quote: the best answer the model gave is shown under a warning (``warned``).
 
+An answer the model stopped at its length limit (finish_reason ``length``, ``RAGLOOP_MAX_TOKENS``)
+ends mid-sentence: when the model's text is what is shown (passed, retried, warned), a note in the
+turn's language follows it (``chatbot._gate_text.CUT_NOTES``), and ``turns.extra["gate"]["truncated"]``
+(and ``turns.flags["truncated"]``, set by the chain) record it. A quote is never cut.
+
 The local scorer reads English only (an English stemmer and stop list, an English embedding
 model): a correct German answer shares almost no words with English passages and scores as
 unsupported. So an answer that fails on its score (``low_faithfulness``, ``uncited``) while
@@ -108,6 +113,8 @@ class GateOutcome:
         gate_ms: wall time the gate added, retry included.
         unchecked_language: the answer's language (ISO 639-1) when the scorer could not read it and
             the answer was kept under a warning instead of being judged; None otherwise.
+        truncated: the model's answer stopped at its length limit (finish_reason ``length``); when
+            the model's text is shown, :data:`chatbot._gate_text.CUT_NOTES` follows it.
     """
 
     status: str
@@ -120,6 +127,7 @@ class GateOutcome:
     retry_faithfulness: float | None = None
     gate_ms: float = 0.0
     unchecked_language: str | None = None
+    truncated: bool = False
 
     def event(self) -> dict[str, Any]:
         """The ``final`` event's payload: the text that replaces the streamed draft."""
@@ -141,6 +149,7 @@ class GateOutcome:
             "retry_faithfulness": self.retry_faithfulness,
             "gate_ms": round(self.gate_ms, 2),
             "unchecked_language": self.unchecked_language,
+            "truncated": self.truncated,
         }
 
 
@@ -346,6 +355,7 @@ class GroundingGate:
         llm: Any,
         config: Any,
         language: str | None = None,
+        truncated: bool = False,
     ) -> AsyncIterator[dict[str, Any]]:
         """Gate ``answer``: yield ``{"gate_checking": {...}}`` before a retry, then ``{"gate": outcome}``.
 
@@ -356,12 +366,15 @@ class GroundingGate:
             llm: the chat model, for the retry.
             config: the chain's runnable config (the retry nests under the chain's run).
             language: the question's language (ISO 639-1), asked of the retry as of the answer.
+            truncated: the answer stopped at the length limit (finish_reason ``length``): when the
+                model's text is shown (passed, warned), a note in ``language`` says it is cut off.
         """
         started = time.perf_counter()
         texts = [c.text for c in chunks]
         titles = " ".join(str(getattr(c, "title", "") or "") for c in chunks)
         first = await asyncio.to_thread(self.check, answer, texts, question, titles)
         outcome = GateOutcome(PASSED, first.answer, first.citations, None, answer, first.faithfulness)
+        cut = truncated  # whether the text shown is the model's and was cut at the length limit
         if (
             not first.passed
             and first.language not in (None, *SCORER_LANGUAGES)
@@ -387,9 +400,16 @@ class GroundingGate:
                     second[1].answer,
                     second[1].citations,
                 )
+                cut = second[2]
             else:
-                fallback = second[1] if second is not None and second[1].answer else first
-                self._fall_back(outcome, question, chunks, fallback, language)
+                use_second = second is not None and bool(second[1].answer)
+                fallback = second[1] if second is not None and use_second else first
+                shown = self._fall_back(outcome, question, chunks, fallback, language)
+                cut = shown and (second[2] if second is not None and use_second else truncated)
+        outcome.truncated = truncated or cut
+        if cut and outcome.answer.strip():
+            note = gate_text.localized(gate_text.CUT_NOTES, language)
+            outcome.answer = f"{outcome.answer.rstrip()}\n\n{note}"
         outcome.gate_ms = (time.perf_counter() - started) * 1000
         yield {"gate": outcome}
 
@@ -401,7 +421,7 @@ class GroundingGate:
         config: Any,
         texts: list[str],
         language: str | None,
-    ) -> tuple[str, Check] | None:
+    ) -> tuple[str, Check, bool] | None:
         messages = self.retry_messages(question, chunks, language)
         try:
             reply = await llm.ainvoke(messages, config, temperature=0.0)
@@ -409,8 +429,9 @@ class GroundingGate:
             log.warning("grounding gate: the retry failed (%s: %s)", type(exc).__name__, exc)
             return None
         text = str(reply.content or "")
+        cut = (getattr(reply, "response_metadata", None) or {}).get("finish_reason") == "length"
         titles = " ".join(str(getattr(c, "title", "") or "") for c in chunks)
-        return text, await asyncio.to_thread(self.check, text, texts, question, titles)
+        return text, await asyncio.to_thread(self.check, text, texts, question, titles), cut
 
     @staticmethod
     def _fall_back(
@@ -419,15 +440,18 @@ class GroundingGate:
         chunks: Sequence[prompts.SourceLike],
         best: Check,
         language: str | None = None,
-    ) -> None:
+    ) -> bool:
+        """Quote the best passage, else show ``best`` under a warning; True when ``best`` is shown."""
         extract = extractive_answer(question, chunks, language)
         if extract is not None:
             outcome.status, (outcome.answer, outcome.citations) = EXTRACTIVE, extract
-        elif best.answer:
+            return False
+        if best.answer:
             GroundingGate._warn(outcome, best, gate_text.localized(gate_text.WARNINGS, language))
-        else:
-            outcome.status, outcome.citations = WARNED, []
-            outcome.answer = gate_text.localized(gate_text.NO_SUPPORTED_ANSWERS, language)
+            return True
+        outcome.status, outcome.citations = WARNED, []
+        outcome.answer = gate_text.localized(gate_text.NO_SUPPORTED_ANSWERS, language)
+        return False
 
     @staticmethod
     def _warn(outcome: GateOutcome, shown: Check, warning: str) -> None:

@@ -147,6 +147,18 @@ UNCHECKED_LANGUAGE_WARNINGS = {
 }
 
 
+#: Under an answer the model stopped at its length limit (finish_reason "length"): its end is missing.
+CUT_NOTES = {
+    "en": "⚠️ **Incomplete answer:** the model reached its length limit, so this answer is cut off.",
+    "de": "⚠️ **Unvollständige Antwort:** Das Modell hat seine Längengrenze erreicht, die Antwort bricht ab.",
+    "fr": "⚠️ **Réponse incomplète :** le modèle a atteint sa limite de longueur, la réponse est coupée.",
+    "es": "⚠️ **Respuesta incompleta:** el modelo alcanzó su límite de longitud y la respuesta está cortada.",
+    "it": "⚠️ **Risposta incompleta:** il modello ha raggiunto il suo limite di lunghezza: è troncata.",
+    "pt": "⚠️ **Resposta incompleta:** o modelo atingiu o limite de comprimento e a resposta foi cortada.",
+    "nl": "⚠️ **Onvolledig antwoord:** het model bereikte zijn lengtelimiet, dus dit antwoord is afgebroken.",
+}
+
+
 def localized(texts: dict[str, str], language: str | None) -> str:
     """``texts`` in ``language`` (ISO 639-1) when there is a translation, else in English.
 

@@ -538,6 +538,8 @@ class ChatService:
             state.flags.update(chunk["rewrite"].flags())
         if "injection" in chunk:  # a passage told the model what to do (retrieval._injection)
             state.flags.update(chunk["injection"].flags())
+        if "flags" in chunk:  # e.g. {"truncated": True}: the answer stopped at max_tokens (_chain)
+            state.flags.update(chunk["flags"])
         if "retrieval" in chunk:
             retrieval: Retrieval = chunk["retrieval"]
             state.set_retrieval(retrieval)

@@ -56,6 +56,7 @@ class Behaviour:
         fail_status: answer every chat request with this HTTP status instead (None: answer).
         fail_body: the JSON body of a failure (default: an OpenAI-style error object).
         fail_headers: headers of a failure, e.g. ``{"Retry-After": "7"}``.
+        finish_reason: why the answer ended (``"length"``: as an endpoint cut at ``max_tokens``).
     """
 
     pieces: Sequence[str] = ANSWER_PIECES
@@ -64,6 +65,7 @@ class Behaviour:
     fail_status: int | None = None
     fail_body: dict[str, Any] | None = None
     fail_headers: dict[str, str] = field(default_factory=dict)
+    finish_reason: str = "stop"
 
 
 def _usage(messages: list[dict[str, Any]], how: Behaviour) -> dict[str, int]:
@@ -81,7 +83,7 @@ async def _stream(model: str, messages: list[dict[str, Any]], how: Behaviour) ->
         if how.token_delay_s > 0:
             await asyncio.sleep(how.token_delay_s)
         yield _chunk(cid, model, {"content": piece})
-    yield _chunk(cid, model, {}, finish="stop")
+    yield _chunk(cid, model, {}, finish=how.finish_reason)
     if how.usage:
         last = {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
         yield f"data: {json.dumps({**last, 'choices': [], 'usage': _usage(messages, how)})}\n\n"
@@ -128,7 +130,7 @@ def build_app(behaviour: Behaviour | None = None, counter: _Counter | None = Non
                 {
                     "index": 0,
                     "message": {"role": "assistant", "content": "".join(how.pieces)},
-                    "finish_reason": "stop",
+                    "finish_reason": how.finish_reason,
                 }
             ],
         }

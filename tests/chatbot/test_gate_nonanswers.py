@@ -74,3 +74,62 @@ def test_a_supported_answer_still_passes(gate: GroundingGate):
     answer = "Dictionaries compute a hash code for each key with hash() [1]."
     out = run(gate, answer, "How are dictionaries implemented in CPython?")
     assert out.status == PASSED and out.reason is None
+
+
+# --- an answer cut at max_tokens: a real OpenAI-compatible server ends the stream with "length" ----
+
+CUT = ["To copy a file, use `shutil.copy(src, dst)` [1]. ", "To keep its metadata, use "]
+
+
+def _turn(base: str, message: str) -> tuple[dict, list[tuple[str, dict]]]:
+    import json
+
+    import httpx
+
+    events: list[tuple[str, dict]] = []
+    with httpx.stream(
+        "POST", f"{base}/api/chat", json={"message": message, "stream": True}, timeout=300
+    ) as resp:
+        assert resp.status_code == 200, resp.read()
+        kind = None
+        for line in resp.iter_lines():
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: ") and kind:
+                events.append((kind, json.loads(line[6:])))
+    return [d for k, d in events if k == "done"][-1]["result"], events
+
+
+@pytest.mark.parametrize("gate_enabled", [True, False])
+def test_an_answer_cut_at_the_length_limit_says_so_and_the_turn_records_it(
+    app_factory, tmp_path, chatlog_for, gate_enabled: bool
+):  # type: ignore[no-untyped-def]
+    from chatbot._gate_text import CUT_NOTES
+    from monitoring._instant_llm import Behaviour, InstantLLM
+
+    db = f"sqlite:///{tmp_path / 'chatlog.db'}"
+    overrides = {"temperature": 0.0, "gate_enabled": gate_enabled, "gate_strategy": "extractive"}
+    with (
+        InstantLLM(Behaviour(pieces=CUT, finish_reason="length")) as llm,
+        app_factory(openai_base_url=llm.base_url, database_url=db, **overrides) as base,
+    ):
+        result, _ = _turn(base, "How do I copy a file?")
+    row = chatlog_for(db).get_turn(result["turn_id"])
+    assert row["flags"] == {"truncated": True}
+    assert row["answer"] == result["answer"]
+    if gate_enabled:
+        assert row["extra"]["gate"]["truncated"] is True
+    if row["gate"] in (None, "passed", "warned", "retried"):
+        # The model's cut text is shown: the note follows it.
+        assert "To keep its metadata, use" in result["answer"]
+        assert result["answer"].rstrip().endswith(CUT_NOTES["en"]), result["answer"]
+    else:  # the quote replaced it: nothing shown is cut
+        assert CUT_NOTES["en"] not in result["answer"]
+    # A complete answer gets no note and no flag.
+    with (
+        InstantLLM(Behaviour(pieces=CUT[:1])) as llm,
+        app_factory(openai_base_url=llm.base_url, database_url=db, **overrides) as base,
+    ):
+        result, _ = _turn(base, "How do I copy a file?")
+    row = chatlog_for(db).get_turn(result["turn_id"])
+    assert not row.get("flags") and CUT_NOTES["en"] not in result["answer"]
