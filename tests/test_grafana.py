@@ -269,7 +269,7 @@ def _query(base: str, expr: str) -> dict[str, Any]:
         return dict(json.loads(exc.read().decode()))
 
 
-def _wait_for_samples(base: str, timeout: float = 30.0) -> None:
+def _wait_for_samples(base: str, timeout: float = 90.0) -> None:
     # rate() needs two samples of each series in its window: wait for three scrapes of both jobs.
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -298,7 +298,7 @@ def test_every_dashboard_query_returns_data_from_real_prometheus(
 
 def test_alert_rules_evaluate_on_real_prometheus_and_drift_alarm_fires(prometheus: str) -> None:
     _wait_for_samples(prometheus)
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60  # rules are evaluated each second: late on a busy machine
     alerts: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
         alerts = json.loads(_get(f"{prometheus}/api/v1/alerts"))["data"]["alerts"]
