@@ -101,7 +101,7 @@ def _traces(counts: Mapping[str, int], settings: Any) -> tuple[list[str], list[s
         pending.append(
             f"Its {n} trace{'s' if n != 1 else ''} are being deleted from Phoenix (within seconds while "
             "Phoenix is up, retried until it is, and once more a minute later for late spans); Phoenix's "
-            "own database file may keep their bytes until it reuses the space."
+            "own SQLite files (its WAL) keep their bytes until Phoenix overwrites that space."
         )
     for where in (settings.traces_endpoint, settings.otlp_endpoint):
         if where:

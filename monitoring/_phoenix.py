@@ -10,9 +10,10 @@ collector at the first request (a late span makes Phoenix create its trace again
 :class:`PhoenixSink` deletes each trace with Phoenix's REST API, ``DELETE /v1/traces/{trace_id}``
 (Phoenix 11+; a trace and all its spans, annotations included). 204 and 404 (not there, or deleted
 already) both count as done, so a retry is harmless; a Phoenix that is down makes the send fail and
-the outbox retries it with backoff. What this does not reach: Phoenix's own SQLite file keeps the
-deleted spans' bytes in free pages until Phoenix reuses or vacuums them (it does not set
-``secure_delete``), and traces forwarded elsewhere (RAGLOOP_TRACES_FORWARD) are not deleted.
+the outbox retries it with backoff. What this does not reach: Phoenix's own SQLite files keep the
+deleted spans' bytes (seen in ``phoenix.db-wal`` with Phoenix 20.26.1) until Phoenix overwrites
+that space (it does not set ``secure_delete``), and traces forwarded elsewhere
+(RAGLOOP_TRACES_FORWARD) are not deleted.
 """
 
 from __future__ import annotations

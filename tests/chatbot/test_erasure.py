@@ -25,7 +25,7 @@ def test_phoenix_erasure_on_sqlite_keeps_nothing_else(tmp_path: Path) -> None:
         "Conversation deleted: 2 questions and answers removed from the chat log, with 1 feedback"
     )
     assert "overwritten in the chat log's database and WAL files" in text
-    assert "being deleted from Phoenix" in text and "Phoenix's own database file may keep" in text
+    assert "being deleted from Phoenix" in text and "Phoenix's own SQLite files (its WAL) keep" in text
     assert report.kept == [] and "No other copy is kept" in text
     assert "Nothing of it is left" not in text
 
