@@ -63,6 +63,7 @@ from typing import Any
 
 from chatbot import _gate_text as gate_text
 from chatbot import _prompts as prompts
+from chatbot import _quote
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +204,9 @@ def _lcs(a: Sequence[str], b: Sequence[str]) -> int:
     return prev[-1]
 
 
-def best_passage(question: str, chunks: Sequence[prompts.SourceLike]) -> tuple[int, int, list[str]] | None:
+def best_passage(
+    question: str, chunks: Sequence[prompts.SourceLike]
+) -> tuple[int, int, list[_quote.Unit]] | None:
     """The passage that best matches ``question``, and its sentence to quote from.
 
     Each passage is scored by its best sentence (most content words shared with the question;
@@ -213,21 +216,25 @@ def best_passage(question: str, chunks: Sequence[prompts.SourceLike]) -> tuple[i
     the retriever's rank. A heading that is the question itself outweighs a sentence that merely
     repeats its terms (an FAQ entry against a list of exception names).
 
+    Only prose sentences are scored; code blocks are quoted with the sentence introducing them.
+
     Returns:
-        (0-based passage, 0-based sentence, the passage's sentences); None when no passage shares
-        a content word with the question.
+        (0-based passage, 0-based unit of its best sentence, the passage's units:
+        :func:`chatbot._quote.passage_units`); None when no passage shares a content word with the
+        question.
     """
-    from eval._text import split_sentences, tokenize
+    from eval._text import tokenize
 
     asked = tokenize(question).content
     words = set(asked)
-    best: tuple[tuple[int, int, int], int, int, list[str]] | None = None
+    best: tuple[tuple[int, int, int], int, int, list[_quote.Unit]] | None = None
     for p, chunk in enumerate(chunks):
-        sents = split_sentences(chunk.text)
-        if not sents:
+        sents = _quote.passage_units(chunk.text)
+        prose = [k for k, u in enumerate(sents) if not u.code]
+        if not prose:
             continue
-        toks = [tokenize(sent).content for sent in sents]
-        j = max(range(len(sents)), key=lambda k: (len(words & set(toks[k])), -k))
+        toks = [() if u.code else tokenize(u.text).content for u in sents]
+        j = max(prose, key=lambda k: (len(words & set(toks[k])), -k))
         title = tokenize(getattr(chunk, "title", "") or "").content
         shared = len(words & (set(title) | set(toks[j])))
         key = (shared, max(_lcs(asked, title), _lcs(asked, toks[j])), -p)
@@ -243,7 +250,10 @@ def extractive_answer(
 
     The passage is :func:`best_passage`'s. The quote starts at its best sentence (after it, when it
     is a heading that restates the question, ending in "?") and runs for up to
-    :data:`QUOTE_SENTENCES` sentences. The label is in ``language`` (ISO 639-1) when
+    :data:`QUOTE_SENTENCES` sentences and about :data:`QUOTE_CHARS` characters. A code block is
+    quoted whole, fenced, with its indentation, together with the sentence introducing it (or
+    neither), and the quote never ends on a sentence ending in ``:`` without what it introduces
+    (:mod:`chatbot._quote`). The label is in ``language`` (ISO 639-1) when
     ``chatbot._gate_text`` has it, else English; the quote is in the source's own words.
 
     Returns:
@@ -253,19 +263,28 @@ def extractive_answer(
     found = best_passage(question, chunks)
     if found is None:
         return None
-    p, start, sents = found
-    if sents[start].rstrip().endswith("?") and start + 1 < len(sents):
+    p, start, units = found
+    if units[start].text.rstrip().endswith("?") and start + 1 < len(units):
         start += 1
-    quote: list[str] = []
-    for sent in sents[start : start + QUOTE_SENTENCES]:
-        if quote and sum(map(len, quote)) + len(sent) > QUOTE_CHARS:
+    quote: list[list[_quote.Unit]] = []
+    sentences = chars = 0
+    for group in _quote.quote_groups(units, start):
+        more = sum(not u.code for u in group)
+        size = sum(len(u.text) for u in group)
+        if quote and (sentences + more > QUOTE_SENTENCES or chars + size > QUOTE_CHARS):
             break
-        quote.append(sent.strip())
+        quote.append(group)
+        sentences, chars = sentences + more, chars + size
+    while len(quote) > 1 and _quote.dangling(quote[-1]):
+        quote.pop()  # "...as follows:" without what follows: stop before it
+    if _quote.dangling(quote[-1]):  # the only sentence: mark that the quote goes on
+        last = quote[-1][-1]
+        quote[-1][-1] = _quote.Unit(last.text.rstrip().rstrip(":").rstrip() + " …")
     n, title = p + 1, chunks[p].title
     label = gate_text.localized(gate_text.QUOTE_LABELS, language).format(
         n=n, title=f" ({title})" if title else ""
     )
-    answer = f"{label}\n\n> {' '.join(quote)} [{n}]"
+    answer = f"{label}\n\n{_quote.render_quote(quote, f'[{n}]')}"
     from eval import parse_answer
 
     skip = len(parse_answer(label).spans)
