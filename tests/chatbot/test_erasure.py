@@ -6,13 +6,14 @@ Known inputs, known sentences: a purge's counts and the settings that say where 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from chatbot._erasure import deletion_report
 from ragloop.settings import Settings
 
 
-def _settings(tmp_path: Path, **kw: object) -> Settings:
-    base: dict[str, object] = {"data_dir": tmp_path, "collector": True, "otlp_endpoint": None}
+def _settings(tmp_path: Path, **kw: Any) -> Settings:
+    base: dict[str, Any] = {"data_dir": tmp_path, "collector": True, "otlp_endpoint": None}
     base.update(kw)
     return Settings(**base)
 

@@ -64,7 +64,7 @@ def test_deleting_a_conversation_deletes_its_traces_in_phoenix(
         phoenix_url=phoenix,
         phoenix_erase_settle_s=3.0,
     )
-    tel = Telemetry(settings)
+    tel: Any = Telemetry(settings)  # the observer hooks, structurally
     service = build_service(settings, observer=tel, retriever=shared_retriever)
     log = service.chatlog
     sinks = load_sinks(settings, log, ("monitoring._phoenix:from_settings",))
