@@ -31,7 +31,8 @@ class Unit:
 def _blocks(text: str) -> list[tuple[str, list[str], str]]:
     """(kind, lines, fence language) per block: ``prose``, ``indent`` (indented) or ``fence``."""
     blocks: list[tuple[str, list[str], str]] = []
-    kind, cur, fence, lang = "", [], "", ""
+    kind, fence, lang = "", "", ""
+    cur: list[str] = []
 
     def close() -> None:
         nonlocal kind, cur
