@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 _EXCERPT_CHARS = 280
 _MARKER = re.compile(r"\[(\d{1,3})\]")
+_CODE = re.compile(r"(^(?:> ?)*```.*?^(?:> ?)*```[^\n]*$|`[^`\n]+`)", re.MULTILINE | re.DOTALL)
 
 #: How the chat shows each failure: a short title before the message (text only, no emoji).
 ERROR_TITLES: dict[str, str] = {
@@ -83,7 +84,10 @@ def passage_url(turn_id: str, index: int) -> str:
 
 
 def link_markers(answer: str, turn_id: str | None, n_sources: int) -> str:
-    """``[n]`` markers in an answer turned into links to their passage (only n within 1..n_sources)."""
+    """``[n]`` markers in an answer turned into links to their passage (only n within 1..n_sources).
+
+    Markers inside code (a fenced block, also in a quote, or inline code) are left as written.
+    """
     if not turn_id or not n_sources:
         return answer
 
@@ -91,7 +95,9 @@ def link_markers(answer: str, turn_id: str | None, n_sources: int) -> str:
         n = int(m.group(1))
         return f"[\\[{n}\\]]({passage_url(turn_id, n)})" if 1 <= n <= n_sources else m.group(0)
 
-    return _MARKER.sub(link, answer)
+    # Code (fenced, also inside a quote, or inline) is shown as written: ``mylist[1]`` is no marker.
+    parts = _CODE.split(answer)
+    return "".join(p if k % 2 else _MARKER.sub(link, p) for k, p in enumerate(parts))
 
 
 def _excerpt(text: str) -> str:

@@ -59,3 +59,12 @@ def test_a_gated_answer_shows_its_notice_once_live_and_from_the_history(language
         for shown in (live, reopened):
             assert _notices(shown) == 1, (status, shown)
             assert shown.count(answer) == 1
+
+
+def test_markers_are_linked_in_prose_only_never_inside_quoted_code() -> None:
+    from chatbot._ui_render import link_markers
+
+    answer = "Quoted from [1]:\n\n> Use this:\n>\n> ```\n> last = mylist[1]\n> ```\n>\n> It keeps `x[2]` [1]"
+    linked = link_markers(answer, "t1", 2)
+    assert "> last = mylist[1]\n" in linked and "`x[2]`" in linked  # code as written
+    assert linked.count("/ui/passage/t1/1") == 2  # the two prose markers
