@@ -338,15 +338,27 @@ class Retriever:
         # cosine from its stored embedding, and the dense ranking is repaired with it before fusion,
         # so a chunk the ANN search missed is not outvoted for lack of a dense vote (issue 13).
         unseen = [cid for cid in dict.fromkeys([cid for cid, _ in lexical] + exact) if cid not in by_id]
-        if unseen:
-            by_id.update(self._fetch(unseen, vector))
-        exact_cos = {cid: by_id[cid].score for cid in unseen if cid in by_id}
+        exact_cos = self._cosines(unseen, vector) if unseen else {}  # embeddings only: ~20 small rows
         dense_ranking = repair_ranking([(h.chunk_id, h.score) for h in dense], exact_cos, n)
         rankings = [[cid for cid, _ in dense_ranking], [cid for cid, _ in lexical]]
         if exact:  # the query names identifiers: the chunks holding them get a vote of their own
             rankings.append(exact)
         fused = reciprocal_rank_fusion(rankings, k=self.settings.rrf_k)[:k]
+        missing = [cid for cid, _ in fused if cid not in by_id]
+        if missing:
+            by_id.update(self._fetch(missing, vector))
         return [replace(by_id[cid], rrf_score=score) for cid, score in fused if cid in by_id]
+
+    def _cosines(self, ids: list[str], vector: np.ndarray) -> dict[str, float]:
+        """The cosine to ``vector`` of the chunks ``ids`` (from their stored embeddings; gone ids absent)."""
+        got = self.collection.get(ids=ids, include=["embeddings"])
+        if not got["ids"]:
+            return {}
+        embeddings = np.asarray(got["embeddings"], dtype=np.float32).reshape(len(got["ids"]), -1)
+        query = np.asarray(vector, dtype=np.float32)
+        norms = np.linalg.norm(embeddings, axis=1) * (np.linalg.norm(query) or 1.0)
+        cosines = embeddings @ query / np.where(norms > 0, norms, 1.0)
+        return {cid: float(c) for cid, c in zip(got["ids"], cosines, strict=True)}
 
     def _fetch(self, ids: list[str], vector: np.ndarray) -> dict[str, RetrievedChunk]:
         """Chunks by id with their cosine to ``vector`` (computed from their stored embeddings)."""
