@@ -510,13 +510,17 @@ def echoes_question(answer: str, question: str, titles: str = "") -> bool:
     The generalisation of :func:`says_something` to every language: an answer whose content words
     (``chatbot._rewrite.content_words``, markers removed) are all the question's or the section
     titles' answers nothing, and so is a question that adds a single word. An answer with no
-    content word at all ("Yes [1].") is left to the other checks.
+    content word at all ("Yes [1].") is left to the other checks, and so is one naming code the
+    question does not (``shutil.copy``, ``sorted()``, inline code): a title may name the function
+    that a short answer rightly points to.
 
     >>> echoes_question("and for dictionaries [1]?", "and for dictionaries?")
     True
     >>> echoes_question("Dictionaries are implemented [1].", "How are dictionaries implemented?")
     True
     >>> echoes_question("Use `sorted(iterable)` [1].", "How do I sort a list?")
+    False
+    >>> echoes_question("Use shutil.copy [1].", "How do I copy a file?", "shutil - file operations")
     False
     """
     from chatbot._rewrite import content_words
@@ -525,11 +529,15 @@ def echoes_question(answer: str, question: str, titles: str = "") -> bool:
     words = content_words(text)
     if not words:
         return False
+    if set(_CODE_NAMES.findall(text)) - set(_CODE_NAMES.findall(question)):
+        return False
     new = words - content_words(question) - content_words(titles)
     return not new or (len(new) == 1 and text.endswith(("?", "？")))
 
 
 _MARKERS = re.compile(r"\[\d{1,3}\]")
+#: Names of code in a text: inline code, dotted names, calls.
+_CODE_NAMES = re.compile(r"`[^`\n]+`|\b\w+(?:\.\w+)+\b|\b\w+\(")
 
 
 def answer_language(answer: str) -> str:

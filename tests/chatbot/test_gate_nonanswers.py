@@ -68,6 +68,8 @@ def test_an_answer_that_only_echoes_the_question_fails_the_gate(gate: GroundingG
 )
 def test_a_short_answer_that_says_something_is_no_echo(answer: str, question: str):
     assert not echoes_question(answer, question, "Sorting")
+    # A title may name the function a short answer rightly points to.
+    assert not echoes_question("Use shutil.copy [1].", "How do I copy a file?", "shutil > copy files")
 
 
 def test_a_supported_answer_still_passes(gate: GroundingGate):
