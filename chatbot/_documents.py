@@ -72,6 +72,14 @@ def documents_rows(settings: Settings) -> list[list[Any]]:
     return [[d.doc_id, d.ref.title, d.chunks] for d in list_documents(settings)]
 
 
+def matching_rows(rows: list[list[Any]], query: str | None) -> list[list[Any]]:
+    """The ``rows`` whose document id or title contains every word of ``query`` (any case)."""
+    words = (query or "").lower().split()
+    if not words:
+        return rows
+    return [r for r in rows if all(w in f"{r[0]} {r[1]}".lower() for w in words)]
+
+
 def results_rows(results: list[Any]) -> list[list[Any]]:
     """``[file, result, chunks, reason]`` rows of upload results."""
     return [[r.name, "indexed" if r.ok else "failed", r.chunks, r.reason] for r in results]
@@ -106,47 +114,88 @@ def build_documents_tab(service_or_ingestor: Any, settings: Settings | None = No
         wrap=True,
         elem_id="upload-results",
     )
+    find = gr.Textbox(
+        label="Find a document",
+        placeholder="part of its path or title (filters the list and the choices below)",
+        elem_id="documents-filter",
+    )
     docs = gr.Dataframe(
         headers=["document", "title", "chunks"],
         value=[],
         label="Indexed documents",
         interactive=False,
         wrap=True,
+        column_widths=["52%", "36%", "12%"],  # the chunk counts stay in view beside long paths
         elem_id="documents-list",
     )
     with gr.Row():
+        # Every matching document is a choice (Gradio shows only the first 100 by default), and
+        # typing in the box filters them; "Find a document" narrows them on the server.
         choice = gr.Dropdown(
-            label="Document to remove", choices=[], allow_custom_value=True, elem_id="remove-choice"
+            label="Document to remove",
+            choices=[],
+            allow_custom_value=True,
+            filterable=True,
+            num_choices_shown=1_000_000,  # None still showed 100 (Gradio 6.31)
+            elem_id="remove-choice",
         )
         remove = gr.Button("Remove document", variant="stop", elem_id="remove-button")
     removed = gr.Markdown(elem_id="remove-result")
 
-    def _listing() -> tuple[Any, Any]:
-        rows = documents_rows(settings)
+    def _listing(query: str | None = None) -> tuple[Any, Any]:
+        rows = matching_rows(documents_rows(settings), query)
         return rows, gr.update(choices=[r[0] for r in rows])
 
-    async def on_upload(paths: list[str] | None, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
+    async def on_find(query: str | None) -> tuple[Any, Any]:
+        return await asyncio.to_thread(_listing, query)
+
+    async def on_upload(
+        paths: list[str] | None, query: str | None, progress: gr.Progress = gr.Progress()
+    ) -> tuple[Any, ...]:
         if not paths:
-            return [["(none)", "failed", 0, "choose one or more files first"]], *_listing(), None
+            return [["(none)", "failed", 0, "choose one or more files first"]], *_listing(query), None
         uploads = [(Path(p).name, Path(p).read_bytes()) for p in paths]
         out = await asyncio.to_thread(upload_files, settings, uploads, embedder, progress)
-        return results_rows(out), *await asyncio.to_thread(_listing), None
+        return results_rows(out), *await asyncio.to_thread(_listing, query), None
 
-    async def on_remove(doc_id: str | None) -> tuple[Any, ...]:
+    async def on_remove(doc_id: str | None, query: str | None) -> tuple[Any, ...]:
         message = await asyncio.to_thread(remove_message, settings, doc_id or "")
-        rows = await asyncio.to_thread(documents_rows, settings)
+        rows, _ = await asyncio.to_thread(_listing, query)
         return message, rows, gr.update(choices=[r[0] for r in rows], value=None)  # removed: unchosen
 
+    def on_tick(query: str | None, seen: str | None) -> tuple[Any, ...]:
+        """The progress line; the list again whenever indexing moved on (a phase ended, ready)."""
+        from retrieval import index_progress
+
+        progress = index_progress()
+        stage = _stage(progress)
+        if stage == seen:
+            return indexing_status(progress), gr.skip(), gr.skip(), seen
+        return indexing_status(progress), *_listing(query), stage
+
     # The progress bar goes on the results table only: the list and the rest stay readable.
-    add.click(on_upload, [files], [results, docs, choice, files], show_progress_on=[results])
-    remove.click(on_remove, [choice], [removed, docs, choice], show_progress_on=[removed])
+    add.click(on_upload, [files, find], [results, docs, choice, files], show_progress_on=[results])
+    remove.click(on_remove, [choice, find], [removed, docs, choice], show_progress_on=[removed])
+    find.change(on_find, [find], [docs, choice], show_progress="hidden")
+    stage = gr.State(None)
     timer = gr.Timer(3.0)
-    timer.tick(indexing_status, None, status)
+    timer.tick(on_tick, [find, stage], [status, docs, choice, stage], show_progress="hidden")
     from gradio.context import Context
+
+    def on_load() -> tuple[Any, ...]:
+        from retrieval import index_progress
+
+        stage_now = _stage(index_progress())
+        return *_listing(), stage_now
 
     ctx = Context.root_block
     if ctx is not None:
-        ctx.load(_listing, None, [docs, choice])
+        ctx.load(on_load, None, [docs, choice, stage])
+
+
+def _stage(progress: dict[str, Any]) -> str:
+    """Background indexing's stage: the list is read again each time it changes."""
+    return f"{progress.get('state')}:{progress.get('phase')}:{progress.get('first_slice_ready')}"
 
 
 def upload_files(
