@@ -89,10 +89,16 @@ def test_the_collector_gives_up_after_its_retry_limit(tmp_path: Path) -> None:
     # the outage, the collector drops what it holds. This is what makes the test above able to fail.
     receiver = OtlpReceiver().start()
     rotel, endpoint = start_rotel(tmp_path, receiver.endpoint, max_elapsed="3s")
+    log = tmp_path / f"rotel-{endpoint.rsplit(':', 1)[1]}.log"  # where start_rotel has it write
     try:
         receiver.stop()
         send_spans(endpoint, [f"lost-{i}" for i in range(20)])
-        time.sleep(10)
+        # The upstream comes back once the collector has given the batch up (its log says so),
+        # not after a fixed 10 s, which a collector starved on a busy machine might not have used.
+        deadline = time.monotonic() + 120
+        while "dropping data" not in log.read_text(errors="replace"):
+            assert time.monotonic() < deadline, "the collector never gave up: " + log.read_text()[-2000:]
+            time.sleep(0.5)
         receiver.start()
         send_spans(endpoint, ["after"])
         wait_for(receiver, 1, 30)
