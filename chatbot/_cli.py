@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 
+from ragloop.process import parse_port
 from ragloop.settings import Settings
 
 llm_app = typer.Typer(help="The local LLM: fetch the model, serve it.", no_args_is_help=True)
@@ -24,13 +25,16 @@ def llm_fetch() -> None:
 
 @llm_app.command("serve")
 def llm_serve(
-    port: int | None = typer.Option(None, help="Port (default RAGLOOP_LLM_PORT)."),
+    port: int | None = typer.Option(
+        None, parser=parse_port, help="Port, 1-65535 (default RAGLOOP_LLM_PORT)."
+    ),
     gguf: Path | None = typer.Option(None, help="A GGUF file to serve instead of the default model."),
     parallel: int | None = typer.Option(None, help="Server slots (default RAGLOOP_LLM_PARALLEL)."),
 ) -> None:
     """Serve the local model as an OpenAI-compatible API on 127.0.0.1 until interrupted."""
     from chatbot._llm_server import serve_forever
     from chatbot._model import resolve_model_path
+    from ragloop.process import ensure_port_free
 
     overrides: dict[str, object] = {}
     if gguf is not None:
@@ -38,4 +42,8 @@ def llm_serve(
     if parallel is not None:
         overrides["llm_parallel"] = parallel
     settings = Settings(**overrides)  # type: ignore[arg-type]
-    serve_forever(settings, resolve_model_path(settings), port or settings.llm_port)
+    port = port or settings.llm_port
+    # A port in use: one line before the model is fetched and loaded, not llama.cpp's traceback.
+    setting = "--port" if port != settings.llm_port else "--port / RAGLOOP_LLM_PORT"
+    ensure_port_free(settings.llm_host, port, port_setting=setting, host_setting="RAGLOOP_LLM_HOST")
+    serve_forever(settings, resolve_model_path(settings), port)

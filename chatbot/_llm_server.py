@@ -38,9 +38,22 @@ def build_params(settings: Settings, model_path: Path, port: int):  # type: igno
 
 
 def serve_forever(settings: Settings, model_path: Path, port: int) -> None:
-    """Start the server and block until SIGINT/SIGTERM."""
+    """Start the server and block until SIGINT/SIGTERM.
+
+    Raises:
+        UserError: llama.cpp refused to start (a port taken since the caller checked it, a bad
+            model file or parameter); its own log lines above say which.
+    """
+    from ragloop.errors import UserError
+
     xl = _import_xllamacpp()
-    server = xl.Server(build_params(settings, model_path, port))
+    try:
+        server = xl.Server(build_params(settings, model_path, port))
+    except RuntimeError as exc:  # llama.cpp's "Failed to init server, please check the input params."
+        raise UserError(
+            f"the LLM server did not start on {settings.llm_host}:{port} with {model_path.name} "
+            f"(llama.cpp: {str(exc).strip() or 'init failed'}); its log above names the cause"
+        ) from exc
     log.info(
         "LLM server on http://%s:%d/v1 (model %s from %s)",
         settings.llm_host,

@@ -18,7 +18,7 @@ import subprocess
 from pathlib import Path
 from typing import Any, Self
 
-from ragloop.process import ManagedProcess, free_port, http_ok, port_open
+from ragloop.process import ManagedProcess, ensure_port_free, free_port, http_ok
 from ragloop.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -88,8 +88,8 @@ class _LocalServer:
         return (self.server,)
 
     def _check_port(self, setting: str) -> None:
-        if port_open("127.0.0.1", self.port):
-            raise RuntimeError(f"port {self.port} is taken: set {setting} to a free port")
+        """Raise UserError (one line naming ``setting``) when the port cannot be listened on."""
+        ensure_port_free("127.0.0.1", self.port, port_setting=setting)
 
     def kill_server(self) -> None:
         """SIGKILL the API server's process group (tests: a backend dying mid-push)."""
@@ -201,9 +201,9 @@ class LocalArgilla(_LocalServer):
             RuntimeError: the venv is missing, the port is taken, or a step failed (with its log).
             TimeoutError: the server did not answer in ``timeout`` seconds.
         """
+        self._check_port("RAGLOOP_ARGILLA_PORT")
         if not self.python.exists():
             raise _missing(self.venv, "argilla")
-        self._check_port("RAGLOOP_ARGILLA_PORT")
         self.home.mkdir(parents=True, exist_ok=True)
         # The real binary, not the `noida-db` wrapper: killing the wrapper leaves the binary orphaned.
         argv = [
@@ -301,10 +301,10 @@ class LocalLabelStudio(_LocalServer):
             RuntimeError: the venv is missing, the port is taken, or the server exited.
             TimeoutError: no answer in ``timeout`` seconds.
         """
+        self._check_port("RAGLOOP_LABEL_STUDIO_PORT")
         exe = self.venv / "bin" / "label-studio"
         if not exe.exists():
             raise _missing(self.venv, "label-studio")
-        self._check_port("RAGLOOP_LABEL_STUDIO_PORT")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         # Never `label-studio --version`: it starts a server on 0.0.0.0:8080.
         argv = [

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from ragloop.process import ManagedProcess, http_ok, port_open
+from ragloop.process import ManagedProcess, ensure_port_free, http_ok, port_open
 from ragloop.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -110,6 +110,27 @@ def start_phoenix(settings: Settings, run_dir: Path, timeout: float = 180.0) -> 
     return proc
 
 
+def check_stack_ports(settings: Settings) -> None:
+    """Raise a one-line UserError when a port of an enabled local tool cannot be listened on.
+
+    Phoenix (UI and OTLP/gRPC) when ``RAGLOOP_PHOENIX`` is on, the collector (OTLP gRPC and HTTP)
+    when ``RAGLOOP_COLLECTOR`` is on; each message names the variable that sets the port.
+    """
+    wanted: list[tuple[int, str]] = []
+    if settings.phoenix:
+        wanted += [
+            (settings.phoenix_port, "RAGLOOP_PHOENIX_PORT"),
+            (settings.phoenix_grpc_port, "RAGLOOP_PHOENIX_GRPC_PORT"),
+        ]
+    if settings.collector:
+        wanted += [
+            (settings.collector_grpc_port, "RAGLOOP_COLLECTOR_GRPC_PORT"),
+            (settings.collector_http_port, "RAGLOOP_COLLECTOR_HTTP_PORT"),
+        ]
+    for port, variable in wanted:
+        ensure_port_free("127.0.0.1", port, port_setting=variable)
+
+
 def start_local_stack(settings: Settings, skipped: list[str] | None = None) -> list[StackProcess]:
     """Start Phoenix and the collector as the settings ask; each result has a ``url`` to print.
 
@@ -122,8 +143,10 @@ def start_local_stack(settings: Settings, skipped: list[str] | None = None) -> l
             runs, forwarding traces to RAGLOOP_TRACES_FORWARD or dropping them.
 
     Raises:
+        UserError: a port of an enabled tool is in use (:func:`check_stack_ports`).
         FileNotFoundError, ImportError: a tool is not installed (only without ``skipped``).
     """
+    check_stack_ports(settings)  # a port in use: one line now, before Phoenix's half-minute start
     run_dir = settings.data_dir / "monitoring"
     procs: list[StackProcess] = []
     try:

@@ -31,6 +31,7 @@ from labeling import _cli as loop_cli
 from monitoring import _arize_cli as arize_cli
 from monitoring import _cli as monitoring_cli
 from ragloop import _db_cli as db_cli
+from ragloop.process import parse_port
 from retrieval import _cli as retrieval_cli
 
 app = typer.Typer(
@@ -115,13 +116,15 @@ def _app_settings(host: str | None, port: int | None) -> object:
 @app.command("serve")
 def serve(
     host: str | None = typer.Option(None, help="Host to bind (default RAGLOOP_HOST)."),
-    port: int | None = typer.Option(None, help="Port (default RAGLOOP_PORT)."),
+    port: int | None = typer.Option(None, parser=parse_port, help="Port, 1-65535 (default RAGLOOP_PORT)."),
 ) -> None:
     """Serve the chat app against the configured LLM: API, UI, telemetry, online evaluation, sinks."""
     from ragloop.app import serve as serve_app
+    from ragloop.run import check_app_port
     from retrieval import check_index_variant
 
     settings = _app_settings(host, port)
+    check_app_port(settings)  # type: ignore[arg-type]  # a port in use: one line now, not after loading
     check_index_variant(settings)  # type: ignore[arg-type]  # another embedding variant: one line, exit 2
     serve_app(settings)  # type: ignore[arg-type]
 
@@ -129,7 +132,7 @@ def serve(
 @app.command("run")
 def run(
     host: str | None = typer.Option(None, help="Host to bind (default RAGLOOP_HOST)."),
-    port: int | None = typer.Option(None, help="Port (default RAGLOOP_PORT)."),
+    port: int | None = typer.Option(None, parser=parse_port, help="Port, 1-65535 (default RAGLOOP_PORT)."),
 ) -> None:
     """Fetch model and corpus, index, start the local LLM, Chroma, monitoring and labeling, then serve."""
     from ragloop.run import run as run_all

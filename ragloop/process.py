@@ -40,6 +40,76 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
+def parse_port(value: object) -> int:
+    """A TCP port given on the command line (typer ``parser=``): an integer from 1 to 65535.
+
+    Every command's ``--port`` uses it, so ``--port -1`` or ``--port 99999`` is refused by the option
+    itself, in one line naming the option and the value, before anything starts.
+
+    Raises:
+        typer.BadParameter: not an integer, or outside 1-65535.
+    """
+    import typer
+
+    try:
+        port = int(str(value))
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a port number: use 1-65535") from None
+    if not 1 <= port <= 65535:
+        raise typer.BadParameter(f"{port} is not a port number: use 1-65535")
+    return port
+
+
+def ensure_port_free(host: str, port: int, *, port_setting: str, host_setting: str | None = None) -> None:
+    """Fail at once, with one line, when a server could not listen on ``host:port``.
+
+    A server command calls this BEFORE its slow start (loading a model, building the app), so a
+    port in use is reported in a second, not after the start. The probe binds a socket the way
+    servers do (``SO_REUSEADDR``: a port in TIME_WAIT is free, one with a listener is not) and
+    closes it at once.
+
+    Args:
+        host: the address the server will bind.
+        port: the TCP port (1-65535).
+        port_setting: how the user sets the port, e.g. ``"--port / RAGLOOP_PORT"``.
+        host_setting: how the user sets the host (default: not named).
+
+    Raises:
+        UserError: the port is in use or reserved, or ``host`` is not an address of this machine.
+    """
+    import errno
+
+    from ragloop.errors import UserError
+
+    where = f" ({host_setting})" if host_setting else ""
+    if not 1 <= int(port) <= 65535:
+        raise UserError(f"{port_setting}: port {port} is not in the range 1-65535")
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise UserError(f"cannot listen on host {host!r}{where}: {exc.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise UserError(
+                    f"port {port} on {host} is already in use ({port_setting}): "
+                    "stop what runs there or choose a free port"
+                ) from None
+            if exc.errno == errno.EACCES:
+                raise UserError(
+                    f"port {port} needs root privileges ({port_setting}): choose a port above 1023"
+                ) from None
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise UserError(
+                    f"cannot listen on host {host!r}{where}: not an address of this machine"
+                ) from None
+            raise UserError(f"cannot listen on {host}:{port} ({port_setting}): {exc.strerror}") from None
+
+
 def http_ok(url: str, timeout: float = 2.0) -> bool:
     """True when ``GET url`` answers with a 2xx status."""
     try:
@@ -185,6 +255,27 @@ class ThreadedServer:
         self.stop()
 
 
+def check_llm_port(settings: Settings) -> bool:
+    """True when an LLM server answers on RAGLOOP_LLM_PORT (reuse it); False when the port is free.
+
+    Raises:
+        UserError: the port is taken by something that is not an LLM server, or cannot be bound.
+    """
+    from ragloop.errors import UserError
+
+    if http_ok(f"http://{settings.llm_host}:{settings.llm_port}/v1/models"):
+        return True
+    if port_open(settings.llm_host, settings.llm_port):
+        raise UserError(
+            f"port {settings.llm_port} is taken by something that is not an LLM server: "
+            "set RAGLOOP_LLM_PORT to a free port"
+        )
+    ensure_port_free(
+        settings.llm_host, settings.llm_port, port_setting="RAGLOOP_LLM_PORT", host_setting="RAGLOOP_LLM_HOST"
+    )
+    return False
+
+
 def start_llm(settings: Settings) -> ManagedProcess | None:
     """Start the local LLM server (``ragloop llm serve``) unless one already answers on its port.
 
@@ -202,17 +293,10 @@ def start_llm(settings: Settings) -> ManagedProcess | None:
     """
     import sys
 
-    from ragloop.errors import UserError
-
     models_url = f"http://{settings.llm_host}:{settings.llm_port}/v1/models"
-    if http_ok(models_url):
+    if check_llm_port(settings):
         log.info("reusing the LLM server already answering at %s", models_url)
         return None
-    if port_open(settings.llm_host, settings.llm_port):
-        raise UserError(
-            f"port {settings.llm_port} is taken by something that is not an LLM server: "
-            "set RAGLOOP_LLM_PORT to a free port"
-        )
     argv = [sys.executable, "-m", "ragloop.cli", "llm", "serve", "--port", str(settings.llm_port)]
     proc = ManagedProcess("llm", argv, settings.data_dir / "logs" / "llm.log").start()
     try:

@@ -28,7 +28,16 @@ from typing import Any
 from ragloop.process import http_ok, start_llm
 from ragloop.settings import Settings
 
-__all__ = ["prepare_index", "run", "serve_app", "start_indexing", "start_llm", "start_local_servers"]
+__all__ = [
+    "check_app_port",
+    "check_ports",
+    "prepare_index",
+    "run",
+    "serve_app",
+    "start_indexing",
+    "start_llm",
+    "start_local_servers",
+]
 
 log = logging.getLogger(__name__)
 
@@ -243,10 +252,40 @@ def _raise_on_sigterm(_signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+def check_app_port(settings: Settings) -> None:
+    """Raise a one-line UserError at once when the app could not listen on RAGLOOP_HOST:RAGLOOP_PORT."""
+    from ragloop.process import ensure_port_free
+
+    ensure_port_free(
+        settings.host,
+        settings.port,
+        port_setting="--port / RAGLOOP_PORT",
+        host_setting="--host / RAGLOOP_HOST",
+    )
+
+
+def check_ports(settings: Settings) -> None:
+    """The ports ``run`` must have, checked before the first slow step (model, index, children).
+
+    The app's port must be free; the local LLM's port must be free or answer as an LLM server
+    (which is reused). The optional tools (monitoring, labeling) check their own ports and are
+    skipped with a warning when theirs is taken.
+
+    Raises:
+        UserError: one line naming the port and the option or variable that sets it.
+    """
+    from ragloop.process import check_llm_port
+
+    check_app_port(settings)
+    if settings.uses_local_llm:
+        check_llm_port(settings)
+
+
 def run(settings: Settings) -> None:
     """Prepare model and index, start the local servers, serve the app; stop children on exit."""
     from chatbot._model import resolve_model_path
 
+    check_ports(settings)
     previous = signal.signal(signal.SIGTERM, _raise_on_sigterm)
     children: list[Any] = []
     try:

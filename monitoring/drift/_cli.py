@@ -8,26 +8,39 @@ import time
 
 import typer
 
+from ragloop.process import parse_port
+
 log = logging.getLogger(__name__)
 
 
 def _check_windows(window: str, reference: str) -> None:
-    """Raise a user error naming the option when ``--window``/``--reference`` cannot be parsed."""
+    """Raise a user error naming the option when ``--window``/``--reference`` cannot be parsed.
+
+    One line: the option, the value, what is wrong and (once) the accepted forms.
+    """
     from datetime import UTC, datetime
 
-    from monitoring.drift._windows import parse_window, reference_spec
+    from monitoring.drift._windows import (
+        REFERENCE_FORMS,
+        WINDOW_FORMS,
+        UnknownWindowError,
+        parse_window,
+        reference_spec,
+    )
     from ragloop.errors import UserError
 
     try:
         current = parse_window(window, datetime.now(UTC))
+    except UnknownWindowError:
+        raise UserError(f"--window {window!r} is not a window: use {WINDOW_FORMS}") from None
     except ValueError as exc:
-        raise UserError(f"--window {window!r}: {exc} (hour, day, week or START/END in ISO 8601)") from None
+        raise UserError(f"--window {window!r}: {exc}; use {WINDOW_FORMS}") from None
     try:
         reference_spec(reference, current)
+    except UnknownWindowError:
+        raise UserError(f"--reference {reference!r} is not a reference: use {REFERENCE_FORMS}") from None
     except ValueError as exc:
-        raise UserError(
-            f"--reference {reference!r}: {exc} (previous, saved:NAME or START/END in ISO 8601)"
-        ) from None
+        raise UserError(f"--reference {reference!r}: {exc}; use {REFERENCE_FORMS}") from None
 
 
 def run(
@@ -84,7 +97,7 @@ def run(
 
 
 def ui(
-    port: int = typer.Option(None, help="Port; default RAGLOOP_DRIFT_UI_PORT."),
+    port: int = typer.Option(None, parser=parse_port, help="Port, 1-65535; default RAGLOOP_DRIFT_UI_PORT."),
 ) -> None:
     """Serve the Evidently workspace holding the drift snapshots (`evidently ui`), until Ctrl-C."""
     from monitoring.drift._ui import start_evidently_ui

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ragloop.process import ManagedProcess, http_ok, port_open
+from ragloop.process import ManagedProcess, ensure_port_free, http_ok
 from ragloop.settings import Settings
 
 
@@ -13,15 +13,16 @@ def start_evidently_ui(settings: Settings, port: int | None = None, timeout: flo
     other local tools (through ``monitoring.start_local_stack``).
 
     Raises:
-        RuntimeError: the port is taken, or the UI exited early.
+        UserError: the port is taken (one line naming the option or variable).
+        RuntimeError: the UI exited early.
         TimeoutError: the UI did not answer in ``timeout`` seconds.
     """
     from monitoring.drift._evidently import ui_argv
 
     host = "127.0.0.1"
+    setting = "--port" if port else "RAGLOOP_DRIFT_UI_PORT"
     port = port or settings.drift_ui_port
-    if port_open(host, port):
-        raise RuntimeError(f"port {port} is taken: set RAGLOOP_DRIFT_UI_PORT to a free port")
+    ensure_port_free(host, port, port_setting=setting)
     workspace = settings.drift_workspace or settings.data_dir / "evidently"
     workspace.mkdir(parents=True, exist_ok=True)
     proc = ManagedProcess(

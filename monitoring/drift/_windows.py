@@ -85,6 +85,16 @@ class WindowData:
         )
 
 
+#: The window specs :func:`parse_window` accepts, as error messages name them.
+WINDOW_FORMS = "hour, day, week or START/END (ISO 8601)"
+#: The reference specs :func:`reference_spec` accepts.
+REFERENCE_FORMS = "previous, saved:NAME, hour, day, week or START/END (ISO 8601)"
+
+
+class UnknownWindowError(ValueError):
+    """A window spec that is none of the accepted forms (its message already names them)."""
+
+
 def _parse_time(text: str) -> datetime:
     moment = datetime.fromisoformat(text.strip())
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
@@ -103,7 +113,7 @@ def parse_window(spec: str, now: datetime) -> tuple[datetime, datetime]:
         if end <= start:
             raise ValueError(f"window {spec!r} ends before it starts")
         return start, end
-    raise ValueError(f"unknown window {spec!r}: use hour, day, week or START/END (ISO 8601)")
+    raise UnknownWindowError(f"unknown window {spec!r}: use {WINDOW_FORMS}")
 
 
 def reference_spec(spec: str, current: tuple[datetime, datetime]) -> tuple[datetime, datetime] | str:
