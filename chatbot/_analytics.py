@@ -175,6 +175,9 @@ def render_values(a: Analytics, *, own_only: bool = False) -> list[Any]:
         "ttft_p95": "first token p95",
     }
     latency = _days(a.latency_per_day, series, "series", "ms")
+    top = float(latency["ms"].max()) if len(latency) else 0.0
+    # From zero with headroom: points at the edges of a data-fitted axis were cut in half.
+    latency_plot = gr.ScatterPlot(latency, y_lim=[0, top * 1.15 if top > 0 else 1.0])
     tokens = _days(a.usage_per_day, {"input_tokens": "input", "output_tokens": "output"}, "kind", "tokens")
     cost = _days(a.usage_per_day, {"cost_usd": "cost"}, "kind", "usd")
     comments = pd.DataFrame(
@@ -223,7 +226,7 @@ def render_values(a: Analytics, *, own_only: bool = False) -> list[Any]:
             gr.Dataframe(comments, label="Your recent comments (figures above are everyone's)"),
             faith,
             gr.Dataframe(refused, label="Your most refused questions"),
-            latency,
+            latency_plot,
             tokens,
             cost,
             drift_markdown(a),
@@ -237,7 +240,7 @@ def render_values(a: Analytics, *, own_only: bool = False) -> list[Any]:
         comments,
         faith,
         refused,
-        latency,
+        latency_plot,
         tokens,
         cost,
         drift_markdown(a),

@@ -101,5 +101,19 @@ def test_two_guests_see_the_same_figures_but_only_their_own_text(
             cell = page.locator("#analytics-refused").get_by_text(day).first
             clipped = cell.evaluate("e => e.scrollWidth > e.clientWidth + 1")
             assert not clipped, "the refused question's date is shown in full"
+            # One day of latency data is drawn (a line of one point drew nothing).
+            wait_for(lambda p=page: _marks(p, "#analytics-latency") > 10, 30, "the latency marks")
             SHOTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SHOTS / f"analytics_guest_{who}.png"), full_page=True)
+
+
+def _marks(page: Any, plot: str) -> int:
+    """Coloured pixels in a plot's drawing area (above its legend): the marks; grid and text are grey."""
+    import io
+
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(page.locator(plot).screenshot())).convert("RGB")
+    width, height = image.size
+    area = image.crop((0, 0, width, int(height * 0.8)))
+    return sum(1 for r, g, b in area.getdata() if max(r, g, b) - min(r, g, b) > 40)
