@@ -14,6 +14,8 @@ FAVICON = Path(__file__).parent / "static" / "favicon.svg"
 CSS = """
 #history-list button { text-align: left; justify-content: flex-start; white-space: nowrap;
   overflow: hidden; text-overflow: ellipsis; }
+#history-list label { max-width: 100%; min-width: 0; box-sizing: border-box; }
+#history-list label span { overflow-wrap: anywhere; word-break: break-word; min-width: 0; }
 .ragloop-small { font-size: 0.78em; opacity: 0.75; margin-top: 0.4em; }
 .ragloop-cited { font-weight: 600; }
 #chat .message-wrap a.cite { text-decoration: none; font-weight: 600; }

@@ -92,6 +92,19 @@ def test_bad_input_loses_nothing_and_creates_nothing(app: dict[str, Any]) -> Non
         assert users.count() == 1
         assert [c["title"] for c in log.list_conversations(owner)] == ["How do I sort a list?"]
 
+        # A long title without blanks stays inside the sidebar.
+        page.locator("#new-conversation").click()
+        wait_for(lambda: page.locator(BOT).count() == 0, 30, "an empty chat")
+        ask(page, log, "b" * 300)
+        entry = wait_for(
+            lambda: page.locator("#history-list label").filter(has_text="bbbb").first, 30, "the long entry"
+        )
+        entry.wait_for(timeout=30_000)
+        side = page.locator("#history-list").bounding_box()
+        box_ = entry.bounding_box()
+        assert side and box_ and box_["x"] + box_["width"] <= side["x"] + side["width"] + 1, (box_, side)
+        page.screenshot(path=str(SHOTS / "input_long_title.png"), full_page=True)
+
         # The thanks line goes with its conversation.
         page.locator(BUTTONS).last.locator('button[aria-label="Dislike"]').click()
         status = page.locator("#feedback-status")
