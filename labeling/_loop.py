@@ -6,6 +6,7 @@ Saving a pair enqueues it (same transaction) for every labeling backend through 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import time
@@ -171,8 +172,16 @@ class LabelingLoop:
             exclude_vectors=load_vectors(self.chatlog, before),
         )
 
-    def pair_for(self, turn_id: str, reasons: Sequence[str]) -> dict[str, Any]:
+    def pair_for(
+        self, turn_id: str, reasons: Sequence[str], still_wanted: Callable[[Any], bool] | None = None
+    ) -> dict[str, Any] | None:
         """Make, judge and save the pair of one turn; returns the saved row.
+
+        Args:
+            turn_id: the turn.
+            reasons: why it was selected.
+            still_wanted: checked in the saving transaction, after the candidate and the judge
+                (:meth:`PairStore.save_pair`); False: nothing is saved or pushed and None returned.
 
         Raises:
             LookupError: the turn is not in the chat log.
@@ -186,7 +195,8 @@ class LabelingLoop:
         candidate = self.generator.generate(turn)
         judge = self.judge.judge if self.judge is not None else None
         pair = build_pair(turn, candidate, reasons, judge)
-        self.store.save_pair(pair)
+        if not self.store.save_pair(pair, still_wanted):
+            return None
         return pair
 
     def run(
@@ -206,8 +216,15 @@ class LabelingLoop:
             bar = tqdm(total=len(items), desc="pairs", unit="pair")
         for turn_id, reasons in items:
             try:
-                self.pair_for(turn_id, reasons)
-                report.pairs_saved += 1
+                # A turn selected for a thumbs-down only is not paired if that rating was changed
+                # since the selection (checked again in the saving transaction).
+                wanted = None
+                if list(reasons) == [THUMBS_DOWN]:
+                    wanted = functools.partial(self._still_negative_in, turn_id)
+                if self.pair_for(turn_id, reasons, wanted) is None:
+                    log.info("labeling loop: turn %s is no longer rated down; no pair", turn_id)
+                else:
+                    report.pairs_saved += 1
             except Exception as exc:  # noqa: BLE001 - one bad turn never stops the run
                 log.warning("labeling loop: turn %s failed: %s", turn_id, exc)
                 report.errors.append(f"{turn_id}: {type(exc).__name__}: {exc}")
@@ -218,26 +235,87 @@ class LabelingLoop:
         report.seconds = time.perf_counter() - started
         return report
 
-    def run_for_turn(self, turn_id: str) -> bool:
+    def run_for_turn(self, turn_id: str, rater: str | None = None) -> bool:
         """The event-driven path (a thumbs-down): pair this one turn unless it already has a pair.
 
+        The rating is read again from the chat log (the ``feedback`` row of ``rater``, or any
+        rater's when None): a thumbs-down changed to a thumbs-up before this runs makes no pair,
+        and one changed while the candidate and the judge run is caught in the saving transaction,
+        so nothing is saved or pushed to the labeling backends. When the turn already has a pair
+        that was flagged as withdrawn (:meth:`rating_changed`), a renewed thumbs-down clears it.
+
+        Args:
+            turn_id: the rated turn.
+            rater: who gave the thumbs-down (the outbox item's ``rater``).
+
         Returns:
-            True when the turn has a pair now (made here or before), False when it is not selectable.
+            True when the turn has a pair now (made here or before), False when it is not
+            selectable or the thumbs-down is no longer there.
         """
-        if self.store.get(turn_id) is not None:
+        existing = self.store.get(turn_id)
+        if existing is not None:
+            if self.still_negative(turn_id, rater):
+                self.store.mark_rating_withdrawn(turn_id, None)
             return True
         turn = self.chatlog.get_turn(turn_id)
         if turn is None:
             raise LookupError(f"no turn {turn_id}")
+        if not self.still_negative(turn_id, rater):
+            log.info(
+                "labeling loop: turn %s is no longer rated down by %s; no pair", turn_id, rater or "anyone"
+            )
+            return False
         signals = load_signals(self.chatlog, since=None, threshold=self.threshold, turn_ids=[turn_id])
         reasons = turn_reasons(turn, None, signals)
-        if not reasons:
-            return False
         if THUMBS_DOWN not in reasons:
             reasons = [THUMBS_DOWN, *reasons]
         self.store.record_selections({turn_id: reasons}, f"event:{new_id()[:12]}")
-        self.pair_for(turn_id, reasons)
+        pair = self.pair_for(turn_id, reasons, lambda conn: self.still_negative(turn_id, rater, conn))
+        if pair is None:
+            log.info("labeling loop: turn %s was re-rated while its pair was made; not saved", turn_id)
+            return False
         return True
+
+    def _still_negative_in(self, turn_id: str, conn: Any) -> bool:
+        return self.still_negative(turn_id, None, conn)
+
+    def still_negative(self, turn_id: str, rater: str | None, conn: Any = None) -> bool:
+        """True when the chat log holds a thumbs-down on the turn from ``rater`` (None: from anyone)."""
+        from sqlalchemy import select as sql_select
+
+        from chatlog import feedback
+
+        query = sql_select(feedback.c.value).where(feedback.c.turn_id == turn_id, feedback.c.value < 0)
+        if rater is not None:
+            query = query.where(feedback.c.rater == rater)
+        if conn is not None:
+            return conn.execute(query.limit(1)).first() is not None
+        with self.chatlog.engine.connect() as own:
+            return own.execute(query.limit(1)).first() is not None
+
+    def rating_changed(self, turn_id: str, rater: str | None) -> bool:
+        """A thumbs-up arrived: flag the turn's thumbs-down pair when no thumbs-down is left on it.
+
+        A pair already made (and maybe pushed and labeled) for a thumbs-down stays, but its
+        ``meta["rating_withdrawn"]`` records who changed the rating and when, so a reviewer or an
+        export can tell; a later thumbs-down clears the flag (:meth:`run_for_turn`).
+
+        Returns:
+            True when the pair was flagged now.
+        """
+        pair = self.store.get(turn_id)
+        if pair is None or THUMBS_DOWN not in ((pair.get("meta") or {}).get("reasons") or []):
+            return False
+        if self.still_negative(turn_id, None):
+            return False
+        flagged = self.store.mark_rating_withdrawn(turn_id, {"rater": rater, "at": now().isoformat()})
+        if flagged:
+            log.warning(
+                "labeling loop: the thumbs-down of turn %s was withdrawn after its pair was made; "
+                "the pair is flagged (meta.rating_withdrawn)",
+                turn_id,
+            )
+        return flagged
 
 
 def judge_from_settings(settings: Any, *, llm_judge: bool | None = None) -> PairwiseJudge:

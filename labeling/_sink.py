@@ -51,17 +51,32 @@ class LoopSink:
 
     def _one(self, item: Any) -> bool:
         payload = item.payload or {}
-        if item.kind != "feedback" or int(payload.get("value", 0)) >= 0:
+        if item.kind != "feedback":
             return True
         turn_id = payload.get("turn_id")
         if not turn_id:
             log.warning("loop sink: feedback item %s has no turn_id; dropped", item.key)
             return True
-        self.loop.run_for_turn(str(turn_id))
+        rater = _rater(item, str(turn_id))
+        if int(payload.get("value", 0)) >= 0:
+            # A thumbs-up: if it withdrew the thumbs-down a pair was made for, flag that pair.
+            self.loop.rating_changed(str(turn_id), rater)
+            return True
+        # The item may be older than the rating: run_for_turn reads the rater's current value.
+        self.loop.run_for_turn(str(turn_id), rater)
         return True
 
     def shutdown(self, timeout_s: float = 5.0) -> None:
         """Nothing to flush: every pair is saved before ``send`` returns."""
+
+
+def _rater(item: Any, turn_id: str) -> str | None:
+    """Who rated: the payload's ``rater``, else the item key's ``<turn_id>:<rater>`` suffix."""
+    rater = (item.payload or {}).get("rater")
+    if rater:
+        return str(rater)
+    key = str(item.key or "")
+    return key[len(turn_id) + 1 :] or None if key.startswith(f"{turn_id}:") else None
 
 
 def from_settings(settings: Any, chatlog: ChatLog) -> LoopSink | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -32,6 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 
 from chatlog import ChatLog, metadata, now
+from chatlog._base import write_transaction
 
 log = logging.getLogger(__name__)
 
@@ -143,12 +144,20 @@ class PairStore:
         return dict(row) if row else None
 
     # --- pairs -----------------------------------------------------------------------------------
-    def save_pair(self, pair: Mapping[str, Any]) -> None:
+    def save_pair(
+        self, pair: Mapping[str, Any], still_wanted: Callable[[Connection], bool] | None = None
+    ) -> bool:
         """Insert or update one pair and enqueue it for the labeling backends, in one transaction.
 
         Args:
             pair: the ``pairs`` columns; ``pair_id``, ``question``, ``context``, ``response_a``,
                 ``response_b``, ``a_is_original`` and ``strategy`` are required.
+            still_wanted: asked inside the saving transaction (before any write); False saves and
+                enqueues nothing. The thumbs-down path checks there that the rating is still
+                negative, so a rating changed while the pair was being made is never pushed.
+
+        Returns:
+            True when the pair was saved (and enqueued), False when ``still_wanted`` said no.
 
         Raises:
             ValueError: a required column is missing or the judge's verdict is malformed.
@@ -165,13 +174,41 @@ class PairStore:
         row = {c.name: pair[c.name] for c in pairs.columns if c.name in pair}
         row.setdefault("context", [])
         row["updated_at"] = at
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
+            if still_wanted is not None and not still_wanted(conn):
+                return False
             created = conn.execute(
                 select(pairs.c.created_at).where(pairs.c.pair_id == row["pair_id"])
             ).first()
             row["created_at"] = created[0] if created else row.get("created_at") or at
             _upsert(conn, pairs, row, ["pair_id"])
             _enqueue_pair(self.chatlog, conn, str(row["pair_id"]))
+        return True
+
+    def mark_rating_withdrawn(self, pair_id: str, withdrawn: Mapping[str, Any] | None) -> bool:
+        """Record (or clear, with None) that the thumbs-down a pair was made for has been withdrawn.
+
+        The pair stays (it may be labeled already); its ``meta["rating_withdrawn"]`` says who
+        changed the rating and when, so exports and reviewers can tell. Nothing is re-enqueued.
+
+        Returns:
+            True when the pair's meta changed.
+        """
+        with write_transaction(self.engine) as conn:
+            row = conn.execute(select(pairs.c.meta).where(pairs.c.pair_id == pair_id)).first()
+            if row is None:
+                return False
+            meta = dict(row[0] or {})
+            if withdrawn is None:
+                if "rating_withdrawn" not in meta:
+                    return False
+                meta.pop("rating_withdrawn")
+            else:
+                if "rating_withdrawn" in meta:
+                    return False
+                meta["rating_withdrawn"] = dict(withdrawn)
+            conn.execute(update(pairs).where(pairs.c.pair_id == pair_id).values(meta=meta))
+        return True
 
     def get(self, pair_id: str) -> dict[str, Any] | None:
         """One pair as a dict, or None."""
