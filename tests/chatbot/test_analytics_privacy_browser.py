@@ -117,3 +117,18 @@ def _marks(page: Any, plot: str) -> int:
     width, height = image.size
     area = image.crop((0, 0, width, int(height * 0.8)))
     return sum(1 for r, g, b in area.getdata() if max(r, g, b) - min(r, g, b) > 40)
+
+
+def test_the_summary_counts_rejected_requests_apart_and_says_pair_or_pairs() -> None:
+    from chatbot._analytics import summary_markdown
+    from monitoring._analytics import Analytics, Window
+
+    day = {"day": "2026-11-30", "ok": 2, "refused": 0, "errors": 0, "cancelled": 0}
+    a = Analytics(window=Window.last_days(1), turns_per_day=[{**day, "turns": 2, "rejected": 7}])
+    a.feedback = {"up": 0, "down": 0, "up_share": None}
+    a.labeling = {"pending": 1, "labeled": 0}
+    text = summary_markdown(a)
+    assert "| Turns | 2 |" in text and "| Rejected requests (bad input) | 7 |" in text
+    assert "1 pair waiting" in text
+    a.labeling = {"pending": 2, "labeled": 0}
+    assert "2 pairs waiting" in summary_markdown(a)

@@ -209,3 +209,37 @@ def test_window_of_last_days() -> None:
     assert w.days() == ["2026-02-27", "2026-02-28", "2026-03-01"]
     with pytest.raises(ValueError, match="at least one day"):
         Window.last_days(0, until)
+
+
+def test_free_text_is_read_for_its_owner_only(log: cl.ChatLog) -> None:
+    """With ``owner``, comments, refused questions and drift examples are that user's; counts stay global."""
+    members = []
+    for who in ("alice", "bob"):
+        conv = log.create_conversation(user_id=who, title=who)
+        tid = log.start_turn(conversation_id=conv, user_message=f"{who} asks", model="m1")
+        log.finish_turn(tid, "ok", total_ms=10.0)
+        log.add_feedback(tid, -1, f"{who} remarks", rater=who)
+        members.append(tid)
+        ref = log.start_turn(conversation_id=conv, user_message=f"{who} is refused")
+        log.finish_turn(ref, "no_context")
+    theirs = log.start_turn(conversation_id=log.create_conversation(user_id="bob"), user_message="x")
+    log.finish_turn(theirs, "ok", total_ms=10.0)
+    log.add_feedback(theirs, 1, "alice on bob's turn", rater="alice")  # not alice's question
+    run = {"run_id": "r1", "created_at": cl.now(), "alarm": False, "n_reference": 5, "n_current": 5}
+    cluster = {"rank": 1, "size": 2, "current_share": 0.5, "reference_share": 0.5, "excess": 0.0}
+    save_run(log.engine, run, [{**cluster, "examples": ["alice asks", "bob asks"], "turn_ids": members}])
+    window = Window.last_days(1)
+    everyone = load_analytics(log.engine, window)
+    alice = load_analytics(log.engine, window, owner="alice")
+    assert {c["comment"] for c in everyone.comments} == {
+        "alice remarks",
+        "bob remarks",
+        "alice on bob's turn",
+    }
+    assert [c["comment"] for c in alice.comments] == ["alice remarks"]
+    assert [r["question"] for r in alice.refused] == ["alice is refused"]
+    assert len(everyone.refused) == 2
+    assert alice.drift_clusters[0]["examples"] == ["alice asks"]
+    assert everyone.drift_clusters[0]["examples"] == ["alice asks", "bob asks"]
+    assert alice.totals() == everyone.totals() and alice.feedback == everyone.feedback
+    assert load_analytics(log.engine, window, owner="nobody").drift_clusters[0]["examples"] == []
