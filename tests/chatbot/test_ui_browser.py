@@ -244,9 +244,11 @@ def test_stop_retry_edit_feedback_and_small_print(app: dict[str, Any], browser: 
     # (Gradio marks a cancelled event's outputs as failed).
     assert page.locator("#chat").get_by_text("Stopped", exact=False).last.is_visible()
     wait_for(
-        lambda: not page.get_by_text("Error", exact=True).first.is_visible()
-        if page.get_by_text("Error", exact=True).count()
-        else True,
+        lambda: (
+            not page.get_by_text("Error", exact=True).first.is_visible()
+            if page.get_by_text("Error", exact=True).count()
+            else True
+        ),
         15,
         "no Error badge after Stop",
     )
