@@ -23,7 +23,11 @@ Hybrid retrieval (issue 13; ``RAGLOOP_RETRIEVAL_MODE=hybrid``, the default): BM2
 (:mod:`retrieval._hybrid`) merges the two top-``RAGLOOP_HYBRID_CANDIDATES`` lists, plus a third
 when the question names compound identifiers (``http.postBuffer``): the chunks that contain them
 (see ``Bm25Index.rank``); without it a chunk only BM25 finds is always outvoted by chunks both
-rankers find, which is exactly the exact-identifier case. Each fused hit
+rankers find, which is exactly the exact-identifier case. Chroma's dense search is approximate
+(HNSW, searched with ``RAGLOOP_HNSW_EF_SEARCH`` candidates): a BM25 candidate it did not return gets
+its exact cosine from its stored embedding and is put back into the dense ranking where that
+cosine places it, before fusion, so a chunk the ANN search missed (a just-uploaded note found by
+BM25 on a rare name) is not outvoted for lack of a dense vote. Each fused hit
 keeps its dense cosine as ``score`` (a hit only BM25 found gets its cosine from its stored
 embedding), so ``RAGLOOP_SCORE_THRESHOLD`` means the same in both modes; the fused score is
 ``rrf_score``. The BM25 index lives at ``DATA_DIR/bm25/<collection>/bm25.npz``, next to the
