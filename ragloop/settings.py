@@ -408,7 +408,7 @@ class Settings(BaseSettings):
     phoenix_api_key: SecretStr | None = Field(
         None,
         validation_alias=_env("RAGLOOP_PHOENIX_API_KEY", "PHOENIX_API_KEY"),
-        description="RAGLOOP_PHOENIX_API_KEY (or PHOENIX_API_KEY): bearer key when Phoenix's auth is on.",
+        description="RAGLOOP_PHOENIX_API_KEY: bearer key when Phoenix's auth is on (or PHOENIX_API_KEY).",
     )
     phoenix_erase_settle_s: float = Field(
         60.0,
