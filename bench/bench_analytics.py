@@ -214,6 +214,21 @@ def copy_to_postgres(log: ChatLog, base_url: str) -> ChatLog:
     return target
 
 
+def _postprocess(component: Any, value: Any) -> Any:
+    """What Gradio does with a handler's return value, as the page would get it.
+
+    A component returned as an update (new props, e.g. column widths) has its ``value``
+    post-processed, like a plain value.
+    """
+    import gradio as gr
+
+    if isinstance(value, gr.blocks.Block):
+        value = value.constructor_args.get("value")
+    elif isinstance(value, dict) and value.get("__type__") == "update":
+        value = value.get("value")
+    return component.postprocess(value)
+
+
 def render_once(log: ChatLog, settings: Settings) -> dict[str, Any]:
     """What one "Refresh" of the tab does: load, build the frames, post-process every component."""
     import gradio as gr
@@ -228,7 +243,7 @@ def render_once(log: ChatLog, settings: Settings) -> dict[str, Any]:
     def render() -> list[Any]:
         start = time.process_time()
         values = tab.load(30, None)
-        out = [c.postprocess(v) for c, v in zip(tab.outputs, values, strict=True)]
+        out = [_postprocess(c, v) for c, v in zip(tab.outputs, values, strict=True)]
         cpu.append(time.process_time() - start)
         return out
 
