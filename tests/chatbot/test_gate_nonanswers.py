@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from chatbot._gate import EXTRACTIVE, PASSED, GroundingGate, echoes_question
+from tests.chatbot.test_gate import _turn  # one streamed turn through the app's API
 
 
 @dataclass(frozen=True)
@@ -81,25 +82,6 @@ def test_a_supported_answer_still_passes(gate: GroundingGate):
 # --- an answer cut at max_tokens: a real OpenAI-compatible server ends the stream with "length" ----
 
 CUT = ["To copy a file, use `shutil.copy(src, dst)` [1]. ", "To keep its metadata, use "]
-
-
-def _turn(base: str, message: str) -> tuple[dict, list[tuple[str, dict]]]:
-    import json
-
-    import httpx
-
-    events: list[tuple[str, dict]] = []
-    with httpx.stream(
-        "POST", f"{base}/api/chat", json={"message": message, "stream": True}, timeout=300
-    ) as resp:
-        assert resp.status_code == 200, resp.read()
-        kind = None
-        for line in resp.iter_lines():
-            if line.startswith("event: "):
-                kind = line[7:]
-            elif line.startswith("data: ") and kind:
-                events.append((kind, json.loads(line[6:])))
-    return [d for k, d in events if k == "done"][-1]["result"], events
 
 
 @pytest.mark.parametrize("gate_enabled", [True, False])
