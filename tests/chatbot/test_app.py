@@ -225,8 +225,9 @@ def test_malformed_requests_use_the_error_shape(live_app: dict) -> None:
     for resp in (not_json, long_id, no_turn):
         err = _assert_error(resp, 422, "invalid_request")
         assert err["turn_id"] is None
-    for resp in (wrong_method, no_route):
-        _assert_error(resp, 404, "not_found")
+    _assert_error(wrong_method, 405, "method_not_allowed")
+    assert wrong_method.headers["allow"] == "POST"
+    _assert_error(no_route, 404, "not_found")
 
 
 # --- failure modes: one app each, chat log on both backends ------------------------------------
