@@ -51,10 +51,10 @@ def test_ask_stream_rate_and_find_feedback_in_the_log(app: dict[str, Any], brows
     question = page.locator("#question textarea")
     question.wait_for(timeout=30_000)
 
-    # Bad input first: an empty message gets a visible error in the chat and a logged turn.
+    # An empty Send does nothing: no bubble, no turn (refused messages: test_ui_input_browser.py).
     page.locator("#send").click()
-    wait_for(lambda: any("Error" in t for t in _bot_texts(page)), 30, "the empty-message error")
-    assert [t["status"] for t in log.iter_turns()] == [cl.STATUS_REJECTED]
+    time.sleep(1.5)
+    assert _bot_texts(page) == [] and list(log.iter_turns()) == []
 
     question.fill(QUESTION)
     question.press("Enter")
@@ -62,7 +62,7 @@ def test_ask_stream_rate_and_find_feedback_in_the_log(app: dict[str, Any], brows
 
     def answered() -> bool:
         texts = _bot_texts(page)
-        if len(texts) >= 2 and texts[-1] not in ("", "…", "...") and texts[-1] not in seen:
+        if texts and texts[-1] not in ("", "…", "...") and texts[-1] not in seen:
             seen.append(texts[-1])
         return any(True for _ in log.iter_turns(statuses=[cl.STATUS_OK]))
 
