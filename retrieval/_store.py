@@ -349,8 +349,8 @@ class Retriever:
             rankings.append(exact)
         fused = reciprocal_rank_fusion(rankings, k=self.settings.rrf_k)[:k]
         missing = [cid for cid, _ in fused if cid not in by_id]
-        if missing:
-            by_id.update(self._fetch(missing, vector))
+        if missing:  # every one is a BM25 or identifier candidate: its cosine is in exact_cos
+            by_id.update(self._fetch(missing, exact_cos))
         return [replace(by_id[cid], rrf_score=score) for cid, score in fused if cid in by_id]
 
     def _cosines(self, ids: list[str], vector: np.ndarray) -> dict[str, float]:
@@ -364,21 +364,18 @@ class Retriever:
         cosines = embeddings @ query / np.where(norms > 0, norms, 1.0)
         return {cid: float(c) for cid, c in zip(got["ids"], cosines, strict=True)}
 
-    def _fetch(self, ids: list[str], vector: np.ndarray) -> dict[str, RetrievedChunk]:
-        """Chunks by id with their cosine to ``vector`` (computed from their stored embeddings)."""
-        got = self.collection.get(ids=ids, include=["documents", "metadatas", "embeddings"])
+    def _fetch(self, ids: list[str], cosines: dict[str, float]) -> dict[str, RetrievedChunk]:
+        """Chunks by id, scored with their cosines from :meth:`_cosines` (ids without one are left out)."""
+        got = self.collection.get(ids=ids, include=["documents", "metadatas"])
         out = {}
-        query = np.asarray(vector, dtype=np.float32)
-        query = query / (np.linalg.norm(query) or 1.0)
-        for cid, doc, meta, emb in zip(
-            got["ids"], got["documents"], got["metadatas"], got["embeddings"], strict=True
-        ):
-            emb = np.asarray(emb, dtype=np.float32)
+        for cid, doc, meta in zip(got["ids"], got["documents"], got["metadatas"], strict=True):
+            if cid not in cosines:
+                continue
             meta = dict(meta or {})
             out[cid] = RetrievedChunk(
                 chunk_id=cid,
                 text=doc or "",
-                score=float(emb @ query / (np.linalg.norm(emb) or 1.0)),
+                score=cosines[cid],
                 source=str(meta.get("source", "")),
                 title=str(meta.get("title", "")),
                 metadata=meta,
