@@ -448,17 +448,10 @@ class ChatLog:
                 conversations.delete().where(conversations.c.conversation_id == conversation_id)
             ).rowcount
             counts.update(sent)
-            counts["traces"] = len({r.trace_id for r in rows if r.trace_id})
-            counts.update(
-                enqueue_erasure(
-                    conn,
-                    conversation_id,
-                    [r.trace_id for r in rows if r.trace_id],
-                    self.routes("erase"),
-                    self.erase_settle_s,
-                    ids,
-                )
-            )
+            trace_ids = sorted({r.trace_id for r in rows if r.trace_id})
+            counts["traces"] = len(trace_ids)
+            sinks = self.routes("erase")
+            counts.update(enqueue_erasure(conn, conversation_id, trace_ids, sinks, self.erase_settle_s, ids))
         if any(k.startswith("erase:") for k in counts):
             self.notify_enqueued()
         if self.engine.dialect.name == "sqlite":
