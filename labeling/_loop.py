@@ -220,7 +220,7 @@ class LabelingLoop:
                 # since the selection (checked again in the saving transaction).
                 wanted = None
                 if list(reasons) == [THUMBS_DOWN]:
-                    wanted = functools.partial(self._still_negative_in, turn_id)
+                    wanted = functools.partial(self.still_negative, turn_id, None)
                 if self.pair_for(turn_id, reasons, wanted) is None:
                     log.info("labeling loop: turn %s is no longer rated down; no pair", turn_id)
                 else:
@@ -275,9 +275,6 @@ class LabelingLoop:
             log.info("labeling loop: turn %s was re-rated while its pair was made; not saved", turn_id)
             return False
         return True
-
-    def _still_negative_in(self, turn_id: str, conn: Any) -> bool:
-        return self.still_negative(turn_id, None, conn)
 
     def still_negative(self, turn_id: str, rater: str | None, conn: Any = None) -> bool:
         """True when the chat log holds a thumbs-down on the turn from ``rater`` (None: from anyone)."""
