@@ -217,34 +217,24 @@ def render_values(a: Analytics, *, own_only: bool = False) -> list[Any]:
     status = f"Loaded {_plural(t['turns'], 'turn')}" + (
         f" and {_plural(t['rejected'], 'rejected request')}." if t.get("rejected") else "."
     )
-    if own_only:
-        return [
-            status,
-            summary_markdown(a),
-            turns,
-            thumbs,
-            gr.Dataframe(comments, label="Your recent comments (figures above are everyone's)"),
-            faith,
-            gr.Dataframe(refused, label="Your most refused questions"),
-            latency_plot,
-            tokens,
-            cost,
-            drift_markdown(a),
-            gr.Dataframe(clusters, label="Drift: top clusters (example questions: only yours)"),
-        ]
+
+    def labelled(frame: pd.DataFrame, own_label: str) -> Any:
+        # A viewer who sees only their own text is told so in the table's label.
+        return gr.Dataframe(frame, label=own_label) if own_only else frame
+
     return [
         status,
         summary_markdown(a),
         turns,
         thumbs,
-        comments,
+        labelled(comments, "Your recent comments (figures above are everyone's)"),
         faith,
-        refused,
+        labelled(refused, "Your most refused questions"),
         latency_plot,
         tokens,
         cost,
         drift_markdown(a),
-        clusters,
+        labelled(clusters, "Drift: top clusters (example questions: only yours)"),
     ]
 
 
