@@ -27,11 +27,11 @@ from pydantic import SecretStr
 
 from chatbot import _gate_text as gate_text
 from chatbot import _prompts as prompts
+from chatbot import _rewrite as rewrite
+from chatbot._fusion import search_queries
 
 if TYPE_CHECKING:
     import httpx
-from chatbot import _rewrite as rewrite
-from chatbot._fusion import search_queries
 
 
 class ChunkLike(prompts.SourceLike, Protocol):
