@@ -7,6 +7,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -160,3 +161,12 @@ def silent_port() -> Iterator[int]:
         for conn in held:
             conn.close()
         sock.close()
+
+
+@pytest.fixture()
+def browser() -> Iterator[Any]:
+    """Headless Debian Chromium (Playwright), one per test (tests/chatbot/browser.py)."""
+    from tests.chatbot.browser import chromium
+
+    with chromium() as b:
+        yield b

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 import chatlog as cl
-from tests.chatbot.browser import chromium, wait_for
+from tests.chatbot.browser import wait_for
 from tests.chatbot.test_ui_browser import BOT, new_page, shot
 
 pytestmark = [pytest.mark.browser]
@@ -51,12 +51,6 @@ def app(
                 yield {"url": base, "log": log}
             finally:
                 log.close()
-
-
-@pytest.fixture()
-def browser() -> Iterator[Any]:
-    with chromium() as b:
-        yield b
 
 
 def _send(page: Any, text: str) -> None:

@@ -21,7 +21,7 @@ import pytest
 
 import chatlog as cl
 from ragloop.settings import Settings
-from tests.chatbot.browser import chromium, wait_for
+from tests.chatbot.browser import wait_for
 from tests.chatbot.conftest import DOCS, _app_settings, serve
 from tests.chatbot.test_ui_browser import BOT, ask, new_page, shot
 from tests.retrieval.conftest import pdf_bytes
@@ -96,12 +96,6 @@ def app(
                 yield {"url": base, "log": log, "settings": settings}
             finally:
                 log.close()
-
-
-@pytest.fixture()
-def browser() -> Iterator[Any]:
-    with chromium() as b:
-        yield b
 
 
 def _rows(page: Any, table: str) -> list[list[str]]:

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 import chatlog as cl
-from tests.chatbot.browser import chromium, wait_for
+from tests.chatbot.browser import wait_for
 
 pytestmark = [pytest.mark.browser]
 #: A streamed answer that cites its passages.
@@ -46,12 +46,6 @@ EMOJI = re.compile("[\U0001f000-\U0001faff\u2600-\u27bf\ufe0f]")
 def shot(page: Any, name: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
-
-
-@pytest.fixture()
-def browser() -> Iterator[Any]:
-    with chromium() as b:
-        yield b
 
 
 @pytest.fixture(scope="module")
